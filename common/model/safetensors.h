@@ -30,11 +30,15 @@ struct TensorView {
   int64_t NumElements() const;
 };
 
+// "[1024, 128]": how shapes appear in error messages.
+std::string ShapeToString(std::span<const int64_t> shape);
+
 // One .safetensors file.
 class SafetensorsFile {
  public:
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
-  // Parses an in-memory image (used by Open and by tests of hostile headers).
+  // Parses an in-memory image (used by Open and by tests of hostile headers). The views
+  // point into `bytes`, which the caller keeps alive while the result is used.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Parse(
       std::span<const std::byte> bytes, std::string source);
 
@@ -67,6 +71,12 @@ class WeightStore {
 
  private:
   WeightStore() = default;
+  // Takes ownership of `file` and registers its tensors; a name seen before is an error.
+  absl::Status AddFile(std::unique_ptr<SafetensorsFile> file, const std::string& path);
+  // Opens each shard that `index_path`'s weight_map names and checks the map against them.
+  absl::Status AddShards(const std::string& index_path);
+
+  std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*> tensors_;
 };
