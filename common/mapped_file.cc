@@ -17,7 +17,7 @@ namespace {
 
 absl::Status ErrnoError(std::string_view what, const std::string& path) {
   int err = errno;
-  std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
+  std::string message = absl::StrCat(std::string(what), " ", path, ": ", std::strerror(err));
   return err == ENOENT ? absl::NotFoundError(message) : absl::InvalidArgumentError(message);
 }
 

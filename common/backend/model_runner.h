@@ -1,0 +1,64 @@
+// The one interface every backend (CPU, CUDA) implements, and the plain data it takes.
+//
+// Schedulers build ForwardInputs and never see a backend type. A batch mixes prefill chunks
+// and decode tokens of several sequences: token rows are grouped by sequence
+// (query_start[s]..query_start[s+1]), each sequence's tokens have consecutive positions, and
+// each token attends to its own sequence's cached tokens at positions <= its own (causal),
+// found through that sequence's block table. The runner writes each token's K/V into the
+// slot named by slot_mapping before attention reads it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/kv_cache/kv_layout.h"
+#include "common/model/model_config.h"
+
+namespace tandem {
+
+struct ForwardInputs {
+  std::span<const int32_t> token_ids;     // [num_tokens]
+  std::span<const int32_t> positions;     // [num_tokens]
+  std::span<const int32_t> slot_mapping;  // [num_tokens] -> block_id * block_size + offset
+  std::span<const int32_t> query_start;   // [num_seqs + 1] first token row of each sequence
+  std::vector<std::span<const int32_t>> block_tables;  // [num_seqs][blocks of that sequence]
+  std::span<const int32_t> logits_rows;   // token rows that need logits, ascending
+};
+
+// Logits of the requested rows, row-major [num_rows][vocab_size]. Owned by the runner and
+// valid until its next Forward call.
+struct LogitsView {
+  std::span<const float> values;
+  int64_t num_rows = 0;
+  int64_t vocab_size = 0;
+
+  std::span<const float> Row(int64_t i) const {
+    return values.subspan(static_cast<size_t>(i * vocab_size), static_cast<size_t>(vocab_size));
+  }
+};
+
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+
+  // Runs the model over one batch. InvalidArgument (naming the field) when the inputs are
+  // inconsistent: lengths, unsorted rows, positions past max_position_embeddings, slots or
+  // block ids outside the pool, a sequence's block table not covering its positions.
+  // Only the engine thread calls this.
+  virtual absl::StatusOr<LogitsView> Forward(const ForwardInputs& inputs) = 0;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual const KvLayout& kv_layout() const = 0;
+  virtual int64_t num_kv_blocks() const = 0;
+};
+
+// Shape checks shared by every backend. `num_kv_blocks` and `block_size_tokens` bound the
+// slots and block ids; `max_positions` bounds positions.
+absl::Status ValidateForwardInputs(const ForwardInputs& inputs, int64_t num_kv_blocks,
+                                   int64_t block_size_tokens, int64_t max_positions,
+                                   int64_t vocab_size);
+
+}  // namespace tandem

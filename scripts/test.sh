@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds everything (CUDA code too when nvcc is present), and runs
+# the whole test suite (ctest -L unit and -L integration; -L gpu needs an NVIDIA GPU and is
+# skipped when none is visible).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+BUILD_DIR=${BUILD_DIR:-build}
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build "$BUILD_DIR" -j "${JOBS:-2}"
+labels="unit|integration"
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  labels="unit|integration|gpu"
+fi
+cd "$BUILD_DIR"
+ctest -L "$labels" --output-on-failure -j "${JOBS:-2}" --timeout 600
