@@ -63,8 +63,7 @@ class FieldReader {
   absl::Status Error(absl::string_view message) const {
     return absl::InvalidArgumentError(absl::StrCat(source_, ": ", message));
   }
-  absl::Status TypeError(absl::string_view key, absl::string_view expected,
-                         const json& got) const {
+  absl::Status TypeError(absl::string_view key, absl::string_view expected, const json& got) const {
     return Error(absl::StrCat(Name(key), " must be ", expected, ", got ", Describe(got)));
   }
 
@@ -101,8 +100,8 @@ class FieldReader {
     if (!value) value = fallback;
     if (!value) return Error(absl::StrCat(Name(key), " is required"));
     if (*value < min_value || *value > max_value) {
-      return Error(absl::StrCat(Name(key), " must be in [", min_value, ", ", max_value,
-                                "], got ", *value));
+      return Error(
+          absl::StrCat(Name(key), " must be in [", min_value, ", ", max_value, "], got ", *value));
     }
     return *value;
   }
@@ -127,19 +126,18 @@ class FieldReader {
 
 absl::StatusOr<std::string> ParseArchitecture(const FieldReader& r) {
   if (const json* architectures = r.Find("architectures")) {
-    if (!architectures->is_array() || architectures->empty() ||
-        !(*architectures)[0].is_string()) {
+    if (!architectures->is_array() || architectures->empty() || !(*architectures)[0].is_string()) {
       return r.TypeError("architectures", "a non-empty list of strings", *architectures);
     }
     std::string name = (*architectures)[0].get<std::string>();
     if (name == kLlamaArchitecture) return name;
-    return r.Error(absl::StrCat("architecture \"", name, "\" is not supported (supported: ",
-                                kLlamaArchitecture, ")"));
+    return r.Error(absl::StrCat("architecture \"", name,
+                                "\" is not supported (supported: ", kLlamaArchitecture, ")"));
   }
   TANDEM_ASSIGN_OR_RETURN(std::optional<std::string> model_type, r.String("model_type"));
   if (!model_type) {
-    return r.Error(absl::StrCat("neither architectures nor model_type is set (supported: ",
-                                kLlamaArchitecture, ")"));
+    return r.Error(absl::StrCat(
+        "neither architectures nor model_type is set (supported: ", kLlamaArchitecture, ")"));
   }
   if (*model_type == "llama") return std::string(kLlamaArchitecture);
   return r.Error(
@@ -158,8 +156,7 @@ absl::Status ParseSizes(const FieldReader& r, ModelConfig& c) {
 
 absl::Status ParseHeads(const FieldReader& r, ModelConfig& c) {
   TANDEM_ASSIGN_OR_RETURN(c.num_heads, r.IntIn("num_attention_heads", 1, kMaxSize));
-  TANDEM_ASSIGN_OR_RETURN(c.num_kv_heads,
-                          r.IntIn("num_key_value_heads", 1, kMaxSize, c.num_heads));
+  TANDEM_ASSIGN_OR_RETURN(c.num_kv_heads, r.IntIn("num_key_value_heads", 1, kMaxSize, c.num_heads));
   if (c.num_heads % c.num_kv_heads != 0) {
     return r.Error(absl::StrCat("num_attention_heads (", c.num_heads,
                                 ") must be divisible by num_key_value_heads (", c.num_kv_heads,
@@ -234,8 +231,7 @@ absl::Status ParseRope(const FieldReader& r, absl::string_view source, ModelConf
     }
   }
   if (!theta || parameters == nullptr) {
-    TANDEM_ASSIGN_OR_RETURN(c.rope_theta,
-                            r.PositiveFloat("rope_theta", theta.value_or(10000.0)));
+    TANDEM_ASSIGN_OR_RETURN(c.rope_theta, r.PositiveFloat("rope_theta", theta.value_or(10000.0)));
   }
   return absl::OkStatus();
 }

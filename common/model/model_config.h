@@ -31,16 +31,16 @@ struct ModelConfig {
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
-  int64_t num_layers = 0;        // num_hidden_layers
-  int64_t num_heads = 0;         // num_attention_heads
-  int64_t num_kv_heads = 0;      // num_key_value_heads (defaults to num_heads)
-  int64_t head_dim = 0;          // head_dim (defaults to hidden_size / num_heads)
+  int64_t num_layers = 0;    // num_hidden_layers
+  int64_t num_heads = 0;     // num_attention_heads
+  int64_t num_kv_heads = 0;  // num_key_value_heads (defaults to num_heads)
+  int64_t head_dim = 0;      // head_dim (defaults to hidden_size / num_heads)
   int64_t max_position_embeddings = 0;
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;   // q/k/v/o bias (Qwen2 has q/k/v bias)
+  bool attention_bias = false;  // q/k/v/o bias (Qwen2 has q/k/v bias)
   DType torch_dtype = DType::kF32;
   std::optional<int32_t> bos_token_id;
   std::vector<int32_t> eos_token_ids;  // config's eos_token_id, int or list, merged with

@@ -9,8 +9,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/string_view.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -60,8 +60,8 @@ absl::StatusOr<uint64_t> ReadHeaderLength(std::span<const std::byte> bytes,
                                           available, " bytes after the length prefix"));
   }
   if (header_bytes > kMaxHeaderBytes) {
-    return FileError(source, absl::StrCat("header length ", header_bytes,
-                                          " exceeds the limit of ", kMaxHeaderBytes));
+    return FileError(source, absl::StrCat("header length ", header_bytes, " exceeds the limit of ",
+                                          kMaxHeaderBytes));
   }
   return header_bytes;
 }
@@ -75,9 +75,10 @@ absl::StatusOr<DType> ParseDType(const json& entry, absl::string_view source,
   std::string dtype_name = it->get<std::string>();
   std::optional<DType> dtype = ParseSafetensorsDType(dtype_name);
   if (!dtype) {
-    return TensorError(source, name, absl::StrCat("dtype \"", dtype_name,
-                                                  "\" is not supported (supported: F32, "
-                                                  "BF16, F16)"));
+    return TensorError(source, name,
+                       absl::StrCat("dtype \"", dtype_name,
+                                    "\" is not supported (supported: F32, "
+                                    "BF16, F16)"));
   }
   return *dtype;
 }
@@ -93,9 +94,9 @@ absl::StatusOr<std::vector<int64_t>> ParseShape(const json& entry, absl::string_
   uint64_t num_elements = 1;
   for (const json& dim_json : *it) {
     if (!dim_json.is_number_unsigned() || dim_json.get<uint64_t>() > kMaxElements) {
-      return TensorError(source, name,
-                         absl::StrCat("shape ", Describe(*it), " must hold integers in [0, ",
-                                      kMaxElements, "]"));
+      return TensorError(
+          source, name,
+          absl::StrCat("shape ", Describe(*it), " must hold integers in [0, ", kMaxElements, "]"));
     }
     uint64_t dim = dim_json.get<uint64_t>();
     if (dim != 0 && num_elements > kMaxElements / dim) {
@@ -115,8 +116,8 @@ absl::StatusOr<std::pair<uint64_t, uint64_t>> ParseOffsets(const json& entry,
                                                            absl::string_view source,
                                                            absl::string_view name) {
   auto it = entry.find("data_offsets");
-  if (it == entry.end() || !it->is_array() || it->size() != 2 ||
-      !(*it)[0].is_number_unsigned() || !(*it)[1].is_number_unsigned()) {
+  if (it == entry.end() || !it->is_array() || it->size() != 2 || !(*it)[0].is_number_unsigned() ||
+      !(*it)[1].is_number_unsigned()) {
     return TensorError(source, name, "data_offsets must be [begin, end] of non-negative integers");
   }
   uint64_t begin = (*it)[0].get<uint64_t>();
@@ -131,17 +132,16 @@ absl::StatusOr<std::pair<uint64_t, uint64_t>> ParseOffsets(const json& entry,
                                     data_bytes, " bytes; is the file truncated?)"));
   }
   if (end - begin != expected_bytes) {
-    return TensorError(source, name,
-                       absl::StrCat("shape and dtype need ", expected_bytes,
-                                    " bytes but data_offsets [", begin, ", ", end, "] span ",
-                                    end - begin));
+    return TensorError(
+        source, name,
+        absl::StrCat("shape and dtype need ", expected_bytes, " bytes but data_offsets [", begin,
+                     ", ", end, "] span ", end - begin));
   }
   return std::make_pair(begin, end);
 }
 
 absl::StatusOr<TensorView> ParseTensor(const std::string& name, const json& entry,
-                                       std::span<const std::byte> data,
-                                       absl::string_view source) {
+                                       std::span<const std::byte> data, absl::string_view source) {
   if (!entry.is_object()) return TensorError(source, name, "entry must be an object");
   TensorView tensor;
   tensor.name = name;
@@ -181,9 +181,9 @@ absl::Status CheckNoOverlap(const std::map<std::string, TensorView>& tensors,
     const auto& [prev_begin, prev_end, prev_name] = ranges[i - 1];
     const auto& [begin, end, name] = ranges[i];
     if (begin < prev_end) {
-      return FileError(source, absl::StrCat("tensors \"", *prev_name, "\" [", prev_begin, ", ",
-                                            prev_end, ") and \"", *name, "\" [", begin, ", ",
-                                            end, ") overlap"));
+      return FileError(source,
+                       absl::StrCat("tensors \"", *prev_name, "\" [", prev_begin, ", ", prev_end,
+                                    ") and \"", *name, "\" [", begin, ", ", end, ") overlap"));
     }
   }
   return absl::OkStatus();
@@ -201,11 +201,9 @@ std::string ShapeToString(std::span<const int64_t> shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
-    const std::string& path) {
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mapping, MappedFile::Open(path));
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
-                          Parse(mapping->bytes(), path));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, Parse(mapping->bytes(), path));
   file->mapping_ = std::move(mapping);  // the views point into it; its address is stable
   return file;
 }
@@ -218,8 +216,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
   json header = json::parse(header_text, nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded()) return FileError(source, "header is not valid JSON");
   if (!header.is_object()) {
-    return FileError(source, absl::StrCat("header must be a JSON object, got ",
-                                          header.type_name()));
+    return FileError(source,
+                     absl::StrCat("header must be a JSON object, got ", header.type_name()));
   }
   std::span<const std::byte> data = bytes.subspan(kHeaderLengthBytes + header_bytes);
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());

@@ -39,8 +39,8 @@ class SafetensorsFile {
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   // Parses an in-memory image (used by Open and by tests of hostile headers). The views
   // point into `bytes`, which the caller keeps alive while the result is used.
-  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Parse(
-      std::span<const std::byte> bytes, std::string source);
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Parse(std::span<const std::byte> bytes,
+                                                                std::string source);
 
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }

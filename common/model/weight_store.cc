@@ -69,18 +69,17 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string
   } else if (std::filesystem::exists(index_path, error)) {
     TANDEM_RETURN_IF_ERROR(store->AddShards(index_path));
   } else {
-    return absl::NotFoundError(absl::StrCat(dir, ": neither ", kSingleFile, " nor ", kIndexFile,
-                                            " exists"));
+    return absl::NotFoundError(
+        absl::StrCat(dir, ": neither ", kSingleFile, " nor ", kIndexFile, " exists"));
   }
   return store;
 }
 
-absl::Status WeightStore::AddFile(std::unique_ptr<SafetensorsFile> file,
-                                  const std::string& path) {
+absl::Status WeightStore::AddFile(std::unique_ptr<SafetensorsFile> file, const std::string& path) {
   for (const auto& [name, tensor] : file->tensors()) {
     if (!tensors_.emplace(name, &tensor).second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": tensor \"", name, "\" was already loaded from another shard"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor \"", name, "\" was already loaded from another shard"));
     }
   }
   files_.push_back(std::move(file));
@@ -96,9 +95,8 @@ absl::Status WeightStore::AddShards(const std::string& index_path) {
       std::string shard_path = (std::filesystem::path(dir_) / shard).string();
       absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(shard_path);
       if (!file.ok()) {
-        return absl::Status(file.status().code(),
-                            absl::StrCat(index_path, ": shard \"", shard,
-                                         "\": ", file.status().message()));
+        return absl::Status(file.status().code(), absl::StrCat(index_path, ": shard \"", shard,
+                                                               "\": ", file.status().message()));
       }
       it = shards.emplace(shard, file->get()).first;
       TANDEM_RETURN_IF_ERROR(AddFile(*std::move(file), shard_path));
@@ -119,14 +117,13 @@ absl::StatusOr<const TensorView*> WeightStore::Get(const std::string& name) cons
   return it->second;
 }
 
-absl::StatusOr<const TensorView*> WeightStore::Get(
-    const std::string& name, std::span<const int64_t> expected_shape) const {
+absl::StatusOr<const TensorView*> WeightStore::Get(const std::string& name,
+                                                   std::span<const int64_t> expected_shape) const {
   TANDEM_ASSIGN_OR_RETURN(const TensorView* tensor, Get(name));
   if (!std::equal(tensor->shape.begin(), tensor->shape.end(), expected_shape.begin(),
                   expected_shape.end())) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" in ", dir_,
-                                                   " has shape ", ShapeToString(tensor->shape),
-                                                   ", expected ",
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" in ", dir_, " has shape ",
+                                                   ShapeToString(tensor->shape), ", expected ",
                                                    ShapeToString(expected_shape)));
   }
   return tensor;
