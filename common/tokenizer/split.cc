@@ -58,7 +58,7 @@ std::vector<Span> MergeContiguous(const std::vector<Piece>& pieces) {
   std::vector<Span> out;
   bool previous_delimiter = false;
   for (const Piece& p : pieces) {
-    if (p.is_delimiter && previous_delimiter) {
+    if (p.is_delimiter == previous_delimiter && !out.empty()) {  // same kind as the last piece
       out.back().end = p.span.end;
     } else {
       out.push_back(p.span);

@@ -18,7 +18,7 @@ enum class SplitBehavior {
   kIsolated,            // each its own piece
   kMergedWithPrevious,  // appended to the piece before
   kMergedWithNext,      // prepended to the piece after
-  kContiguous,          // adjacent delimiters merged into one piece
+  kContiguous,          // adjacent pieces of the same kind merged into one piece
 };
 
 // Parses "Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous".
