@@ -74,7 +74,7 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& options, std::ostr
   GenerateStats stats{.prompt_tokens = static_cast<int64_t>(prompt.size()),
                       .finish_reason = "length"};
   stats.seed = options.sampling.seed.value_or(std::random_device{}());
-  IncrementalDetokenizer detokenizer(*tokenizer, prompt, /*skip_special_tokens=*/true);
+  IncrementalDetokenizer detokenizer(*tokenizer, prompt, {.skip_special_tokens = true});
   std::vector<std::pair<float, int32_t>> scratch;
   auto start = std::chrono::steady_clock::now();
   TANDEM_ASSIGN_OR_RETURN(std::span<const float> logits, Step(*runner, prompt, 0, block_table));

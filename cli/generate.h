@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/sampling/sampling_params.h"
 
 namespace tandem::cli {
