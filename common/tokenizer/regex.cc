@@ -11,10 +11,61 @@ namespace {
 
 pcre2_code* Code(void* code) { return static_cast<pcre2_code*>(code); }
 
-// Oniguruma's Unicode \s is the White_Space property; PCRE2's UCP \s lacks nothing we have
-// observed except U+0085 NEL, which Oniguruma (and so HF) does NOT treat as \s either, so the
-// pattern is used verbatim. Kept as a function so a future divergence has one home.
-std::string TranslatePattern(std::string_view pattern) { return std::string(pattern); }
+// The Unicode White_Space property, which is what Oniguruma's \s (and so HF's) matches.
+// PCRE2's own \s differs by version (10.42 also matches U+180E), so \s and \S are spelled out.
+constexpr std::string_view kWhiteSpaceClassBody =
+    "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"
+    "\\x{202F}\\x{205F}\\x{3000}";
+
+// Copies a bracket class starting at pattern[pos] == '[' to `out`, rewriting \s inside it;
+// returns the position after the closing ']'.
+size_t TranslateClass(std::string_view pattern, size_t pos, std::string& out) {
+  out.push_back(pattern[pos++]);
+  if (pos < pattern.size() && pattern[pos] == '^') out.push_back(pattern[pos++]);
+  if (pos < pattern.size() && pattern[pos] == ']') out.push_back(pattern[pos++]);  // literal ']'
+  while (pos < pattern.size() && pattern[pos] != ']') {
+    if (pattern[pos] == '\\' && pos + 1 < pattern.size()) {
+      if (pattern[pos + 1] == 's') {
+        out.append(kWhiteSpaceClassBody);
+      } else {
+        out.append(pattern.substr(pos, 2));  // \S inside a class is left to PCRE2
+      }
+      pos += 2;
+    } else if (pattern.substr(pos).starts_with("[:")) {  // POSIX class like [:alpha:]
+      const size_t end = pattern.find(":]", pos + 2);
+      const size_t stop = end == std::string_view::npos ? pattern.size() : end + 2;
+      out.append(pattern.substr(pos, stop - pos));
+      pos = stop;
+    } else {
+      out.push_back(pattern[pos++]);
+    }
+  }
+  if (pos < pattern.size()) out.push_back(pattern[pos++]);
+  return pos;
+}
+
+std::string TranslatePattern(std::string_view pattern) {
+  std::string out;
+  size_t pos = 0;
+  while (pos < pattern.size()) {
+    const char c = pattern[pos];
+    if (c == '[') {
+      pos = TranslateClass(pattern, pos, out);
+    } else if (c == '\\' && pos + 1 < pattern.size()) {
+      const char next = pattern[pos + 1];
+      if (next == 's' || next == 'S') {
+        out.append(next == 's' ? "[" : "[^").append(kWhiteSpaceClassBody).append("]");
+      } else {
+        out.append(pattern.substr(pos, 2));
+      }
+      pos += 2;
+    } else {
+      out.push_back(c);
+      ++pos;
+    }
+  }
+  return out;
+}
 
 struct MatchDataDeleter {
   void operator()(pcre2_match_data* data) const { pcre2_match_data_free(data); }

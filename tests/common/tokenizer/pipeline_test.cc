@@ -212,6 +212,19 @@ TEST(TokenizerConfigTest, NoConfigMeansNoBosOrEos) {
   EXPECT_EQ(Encode(*tokenizer, "a", true), (Ids{0}));
 }
 
+// \s in tokenizer.json regexes is Oniguruma's: the Unicode White_Space property. PCRE2 10.42's
+// own \s also matches U+180E MONGOLIAN VOWEL SEPARATOR, which would merge "  " into one
+// pre-token here. Expected ids from HF tokenizers 0.23.
+TEST(EncodeTest, RegexWhitespaceIsUnicodeWhiteSpace) {
+  auto gpt2 = Tokenizer::Load(::tandem::testing::FixturePath("tokenizers/gpt2"));
+  auto llama3 = Tokenizer::Load(::tandem::testing::FixturePath("tokenizers/llama3"));
+  ASSERT_TRUE(gpt2.ok() && llama3.ok());
+  EXPECT_EQ(Encode(**gpt2, "\"  \u180e"), (Ids{2, 221, 221, 158, 255, 237}));
+  EXPECT_EQ(Encode(**llama3, "\"  \u180e"), (Ids{6, 225, 225, 162, 259, 241}));
+  // U+0085 NEL is White_Space: "!" and it are separate pre-tokens.
+  EXPECT_EQ((*gpt2)->Decode(Encode(**gpt2, "!\u0085 x"), false), "!\u0085 x");
+}
+
 TEST(EncodeTest, EmptyTextGivesOnlySpecialTokens) {
   auto tokenizer = Tokenizer::Load(::tandem::testing::FixturePath("tokenizers/llama2"));
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
