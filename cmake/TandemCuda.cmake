@@ -8,9 +8,11 @@ if(NOT TANDEM_CUDA STREQUAL "OFF")
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
     set(CMAKE_CUDA_ARCHITECTURES ${TANDEM_CUDA_ARCHITECTURES})
-    set(CMAKE_CUDA_STANDARD 20)
-    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     enable_language(CUDA)
+    # After enable_language: CMake 3.25 does not know nvcc 13 accepts C++20, and a standard
+    # set before enable_language would break its compiler probe. Kernels are C++17.
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     find_package(CUDAToolkit REQUIRED)
     set(TANDEM_HAVE_CUDA ON)
   elseif(TANDEM_CUDA STREQUAL "ON")
