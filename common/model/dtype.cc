@@ -10,6 +10,8 @@ std::string_view DTypeName(DType dtype) {
       return "BF16";
     case DType::kF16:
       return "F16";
+    case DType::kI32:
+      return "I32";
   }
   return "?";
 }
@@ -18,6 +20,7 @@ std::optional<DType> ParseSafetensorsDType(std::string_view name) {
   if (name == "F32") return DType::kF32;
   if (name == "BF16") return DType::kBF16;
   if (name == "F16") return DType::kF16;
+  if (name == "I32") return DType::kI32;
   return std::nullopt;
 }
 

@@ -9,12 +9,14 @@
 
 namespace tandem {
 
-enum class DType { kF32, kBF16, kF16 };
+// Float dtypes hold weights; I32 holds token ids in fixture files (never a weight).
+enum class DType { kF32, kBF16, kF16, kI32 };
 
 // Bytes per element.
 constexpr size_t DTypeSize(DType dtype) {
   switch (dtype) {
     case DType::kF32:
+    case DType::kI32:
       return 4;
     case DType::kBF16:
     case DType::kF16:
@@ -23,7 +25,7 @@ constexpr size_t DTypeSize(DType dtype) {
   return 0;
 }
 
-// The safetensors spelling: "F32", "BF16", "F16".
+// The safetensors spelling: "F32", "BF16", "F16", "I32".
 std::string_view DTypeName(DType dtype);
 // Parses the safetensors spelling; nullopt for anything else (I64, F64, F8_E4M3, ...).
 std::optional<DType> ParseSafetensorsDType(std::string_view name);

@@ -78,7 +78,7 @@ absl::StatusOr<DType> ParseDType(const json& entry, absl::string_view source,
     return TensorError(source, name,
                        absl::StrCat("dtype \"", dtype_name,
                                     "\" is not supported (supported: F32, "
-                                    "BF16, F16)"));
+                                    "BF16, F16, I32)"));
   }
   return *dtype;
 }
@@ -258,6 +258,13 @@ void ConvertToFloat(const TensorView& tensor, std::span<float> out) {
       }
       return;
     }
+    case DType::kI32:
+      for (size_t i = 0; i < out.size(); ++i) {
+        int32_t value;
+        std::memcpy(&value, src + 4 * i, sizeof(value));
+        out[i] = static_cast<float>(value);
+      }
+      return;
   }
 }
 

@@ -10,6 +10,10 @@ namespace tandem {
 absl::StatusOr<std::span<const float>> CpuWeights::Take(const std::string& name,
                                                         std::vector<int64_t> shape) {
   TANDEM_ASSIGN_OR_RETURN(const TensorView* tensor, store_->Get(name, shape));
+  if (tensor->dtype == DType::kI32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": weights must be F32, BF16 or F16, got ", std::string(DTypeName(tensor->dtype))));
+  }
   size_t count = static_cast<size_t>(tensor->NumElements());
   compute_bytes_ += count * sizeof(float);
   bool aligned = reinterpret_cast<uintptr_t>(tensor->data.data()) % alignof(float) == 0;

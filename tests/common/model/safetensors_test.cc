@@ -91,7 +91,7 @@ TEST(SafetensorsTest, AcceptsSpacePaddedHeader) {
 
 TEST(SafetensorsTest, RejectsUnsupportedDTypeNamingTensor) {
   ExpectRejected(OneTensor("[2]", "[0, 16]", 16, "I64"),
-                 {"tensor \"w\"", "dtype \"I64\" is not supported (supported: F32, BF16, F16)"});
+                 {"tensor \"w\"", "dtype \"I64\" is not supported (supported: F32, BF16, F16, I32)"});
   ExpectRejected(
       MakeSafetensorsRaw(R"({"w": {"shape": [1], "data_offsets": [0, 4]}})", std::string(4, '\0')),
       {"tensor \"w\": dtype must be a string"});
@@ -214,6 +214,19 @@ TEST(SafetensorsTest, GoldenLogitsParse) {
       })) << name;
     }
   }
+}
+
+// Token ids in fixture files are I32: readable, and widened exactly.
+TEST(SafetensorsFixtureTest, ReadsI32TokenIds) {
+  auto file = SafetensorsFile::Open(testing::FixturePath("sampling/processors.safetensors"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  const TensorView& ids = (*file)->tensors().at("input_ids");
+  EXPECT_EQ(ids.dtype, DType::kI32);
+  EXPECT_EQ(ids.shape, (std::vector<int64_t>{6, 24}));
+  std::vector<float> values(ids.NumElements());
+  ConvertToFloat(ids, values);
+  EXPECT_EQ(values[4 * 24 + 0], 5.0f);  // row 4 is [5, 6, 7] * 8
+  EXPECT_EQ(values[4 * 24 + 4], 6.0f);
 }
 
 }  // namespace
