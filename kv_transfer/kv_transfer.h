@@ -1,0 +1,94 @@
+// Moving a request's KV blocks from a prefill worker's cache into a decode worker's
+// reserved blocks: the interfaces every transport (TCP, loopback, NCCL) implements.
+//
+// Threading: the engine thread calls only the non-blocking Start/Expect/Poll/Cancel;
+// transports own their I/O threads. A sender reads the source blocks while they are pinned
+// (the engine keeps them out of reuse until Poll reports completion); a receiver writes only
+// into blocks of a reservation that is still expected, under its own lock, so once Cancel
+// returns no byte of that reservation is written again and its blocks may be reused.
+// Late frames for cancelled or unknown reservations are read and dropped.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/kv_cache/kv_layout.h"
+
+namespace tandem {
+
+// Where a worker's KV bytes live in host memory: per layer a K and a V region of
+// [num_blocks][block_size][num_kv_heads][head_dim] elements of layout.dtype.
+struct KvCacheView {
+  KvLayout layout;
+  int64_t num_blocks = 0;
+  std::vector<std::byte*> k;  // [num_layers] base of each layer's K region
+  std::vector<std::byte*> v;  // [num_layers]
+
+  std::byte* KBlock(int64_t layer, int64_t block) const {
+    return k[layer] + block * layout.BytesPerBlockPerLayer();
+  }
+  std::byte* VBlock(int64_t layer, int64_t block) const {
+    return v[layer] + block * layout.BytesPerBlockPerLayer();
+  }
+};
+
+// Who a transfer peer is; both sides compare these at handshake.
+struct KvPeerIdentity {
+  std::string name;
+  uint64_t incarnation = 0;
+  std::string model_fingerprint;  // model identity + KvLayout::Describe()
+};
+
+struct KvSendRequest {
+  std::string endpoint;             // the receiver's kv_endpoint (host:port)
+  uint64_t receiver_incarnation = 0;  // refuse to send to a restarted receiver
+  std::string reservation_id;
+  std::vector<int32_t> src_blocks;  // local blocks, in sequence order
+  int32_t num_tokens = 0;           // tokens whose KV the blocks hold
+  int32_t first_token_id = -1;      // sampled by the prefill worker
+  float first_logprob = 0.0f;
+  absl::Time deadline;
+};
+
+class KvSender {
+ public:
+  virtual ~KvSender() = default;
+  // Queues a transfer and returns its id at once.
+  virtual uint64_t StartSend(KvSendRequest request) = 0;
+  // nullopt while in flight; then the final status (OK, DEADLINE_EXCEEDED, UNAVAILABLE when
+  // the peer is gone or restarted, FAILED_PRECONDITION on a layout mismatch, CANCELLED).
+  // A finished transfer's status is returned once, then forgotten.
+  virtual std::optional<absl::Status> Poll(uint64_t transfer_id) = 0;
+  // Stops a transfer; Poll then reports CANCELLED (or its earlier final status).
+  virtual void Cancel(uint64_t transfer_id) = 0;
+};
+
+// What arrived for one reservation.
+struct KvArrival {
+  std::string reservation_id;
+  absl::Status status;  // OK, DEADLINE_EXCEEDED (lease expired), or the sender's failure
+  int32_t num_tokens = 0;
+  int32_t first_token_id = -1;
+  float first_logprob = 0.0f;
+};
+
+class KvReceiver {
+ public:
+  virtual ~KvReceiver() = default;
+  // host:port senders connect to.
+  virtual std::string endpoint() const = 0;
+  // Accepts KV for `reservation_id` into `block_ids` (in sequence order) until `deadline`.
+  virtual void Expect(const std::string& reservation_id, std::vector<int32_t> block_ids,
+                      absl::Time deadline) = 0;
+  // Completed, failed and expired reservations since the last call; each reported once.
+  virtual std::vector<KvArrival> PollArrivals() = 0;
+  // Forgets a reservation; no byte of it is written after this returns.
+  virtual void Cancel(const std::string& reservation_id) = 0;
+};
+
+}  // namespace tandem

@@ -1,0 +1,75 @@
+// The decode side of the TCP KV transport: accepts connections from prefill workers,
+// checks each peer's handshake (model + KvLayout fingerprint, this receiver's incarnation),
+// and writes arriving chunks into the blocks of expected reservations.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kv_transfer/kv_transfer.h"
+#include "kv_transfer/tcp/socket.h"
+
+namespace tandem {
+
+struct TcpKvReceiverOptions {
+  std::string listen_host = "127.0.0.1";
+  int port = 0;                   // 0 picks a free port
+  std::string advertise_host;     // host in endpoint(); defaults to listen_host
+  KvPeerIdentity identity;        // this worker
+  absl::Duration frame_timeout = absl::Seconds(30);  // a started frame must finish by then
+};
+
+class TcpKvReceiver final : public KvReceiver {
+ public:
+  static absl::StatusOr<std::unique_ptr<TcpKvReceiver>> Start(KvCacheView cache,
+                                                              TcpKvReceiverOptions options);
+  ~TcpKvReceiver() override;
+
+  std::string endpoint() const override { return endpoint_; }
+  void Expect(const std::string& reservation_id, std::vector<int32_t> block_ids,
+              absl::Time deadline) override;
+  std::vector<KvArrival> PollArrivals() override;
+  void Cancel(const std::string& reservation_id) override;
+
+ private:
+  struct Pending {
+    std::vector<int32_t> block_ids;
+    absl::Time deadline;
+    int64_t blocks_received = 0;  // summed over layers
+  };
+  struct Connection {
+    std::shared_ptr<tcp::Socket> socket;
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+
+  TcpKvReceiver(KvCacheView cache, TcpKvReceiverOptions options, tcp::Socket listener,
+                int port);
+  void AcceptLoop();
+  void Serve(tcp::Socket& socket);
+  absl::Status Handshake(tcp::Socket& socket);
+  void OnChunk(const internal::v1::KvChunk& chunk);
+  void OnComplete(const internal::v1::KvComplete& complete);
+  void Fail(const std::string& reservation_id, absl::Status status);  // requires mu_
+  void ReapConnections(bool all);
+
+  const KvCacheView cache_;
+  const TcpKvReceiverOptions options_;
+  tcp::Socket listener_;
+  std::string endpoint_;
+  std::atomic<bool> stopping_{false};
+  std::thread accept_thread_;
+  std::mutex connections_mu_;
+  std::vector<std::unique_ptr<Connection>> connections_;  // guarded by connections_mu_
+  std::mutex mu_;
+  std::map<std::string, Pending> pending_;  // guarded by mu_
+  std::vector<KvArrival> arrivals_;         // guarded by mu_
+};
+
+}  // namespace tandem

@@ -1,0 +1,62 @@
+// The prefill side of the TCP KV transport. One I/O thread sends queued transfers in order
+// over one cached connection per receiver endpoint, layer by layer, in chunks of whole
+// blocks, then a KvComplete carrying the first token. A connection is re-handshaken when a
+// transfer expects a different receiver incarnation, and dropped on any error.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "kv_transfer/kv_transfer.h"
+#include "kv_transfer/tcp/socket.h"
+
+namespace tandem {
+
+struct TcpKvSenderOptions {
+  KvPeerIdentity identity;                  // this worker
+  size_t max_chunk_bytes = 4u << 20;        // K+V bytes per frame (at least one block)
+  absl::Duration connect_timeout = absl::Seconds(5);
+};
+
+class TcpKvSender final : public KvSender {
+ public:
+  TcpKvSender(KvCacheView cache, TcpKvSenderOptions options);
+  ~TcpKvSender() override;
+
+  uint64_t StartSend(KvSendRequest request) override;
+  std::optional<absl::Status> Poll(uint64_t transfer_id) override;
+  void Cancel(uint64_t transfer_id) override;
+
+ private:
+  struct Peer {
+    tcp::Socket socket;
+    uint64_t receiver_incarnation = 0;
+  };
+
+  void Loop();
+  absl::Status Send(uint64_t id, const KvSendRequest& request);
+  absl::StatusOr<Peer*> Connected(const KvSendRequest& request);
+  absl::Status SendLayer(uint64_t id, const KvSendRequest& request, Peer& peer, int64_t layer,
+                         uint64_t& sequence);
+  bool Cancelled(uint64_t id);
+
+  const KvCacheView cache_;
+  const TcpKvSenderOptions options_;
+  std::map<std::string, Peer> peers_;  // only the I/O thread touches this
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::pair<uint64_t, KvSendRequest>> queue_;  // guarded by mu_
+  std::map<uint64_t, absl::Status> done_;                  // guarded by mu_
+  std::set<uint64_t> cancelled_;                           // guarded by mu_
+  uint64_t next_id_ = 1;                                   // guarded by mu_
+  bool stopping_ = false;                                  // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace tandem
