@@ -2,11 +2,13 @@
 
 #include <chrono>
 #include <numeric>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "common/backend/cpu/cpu_model_runner.h"
 #include "common/sampling/sampler.h"
+#include "common/sampling/selection.h"
+#include "common/sampling/sequence_state.h"
+#include "common/sampling/stop_checker.h"
 #include "common/status.h"
 #include "common/tokenizer/incremental_detokenizer.h"
 #include "common/tokenizer/tokenizer.h"
@@ -19,11 +21,6 @@ constexpr int64_t kBlockSizeTokens = 16;
 double MillisSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
       .count();
-}
-
-bool IsEos(const ModelConfig& config, int32_t token) {
-  return std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), token) !=
-         config.eos_token_ids.end();
 }
 
 // Runs one forward for `tokens` at `first_position` and returns the last row's logits.
@@ -48,13 +45,17 @@ absl::StatusOr<std::span<const float>> Step(ModelRunner& runner, std::span<const
 }  // namespace
 
 absl::StatusOr<GenerateStats> Generate(const GenerateOptions& options, std::ostream& out) {
-  TANDEM_RETURN_IF_ERROR(options.sampling.Validate());
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
                           Tokenizer::Load(options.model_dir));
   TANDEM_ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
                           tokenizer->Encode(options.prompt, /*add_special_tokens=*/true));
   if (prompt.empty()) return absl::InvalidArgumentError("prompt must not be empty");
   TANDEM_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
+  TANDEM_RETURN_IF_ERROR(options.sampling.Validate(config.vocab_size));
+  if (options.sampling.n > 1 || options.sampling.beam_search()) {
+    return absl::InvalidArgumentError(
+        "tandem generate runs one sequence: n and num_beams must be 1");
+  }
   int64_t max_len = std::min<int64_t>(config.max_position_embeddings,
                                       prompt.size() + options.sampling.max_tokens);
   if (static_cast<int64_t>(prompt.size()) >= config.max_position_embeddings) {
@@ -73,25 +74,33 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& options, std::ostr
 
   GenerateStats stats{.prompt_tokens = static_cast<int64_t>(prompt.size()),
                       .finish_reason = "length"};
-  stats.seed = options.sampling.seed.value_or(std::random_device{}());
-  IncrementalDetokenizer detokenizer(*tokenizer, prompt, {.skip_special_tokens = true});
-  std::vector<std::pair<float, int32_t>> scratch;
+  stats.seed = ResolveSeed(options.sampling);
+  SequenceSamplingState state = MakeSequenceState(prompt, stats.seed);
+  StopChecker stop(*tokenizer, options.sampling, config.eos_token_ids, prompt);
+  SamplingContext context{.vocab_size = config.vocab_size, .eos_token_ids = config.eos_token_ids};
+  SamplingRow row{.params = &options.sampling, .state = &state};
   auto start = std::chrono::steady_clock::now();
   TANDEM_ASSIGN_OR_RETURN(std::span<const float> logits, Step(*runner, prompt, 0, block_table));
   stats.prefill_ms = MillisSince(start);
   start = std::chrono::steady_clock::now();
+  std::vector<float> row_logits;
   for (int64_t pos = prompt.size(); pos < max_len; ++pos) {
-    int32_t token = SampleToken(logits, options.sampling, stats.seed, pos, scratch);
+    row_logits.assign(logits.begin(), logits.end());
+    int32_t token = SampleBatch(row_logits, context, std::span(&row, 1))[0].token_id;
+    AppendToken(state, token);
     ++stats.generated_tokens;
-    if (IsEos(config, token) && !options.sampling.ignore_eos) {
-      stats.finish_reason = "stop";
+    StopVerdict verdict = stop.Push(state, token);
+    out << verdict.text << std::flush;
+    if (verdict.finish) {
+      stats.finish_reason = *verdict.finish == FinishReason::kStop ? "stop" : "length";
       break;
     }
-    out << detokenizer.Push(token) << std::flush;
-    if (pos + 1 == max_len) break;
+    if (pos + 1 == max_len) {  // the model's context is full
+      out << stop.EndForLength(state).text << std::flush;
+      break;
+    }
     TANDEM_ASSIGN_OR_RETURN(logits, Step(*runner, std::span(&token, 1), pos, block_table));
   }
-  out << detokenizer.Flush() << std::flush;
   stats.decode_ms = MillisSince(start);
   return stats;
 }

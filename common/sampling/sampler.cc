@@ -1,76 +1,52 @@
 #include "common/sampling/sampler.h"
 
-#include <algorithm>
-#include <cmath>
-
 #include "common/logging.h"
+#include "common/sampling/logits_processors.h"
+#include "common/sampling/logits_warpers.h"
+#include "common/sampling/selection.h"
 
 namespace tandem {
 namespace {
 
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
+// Snapshots the rows that asked for logprobs (after temperature, before truncation).
+std::vector<std::optional<RowLogprobs>> SnapshotLogprobs(std::span<const float> logits,
+                                                         const SamplingContext& ctx,
+                                                         std::span<const SamplingRow> rows) {
+  std::vector<std::optional<RowLogprobs>> out(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const std::optional<int32_t>& top_n = rows[i].params->logprobs;
+    if (!top_n) continue;
+    out[i] = ComputeRowLogprobs(logits.subspan(i * ctx.vocab_size, ctx.vocab_size), *top_n);
+  }
+  return out;
 }
 
-int32_t ArgMax(std::span<const float> logits) {
-  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
-
-// Keeps the candidates (sorted by descending logit) that survive top-k and top-p, as
-// probabilities after temperature. Ties keep the lower token id first.
-void Truncate(const SamplingParams& params, std::vector<std::pair<float, int32_t>>& cand) {
-  std::sort(cand.begin(), cand.end(), [](const auto& a, const auto& b) {
-    return a.first != b.first ? a.first > b.first : a.second < b.second;
-  });
-  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < cand.size()) {
-    cand.resize(params.top_k);
-  }
-  float max_logit = cand.front().first;
-  double total = 0.0;
-  for (auto& [value, id] : cand) {
-    value = std::exp((value - max_logit) / params.temperature);
-    total += value;
-  }
-  double cumulative = 0.0;
-  size_t keep = cand.size();
-  for (size_t i = 0; i < cand.size(); ++i) {
-    cand[i].first = static_cast<float>(cand[i].first / total);
-    cumulative += cand[i].first;
-    if (params.top_p < 1.0f && cumulative >= params.top_p) {
-      keep = i + 1;  // the smallest prefix whose mass reaches top_p
-      break;
-    }
-  }
-  cand.resize(keep);
+int32_t Select(std::span<const float> row, const SamplingRow& r) {
+  if (r.params->greedy()) return ArgMax(row);
+  return DrawFromLogits(row, UniformForPosition(r.state->seed, r.state->next_position()));
 }
 
 }  // namespace
 
-double UniformForPosition(uint64_t seed, int64_t position) {
-  uint64_t bits = SplitMix64(SplitMix64(seed) ^ static_cast<uint64_t>(position));
-  return static_cast<double>(bits >> 11) * 0x1p-53;
-}
-
-int32_t SampleToken(std::span<const float> logits, const SamplingParams& params, uint64_t seed,
-                    int64_t position, std::vector<std::pair<float, int32_t>>& scratch) {
-  TANDEM_CHECK(!logits.empty());
-  if (params.greedy() || params.top_k == 1) return ArgMax(logits);
-  scratch.clear();
-  for (size_t i = 0; i < logits.size(); ++i) {
-    scratch.emplace_back(logits[i], static_cast<int32_t>(i));
+std::vector<SampledToken> SampleBatch(std::span<float> logits, const SamplingContext& ctx,
+                                      std::span<const SamplingRow> rows) {
+  for (const SamplingRow& r : rows) TANDEM_CHECK(!r.params->beam_search());
+  ApplyLogitsProcessors(logits, ctx, rows);
+  ApplyTemperature(logits, ctx, rows);
+  std::vector<std::optional<RowLogprobs>> snapshots = SnapshotLogprobs(logits, ctx, rows);
+  ApplyTopK(logits, ctx, rows);
+  ApplyTopP(logits, ctx, rows);
+  ApplyMinP(logits, ctx, rows);
+  std::vector<SampledToken> out(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::span<const float> row = logits.subspan(i * ctx.vocab_size, ctx.vocab_size);
+    out[i].token_id = Select(row, rows[i]);
+    if (!snapshots[i]) continue;
+    float chosen = static_cast<float>(row[out[i].token_id] - snapshots[i]->log_normalizer);
+    out[i].logprobs = SampledLogprobs{.chosen = {out[i].token_id, chosen},
+                                      .top = std::move(snapshots[i]->top)};
   }
-  Truncate(params, scratch);
-  double mass = 0.0;
-  for (const auto& [p, id] : scratch) mass += p;
-  double target = UniformForPosition(seed, position) * mass;
-  for (const auto& [p, id] : scratch) {
-    target -= p;
-    if (target < 0.0) return id;
-  }
-  return scratch.back().second;
+  return out;
 }
 
 }  // namespace tandem
