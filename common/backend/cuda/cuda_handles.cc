@@ -1,0 +1,115 @@
+#include "common/backend/cuda/cuda_handles.h"
+
+#include "common/backend/cuda/cuda_check.h"
+
+namespace tandem {
+
+absl::StatusOr<CudaStream> CudaStream::Create() {
+  cudaStream_t stream = nullptr;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  return CudaStream(stream);
+}
+
+CudaStream& CudaStream::operator=(CudaStream&& other) noexcept {
+  if (this != &other) {
+    this->~CudaStream();
+    stream_ = std::exchange(other.stream_, nullptr);
+  }
+  return *this;
+}
+
+CudaStream::~CudaStream() {
+  if (stream_ != nullptr) TANDEM_CUDA_CHECK(cudaStreamDestroy(stream_));
+}
+
+void CudaStream::Synchronize() const { TANDEM_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+absl::StatusOr<CudaEvent> CudaEvent::Create() {
+  cudaEvent_t event = nullptr;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&event));
+  return CudaEvent(event);
+}
+
+CudaEvent& CudaEvent::operator=(CudaEvent&& other) noexcept {
+  if (this != &other) {
+    this->~CudaEvent();
+    event_ = std::exchange(other.event_, nullptr);
+  }
+  return *this;
+}
+
+CudaEvent::~CudaEvent() {
+  if (event_ != nullptr) TANDEM_CUDA_CHECK(cudaEventDestroy(event_));
+}
+
+void CudaEvent::Record(cudaStream_t stream) const {
+  TANDEM_CUDA_CHECK(cudaEventRecord(event_, stream));
+}
+
+void CudaEvent::Synchronize() const { TANDEM_CUDA_CHECK(cudaEventSynchronize(event_)); }
+
+float CudaEvent::ElapsedMsSince(const CudaEvent& start) const {
+  float ms = 0.0f;
+  TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, start.event_, event_));
+  return ms;
+}
+
+absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t size_bytes) {
+  if (size_bytes == 0) return DeviceBuffer();
+  void* data = nullptr;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMalloc(&data, size_bytes));
+  return DeviceBuffer(data, size_bytes);
+}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    this->~DeviceBuffer();
+    data_ = std::exchange(other.data_, nullptr);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+  }
+  return *this;
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (data_ != nullptr) TANDEM_CUDA_CHECK(cudaFree(data_));
+}
+
+absl::StatusOr<PinnedBuffer> PinnedBuffer::Allocate(size_t size_bytes) {
+  if (size_bytes == 0) return PinnedBuffer();
+  void* data = nullptr;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocHost(&data, size_bytes));
+  return PinnedBuffer(data, size_bytes);
+}
+
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
+  if (this != &other) {
+    this->~PinnedBuffer();
+    data_ = std::exchange(other.data_, nullptr);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+  }
+  return *this;
+}
+
+PinnedBuffer::~PinnedBuffer() {
+  if (data_ != nullptr) TANDEM_CUDA_CHECK(cudaFreeHost(data_));
+}
+
+absl::StatusOr<CublasLtHandle> CublasLtHandle::Create() {
+  cublasLtHandle_t handle = nullptr;
+  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&handle));
+  return CublasLtHandle(handle);
+}
+
+CublasLtHandle& CublasLtHandle::operator=(CublasLtHandle&& other) noexcept {
+  if (this != &other) {
+    this->~CublasLtHandle();
+    handle_ = std::exchange(other.handle_, nullptr);
+  }
+  return *this;
+}
+
+CublasLtHandle::~CublasLtHandle() {
+  if (handle_ != nullptr) TANDEM_CUBLAS_CHECK(cublasLtDestroy(handle_));
+}
+
+}  // namespace tandem

@@ -1,0 +1,109 @@
+// RAII owners of CUDA resources. Each is move-only; the destructor releases the resource
+// (and aborts if the driver reports an error there, which means earlier work failed).
+// Creation that the world can refuse (out of memory) returns absl::StatusOr.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "absl/status/statusor.h"
+
+namespace tandem {
+
+class CudaStream {
+ public:
+  static absl::StatusOr<CudaStream> Create();  // non-blocking stream on the current device
+  CudaStream() = default;
+  CudaStream(CudaStream&& other) noexcept : stream_(std::exchange(other.stream_, nullptr)) {}
+  CudaStream& operator=(CudaStream&& other) noexcept;
+  ~CudaStream();
+
+  cudaStream_t get() const { return stream_; }
+  void Synchronize() const;  // aborts on a sticky CUDA error
+
+ private:
+  explicit CudaStream(cudaStream_t stream) : stream_(stream) {}
+  cudaStream_t stream_ = nullptr;
+};
+
+class CudaEvent {
+ public:
+  static absl::StatusOr<CudaEvent> Create();  // with timing enabled
+  CudaEvent() = default;
+  CudaEvent(CudaEvent&& other) noexcept : event_(std::exchange(other.event_, nullptr)) {}
+  CudaEvent& operator=(CudaEvent&& other) noexcept;
+  ~CudaEvent();
+
+  cudaEvent_t get() const { return event_; }
+  void Record(cudaStream_t stream) const;
+  void Synchronize() const;
+  // Milliseconds between `start` and this event (both recorded and complete).
+  float ElapsedMsSince(const CudaEvent& start) const;
+
+ private:
+  explicit CudaEvent(cudaEvent_t event) : event_(event) {}
+  cudaEvent_t event_ = nullptr;
+};
+
+// Device memory from cudaMalloc. size_bytes() == 0 holds no allocation.
+class DeviceBuffer {
+ public:
+  static absl::StatusOr<DeviceBuffer> Allocate(size_t size_bytes);
+  DeviceBuffer() = default;
+  DeviceBuffer(DeviceBuffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  ~DeviceBuffer();
+
+  void* data() const { return data_; }
+  template <typename T>
+  T* as() const { return static_cast<T*>(data_); }
+  size_t size_bytes() const { return size_bytes_; }
+
+ private:
+  DeviceBuffer(void* data, size_t size_bytes) : data_(data), size_bytes_(size_bytes) {}
+  void* data_ = nullptr;
+  size_t size_bytes_ = 0;
+};
+
+// Page-locked host memory (cudaMallocHost), for asynchronous copies.
+class PinnedBuffer {
+ public:
+  static absl::StatusOr<PinnedBuffer> Allocate(size_t size_bytes);
+  PinnedBuffer() = default;
+  PinnedBuffer(PinnedBuffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
+  ~PinnedBuffer();
+
+  void* data() const { return data_; }
+  template <typename T>
+  T* as() const { return static_cast<T*>(data_); }
+  size_t size_bytes() const { return size_bytes_; }
+
+ private:
+  PinnedBuffer(void* data, size_t size_bytes) : data_(data), size_bytes_(size_bytes) {}
+  void* data_ = nullptr;
+  size_t size_bytes_ = 0;
+};
+
+class CublasLtHandle {
+ public:
+  static absl::StatusOr<CublasLtHandle> Create();
+  CublasLtHandle() = default;
+  CublasLtHandle(CublasLtHandle&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+  CublasLtHandle& operator=(CublasLtHandle&& other) noexcept;
+  ~CublasLtHandle();
+
+  cublasLtHandle_t get() const { return handle_; }
+
+ private:
+  explicit CublasLtHandle(cublasLtHandle_t handle) : handle_(handle) {}
+  cublasLtHandle_t handle_ = nullptr;
+};
+
+}  // namespace tandem

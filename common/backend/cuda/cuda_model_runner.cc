@@ -1,0 +1,371 @@
+#include "common/backend/cuda/cuda_model_runner.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/backend/cuda/cuda_check.h"
+#include "common/backend/cuda/kernels/add_rms_norm.h"
+#include "common/backend/cuda/kernels/decode_attention.h"
+#include "common/backend/cuda/kernels/embedding.h"
+#include "common/backend/cuda/kernels/prefill_attention.h"
+#include "common/backend/cuda/kernels/rope_kv_write.h"
+#include "common/backend/cuda/kernels/silu_mul.h"
+#include "common/backend/reference/rope.h"
+#include "common/logging.h"
+#include "common/status.h"
+
+namespace tandem {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+double GiB(size_t bytes) { return static_cast<double>(bytes) / (1u << 30); }
+
+absl::Status ValidateOptions(const CudaRunnerOptions& o) {
+  if (!(o.gpu_memory_fraction > 0.0 && o.gpu_memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu_memory_fraction must be in (0, 1], got ", o.gpu_memory_fraction));
+  }
+  if (o.num_kv_blocks < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_kv_blocks must be >= 0 (0: sized from gpu_memory_fraction), got ", o.num_kv_blocks));
+  }
+  if (o.max_num_tokens <= 0 || o.max_num_seqs <= 0 || o.max_logits_rows <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_num_tokens, max_num_seqs and max_logits_rows must be > 0, got ", o.max_num_tokens,
+        ", ", o.max_num_seqs, ", ", o.max_logits_rows));
+  }
+  int count = 0;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));
+  if (o.device < 0 || o.device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device must be in [0, ", count, "), got ", o.device));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// Device pointers into metadata_ for one Forward call.
+struct CudaModelRunner::Batch {
+  int64_t num_tokens = 0, num_seqs = 0, num_logits_rows = 0;
+  int32_t max_context_len = 0;
+  int32_t max_blocks = 0;  // row length of block_tables
+  int32_t num_tiles = 0;   // prefill attention tiles
+  bool decode_only = false;
+  const int32_t *token_ids = nullptr, *positions = nullptr, *slot_mapping = nullptr,
+                *query_start = nullptr, *context_lens = nullptr, *block_tables = nullptr,
+                *logits_rows = nullptr, *tiles = nullptr;
+};
+
+std::string CudaMemoryReport::ToString() const {
+  return absl::StrFormat(
+      "KV pool: %d blocks, %d tokens, %.2f GiB; weights %.2f GiB; activations %.2f GiB; "
+      "device %.2f GiB",
+      num_kv_blocks, num_kv_tokens, GiB(kv_pool_bytes), GiB(weight_bytes),
+      GiB(activation_bytes), GiB(device_total_bytes));
+}
+
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Load(
+    const std::string& model_dir, const CudaRunnerOptions& options) {
+  TANDEM_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store, WeightStore::Open(model_dir));
+  return Create(config, *store, options);  // the store (and its maps) is dropped on return
+}
+
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
+    const ModelConfig& config, const WeightStore& store, const CudaRunnerOptions& options) {
+  TANDEM_RETURN_IF_ERROR(ValidateOptions(options));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
+  std::unique_ptr<CudaModelRunner> runner(new CudaModelRunner(config, options));
+  TANDEM_RETURN_IF_ERROR(runner->layout_.Validate());
+  TANDEM_RETURN_IF_ERROR(runner->Allocate(store));
+  TANDEM_LOG(INFO) << "cuda runner on device " << options.device << ": "
+                   << runner->memory_.ToString();
+  return runner;
+}
+
+CudaModelRunner::CudaModelRunner(const ModelConfig& config, const CudaRunnerOptions& options)
+    : config_(config), options_(options) {
+  layout_ = KvLayout{.dtype = DType::kBF16,
+                     .block_size_tokens = options.block_size_tokens,
+                     .num_layers = config.num_layers,
+                     .total_kv_heads = config.num_kv_heads,
+                     .kv_head_begin = 0,
+                     .num_kv_heads = config.num_kv_heads,
+                     .head_dim = config.head_dim};
+  max_blocks_per_seq_ = (config.max_position_embeddings + options.block_size_tokens - 1) /
+                        options.block_size_tokens;
+}
+
+CudaModelRunner::~CudaModelRunner() {
+  if (stream_.get() != nullptr) stream_.Synchronize();
+}
+
+absl::Status CudaModelRunner::Allocate(const WeightStore& store) {
+  const ModelConfig& c = config_;
+  TANDEM_ASSIGN_OR_RETURN(stream_, CudaStream::Create());
+  TANDEM_ASSIGN_OR_RETURN(gemm_, CublasLtGemm::Create());
+  TANDEM_ASSIGN_OR_RETURN(weights_, CudaWeights::Load(c, store));
+  memory_.weight_bytes = weights_->device_bytes();
+
+  std::vector<float> inv_freq = reference::RopeInverseFrequencies(c);
+  TANDEM_ASSIGN_OR_RETURN(inv_freq_, DeviceBuffer::Allocate(inv_freq.size() * sizeof(float)));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpy(inv_freq_.data(), inv_freq.data(),
+                                         inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice));
+
+  const size_t t = static_cast<size_t>(options_.max_num_tokens);
+  const size_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
+  const size_t rows = static_cast<size_t>(options_.max_logits_rows);
+  const size_t seqs = static_cast<size_t>(options_.max_num_seqs);
+  const size_t group = static_cast<size_t>(c.num_heads / c.num_kv_heads);
+  const size_t max_tiles = (t * group + kPrefillRowsPerTile - 1) / kPrefillRowsPerTile + seqs;
+  const size_t metadata_ints = 3 * t + 2 * seqs + 1 + seqs * max_blocks_per_seq_ + rows +
+                               2 * max_tiles;
+  struct Sized { DeviceBuffer* buffer; size_t bytes; };
+  for (const Sized& s : std::initializer_list<Sized>{
+           {&residual_, t * c.hidden_size * 4}, {&hidden_, t * c.hidden_size * 2},
+           {&qkv_, t * (q_dim + 2 * kv_dim) * 2}, {&q_, t * q_dim * 2}, {&attn_, t * q_dim * 2},
+           {&proj_, t * c.hidden_size * 2}, {&gate_up_, t * 2 * c.intermediate_size * 2},
+           {&act_, t * c.intermediate_size * 2}, {&last_hidden_, rows * c.hidden_size * 2},
+           {&logits_, rows * c.vocab_size * 4}, {&metadata_, metadata_ints * 4},
+           {&attention_workspace_,
+            DecodeAttentionMaxWorkspaceBytes(static_cast<int32_t>(seqs), c.num_heads,
+                                             c.num_kv_heads, c.head_dim)}}) {
+    TANDEM_ASSIGN_OR_RETURN(*s.buffer, DeviceBuffer::Allocate(s.bytes));
+    memory_.activation_bytes += s.bytes;
+  }
+  TANDEM_ASSIGN_OR_RETURN(metadata_host_, PinnedBuffer::Allocate(metadata_ints * 4));
+  TANDEM_ASSIGN_OR_RETURN(logits_host_, PinnedBuffer::Allocate(rows * c.vocab_size * 4));
+
+  size_t free_bytes = 0, total_bytes = 0;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+  memory_.device_total_bytes = total_bytes;
+  const size_t block_bytes = layout_.kv_bytes_per_block();
+  int64_t num_blocks = options_.num_kv_blocks;
+  if (num_blocks == 0) {
+    // Everything already on the device (ours and anyone else's) counts against the budget.
+    const double budget = options_.gpu_memory_fraction * static_cast<double>(total_bytes) -
+                          static_cast<double>(total_bytes - free_bytes);
+    num_blocks = budget > 0 ? static_cast<int64_t>(budget / static_cast<double>(block_bytes)) : 0;
+    if (num_blocks < 1) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "gpu_memory_fraction=%.3f leaves no room for the KV cache: %.2f GiB of %.2f GiB "
+          "already in use after weights and activations",
+          options_.gpu_memory_fraction, GiB(total_bytes - free_bytes), GiB(total_bytes)));
+    }
+  }
+  memory_.num_kv_blocks = num_blocks;
+  memory_.num_kv_tokens = num_blocks * layout_.block_size_tokens;
+  memory_.kv_pool_bytes = static_cast<size_t>(num_blocks) * block_bytes;
+  TANDEM_ASSIGN_OR_RETURN(kv_, DeviceBuffer::Allocate(memory_.kv_pool_bytes));
+  return absl::OkStatus();
+}
+
+PagedKvCache CudaModelRunner::layer_kv(int64_t layer) const {
+  const int64_t num_slots = memory_.num_kv_blocks * layout_.block_size_tokens;
+  const int64_t region = num_slots * layout_.ElementsPerTokenPerLayer();
+  bf16* base = kv_.as<bf16>() + 2 * layer * region;
+  return {.k = base, .v = base + region, .num_slots = num_slots,
+          .num_kv_heads = static_cast<int32_t>(layout_.num_kv_heads),
+          .head_dim = static_cast<int32_t>(layout_.head_dim),
+          .block_size = static_cast<int32_t>(layout_.block_size_tokens)};
+}
+
+absl::Status CudaModelRunner::CheckLimits(const ForwardInputs& in) const {
+  auto too_many = [](const char* field, size_t got, int64_t limit, const char* option) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": at most ", limit, " per call (",
+                                                   option, "), got ", got));
+  };
+  if (static_cast<int64_t>(in.token_ids.size()) > options_.max_num_tokens) {
+    return too_many("token_ids", in.token_ids.size(), options_.max_num_tokens, "max_num_tokens");
+  }
+  if (static_cast<int64_t>(in.block_tables.size()) > options_.max_num_seqs) {
+    return too_many("block_tables", in.block_tables.size(), options_.max_num_seqs, "max_num_seqs");
+  }
+  if (static_cast<int64_t>(in.logits_rows.size()) > options_.max_logits_rows) {
+    return too_many("logits_rows", in.logits_rows.size(), options_.max_logits_rows,
+                    "max_logits_rows");
+  }
+  for (const std::span<const int32_t>& table : in.block_tables) {
+    if (static_cast<int64_t>(table.size()) > max_blocks_per_seq_) {
+      return too_many("block_tables[s]", table.size(), max_blocks_per_seq_,
+                      "max_position_embeddings / block_size_tokens");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Packs the batch into pinned memory as int32 arrays and copies it to the device at once:
+// token_ids, positions, slot_mapping [T]; query_start [S+1]; context_lens [S];
+// block_tables [S][max_blocks]; logits_rows [R]; prefill tiles [num_tiles][2].
+absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadBatch(const ForwardInputs& in) {
+  Batch b;
+  b.num_tokens = static_cast<int64_t>(in.token_ids.size());
+  b.num_seqs = static_cast<int64_t>(in.block_tables.size());
+  b.num_logits_rows = static_cast<int64_t>(in.logits_rows.size());
+  b.decode_only = b.num_tokens == b.num_seqs;
+  for (const std::span<const int32_t>& table : in.block_tables) {
+    b.max_blocks = std::max(b.max_blocks, static_cast<int32_t>(table.size()));
+  }
+  int32_t* host = metadata_host_.as<int32_t>();
+  const int32_t* device = metadata_.as<int32_t>();
+  size_t at = 0;
+  auto put = [&](std::span<const int32_t> values) {
+    std::copy(values.begin(), values.end(), host + at);
+    const int32_t* where = device + at;
+    at += values.size();
+    return where;
+  };
+  b.token_ids = put(in.token_ids);
+  b.positions = put(in.positions);
+  b.slot_mapping = put(in.slot_mapping);
+  b.query_start = put(in.query_start);
+  b.context_lens = device + at;
+  for (int64_t s = 0; s < b.num_seqs; ++s) {
+    const int32_t context = in.positions[in.query_start[s + 1] - 1] + 1;
+    b.max_context_len = std::max(b.max_context_len, context);
+    host[at++] = context;
+  }
+  b.block_tables = device + at;
+  for (const std::span<const int32_t>& table : in.block_tables) {
+    std::fill(std::copy(table.begin(), table.end(), host + at), host + at + b.max_blocks, 0);
+    at += b.max_blocks;
+  }
+  b.logits_rows = put(in.logits_rows);
+  if (!b.decode_only) {
+    const int32_t group = static_cast<int32_t>(config_.num_heads / config_.num_kv_heads);
+    std::vector<int32_t> tiles = BuildPrefillTiles(in.query_start.data(),
+                                                   static_cast<int32_t>(b.num_seqs), group);
+    b.num_tiles = static_cast<int32_t>(tiles.size() / 2);
+    b.tiles = put(tiles);
+  }
+  TANDEM_CHECK(at * 4 <= metadata_host_.size_bytes()) << "metadata overflow: " << at;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), host, at * 4,
+                                              cudaMemcpyHostToDevice, stream_.get()));
+  return b;
+}
+
+absl::StatusOr<LogitsView> CudaModelRunner::Forward(const ForwardInputs& in) {
+  TANDEM_RETURN_IF_ERROR(ValidateForwardInputs(in, memory_.num_kv_blocks,
+                                               layout_.block_size_tokens,
+                                               config_.max_position_embeddings,
+                                               config_.vocab_size));
+  TANDEM_RETURN_IF_ERROR(CheckLimits(in));
+  LogitsView view{.values = {}, .num_rows = static_cast<int64_t>(in.logits_rows.size()),
+                  .vocab_size = config_.vocab_size};
+  if (in.token_ids.empty()) return view;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  TANDEM_ASSIGN_OR_RETURN(Batch batch, UploadBatch(in));
+  TANDEM_RETURN_IF_ERROR(LaunchEmbeddingGather(
+      {.table = weights_->embed_tokens(), .token_ids = batch.token_ids,
+       .vocab_size = config_.vocab_size, .dim = config_.hidden_size,
+       .num_tokens = batch.num_tokens},
+      residual_.as<float>(), stream_.get()));
+  for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+    TANDEM_RETURN_IF_ERROR(AttentionBlock(layer, batch));
+    TANDEM_RETURN_IF_ERROR(MlpBlock(layer, batch));
+  }
+  TANDEM_RETURN_IF_ERROR(ComputeLogits(batch));
+  view.values = std::span<const float>(logits_host_.as<float>(),
+                                       static_cast<size_t>(view.num_rows * view.vocab_size));
+  return view;
+}
+
+absl::Status CudaModelRunner::Gemm(const bf16* a, int64_t m, int64_t k, const bf16* w,
+                                   int64_t n, void* out, GemmOutput output) {
+  return gemm_->MatMulTransposed({.a = a, .w = w, .out = out, .m = m, .n = n, .k = k,
+                                  .ldc = 0, .output = output},
+                                 stream_.get());
+}
+
+absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
+  const ModelConfig& c = config_;
+  const CudaLayerWeights& w = weights_->layers()[layer];
+  const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
+  // Adds the previous layer's MLP output (none before the first layer), then normalizes.
+  TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
+      {.residual = residual_.as<float>(), .x = layer == 0 ? nullptr : proj_.as<bf16>(),
+       .weight = w.input_norm, .out = hidden_.as<bf16>(), .num_rows = b.num_tokens,
+       .dim = c.hidden_size, .eps = c.rms_norm_eps},
+      stream_.get()));
+  TANDEM_RETURN_IF_ERROR(Gemm(hidden_.as<bf16>(), b.num_tokens, c.hidden_size, w.qkv_proj,
+                              q_dim + 2 * kv_dim, qkv_.data(), GemmOutput::kBF16));
+  TANDEM_RETURN_IF_ERROR(LaunchRopeKvWrite(
+      {.qkv = qkv_.as<bf16>(), .q_out = q_.as<bf16>(), .positions = b.positions,
+       .slot_mapping = b.slot_mapping, .inv_freq = inv_freq_.as<float>(),
+       .num_tokens = b.num_tokens, .num_heads = static_cast<int32_t>(c.num_heads),
+       .cache = layer_kv(layer)},
+      stream_.get()));
+  TANDEM_RETURN_IF_ERROR(Attention(layer, b));
+  return Gemm(attn_.as<bf16>(), b.num_tokens, q_dim, w.o_proj, c.hidden_size, proj_.data(),
+              GemmOutput::kBF16);
+}
+
+absl::Status CudaModelRunner::Attention(int64_t layer, const Batch& b) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+  const int32_t num_heads = static_cast<int32_t>(config_.num_heads);
+  if (b.decode_only) {
+    return LaunchDecodeAttention(
+        {.q = q_.as<bf16>(), .out = attn_.as<bf16>(), .context_lens = b.context_lens,
+         .block_tables = b.block_tables, .num_seqs = static_cast<int32_t>(b.num_seqs),
+         .num_heads = num_heads, .max_blocks_per_seq = b.max_blocks,
+         .max_context_len = b.max_context_len, .scale = scale, .cache = layer_kv(layer),
+         .workspace = attention_workspace_.as<float>(),
+         .workspace_bytes = attention_workspace_.size_bytes()},
+        stream_.get());
+  }
+  return LaunchPrefillAttention(
+      {.q = q_.as<bf16>(), .out = attn_.as<bf16>(), .positions = b.positions,
+       .query_start = b.query_start, .block_tables = b.block_tables, .tiles = b.tiles,
+       .num_tiles = b.num_tiles, .num_heads = num_heads, .max_blocks_per_seq = b.max_blocks,
+       .scale = scale, .cache = layer_kv(layer)},
+      stream_.get());
+}
+
+absl::Status CudaModelRunner::MlpBlock(int64_t layer, const Batch& b) {
+  const ModelConfig& c = config_;
+  const CudaLayerWeights& w = weights_->layers()[layer];
+  TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
+      {.residual = residual_.as<float>(), .x = proj_.as<bf16>(),
+       .weight = w.post_attention_norm, .out = hidden_.as<bf16>(), .num_rows = b.num_tokens,
+       .dim = c.hidden_size, .eps = c.rms_norm_eps},
+      stream_.get()));
+  TANDEM_RETURN_IF_ERROR(Gemm(hidden_.as<bf16>(), b.num_tokens, c.hidden_size, w.gate_up_proj,
+                              2 * c.intermediate_size, gate_up_.data(), GemmOutput::kBF16));
+  TANDEM_RETURN_IF_ERROR(LaunchSiluMul({.gate_up = gate_up_.as<bf16>(), .out = act_.as<bf16>(),
+                                        .num_rows = b.num_tokens, .dim = c.intermediate_size},
+                                       stream_.get()));
+  return Gemm(act_.as<bf16>(), b.num_tokens, c.intermediate_size, w.down_proj, c.hidden_size,
+              proj_.data(), GemmOutput::kBF16);
+}
+
+// Final residual add + norm, the requested rows gathered, the LM head in fp32 output, and
+// the logits copied to pinned host memory (the call returns when they are there).
+absl::Status CudaModelRunner::ComputeLogits(const Batch& b) {
+  const ModelConfig& c = config_;
+  TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
+      {.residual = residual_.as<float>(), .x = proj_.as<bf16>(), .weight = weights_->final_norm(),
+       .out = hidden_.as<bf16>(), .num_rows = b.num_tokens, .dim = c.hidden_size,
+       .eps = c.rms_norm_eps},
+      stream_.get()));
+  if (b.num_logits_rows > 0) {
+    TANDEM_RETURN_IF_ERROR(LaunchEmbeddingGather(
+        {.table = hidden_.as<bf16>(), .token_ids = b.logits_rows, .vocab_size = b.num_tokens,
+         .dim = c.hidden_size, .num_tokens = b.num_logits_rows},
+        last_hidden_.as<bf16>(), stream_.get()));
+    TANDEM_RETURN_IF_ERROR(Gemm(last_hidden_.as<bf16>(), b.num_logits_rows, c.hidden_size,
+                                weights_->lm_head(), c.vocab_size, logits_.data(),
+                                GemmOutput::kF32));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+        logits_host_.data(), logits_.data(),
+        static_cast<size_t>(b.num_logits_rows * c.vocab_size) * sizeof(float),
+        cudaMemcpyDeviceToHost, stream_.get()));
+  }
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
+  return absl::OkStatus();
+}
+
+}  // namespace tandem

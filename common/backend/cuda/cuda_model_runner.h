@@ -1,0 +1,102 @@
+// The CUDA backend: Llama-family forward with bf16 weights and a bf16 paged KV cache, fp32
+// accumulation (GEMMs through cuBLASLt, own kernels for the rest) and an fp32 residual
+// stream. Logits come back to the host as fp32.
+//
+// Memory: weights are uploaded once (no host copy kept); activations are sized for
+// max_num_tokens rows; the KV pool takes what is left of gpu_memory_fraction of the
+// device's memory (or exactly num_kv_blocks when set) and is reported at start.
+// Owned and called by one engine thread; every call runs on the runner's own stream.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/backend/cuda/cublaslt_gemm.h"
+#include "common/backend/cuda/cuda_handles.h"
+#include "common/backend/cuda/cuda_weights.h"
+#include "common/backend/cuda/kernels/paged_kv.h"
+#include "common/backend/model_runner.h"
+
+namespace tandem {
+
+struct CudaRunnerOptions {
+  int device = 0;                     // CUDA device ordinal
+  int64_t block_size_tokens = 16;     // tokens per KV block
+  double gpu_memory_fraction = 0.9;   // share of the device's memory this runner may fill
+  int64_t num_kv_blocks = 0;          // > 0: exactly this many blocks (tests); 0: from the fraction
+  int64_t max_num_tokens = 8192;      // token rows per Forward
+  int64_t max_num_seqs = 256;         // sequences per Forward
+  int64_t max_logits_rows = 256;      // logits rows per Forward
+};
+
+// What the runner holds on the device, reported at start.
+struct CudaMemoryReport {
+  int64_t num_kv_blocks = 0;
+  int64_t num_kv_tokens = 0;
+  size_t kv_pool_bytes = 0;
+  size_t weight_bytes = 0;
+  size_t activation_bytes = 0;
+  size_t device_total_bytes = 0;
+  std::string ToString() const;
+};
+
+class CudaModelRunner final : public ModelRunner {
+ public:
+  // Loads `model_dir` (config.json, generation_config.json, safetensors) onto the device.
+  static absl::StatusOr<std::unique_ptr<CudaModelRunner>> Load(const std::string& model_dir,
+                                                               const CudaRunnerOptions& options);
+  // Uploads the weights of `store`, which the caller may drop afterwards.
+  static absl::StatusOr<std::unique_ptr<CudaModelRunner>> Create(
+      const ModelConfig& config, const WeightStore& store, const CudaRunnerOptions& options);
+  ~CudaModelRunner() override;
+
+  absl::StatusOr<LogitsView> Forward(const ForwardInputs& inputs) override;
+  const ModelConfig& config() const override { return config_; }
+  const KvLayout& kv_layout() const override { return layout_; }
+  int64_t num_kv_blocks() const override { return memory_.num_kv_blocks; }
+
+  const CudaMemoryReport& memory_report() const { return memory_; }
+  // Weight bytes one decode step reads (everything but an untied embedding table).
+  size_t weight_bytes_read_per_step() const { return weights_->bytes_read_per_step(); }
+  cudaStream_t stream() const { return stream_.get(); }
+  // One layer's cache, [num_slots][num_kv_heads][head_dim] bf16 for K and V.
+  PagedKvCache layer_kv(int64_t layer) const;
+
+ private:
+  struct Batch;  // the device-side view of one ForwardInputs
+
+  CudaModelRunner(const ModelConfig& config, const CudaRunnerOptions& options);
+  absl::Status Allocate(const WeightStore& store);
+  absl::Status CheckLimits(const ForwardInputs& in) const;
+  absl::StatusOr<Batch> UploadBatch(const ForwardInputs& in);
+  absl::Status AttentionBlock(int64_t layer, const Batch& batch);
+  absl::Status Attention(int64_t layer, const Batch& batch);
+  absl::Status MlpBlock(int64_t layer, const Batch& batch);
+  absl::Status ComputeLogits(const Batch& batch);
+  absl::Status Gemm(const __nv_bfloat16* a, int64_t m, int64_t k, const __nv_bfloat16* w,
+                    int64_t n, void* out, GemmOutput output);
+
+  ModelConfig config_;
+  CudaRunnerOptions options_;
+  KvLayout layout_;
+  CudaMemoryReport memory_;
+  int64_t max_blocks_per_seq_ = 0;
+  CudaStream stream_;
+  std::unique_ptr<CublasLtGemm> gemm_;
+  std::unique_ptr<CudaWeights> weights_;
+  DeviceBuffer inv_freq_;  // [head_dim / 2] fp32
+  DeviceBuffer kv_;        // [layers][K|V][num_slots][num_kv_heads][head_dim] bf16
+  // Activations, [max_num_tokens][...]: residual fp32, the rest bf16.
+  DeviceBuffer residual_, hidden_, qkv_, q_, attn_, proj_, gate_up_, act_;
+  DeviceBuffer last_hidden_, logits_;  // [max_logits_rows][hidden] bf16, [.][vocab] fp32
+  DeviceBuffer attention_workspace_;   // decode split-K partials
+  DeviceBuffer metadata_;              // int32 batch description, see UploadBatch
+  PinnedBuffer metadata_host_, logits_host_;
+};
+
+}  // namespace tandem

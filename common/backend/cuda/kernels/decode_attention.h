@@ -1,0 +1,55 @@
+// Paged decode attention: one query token per sequence attends to its first
+// context_lens[s] cached tokens (causal: the token itself was written to the cache first).
+//
+// GQA-aware: a thread block owns one (kv head, sequence, context split) and computes every
+// query head of that kv head's group from one pass over the K/V tiles, so each KV byte is
+// read from memory once per step. Split-K: long contexts with few (sequence, kv head) pairs
+// are cut into splits whose partial softmax results (max, sum, normalized output) are
+// combined by a second kernel.
+//
+// q, out: [num_seqs][num_heads][head_dim] bf16; block_tables: [num_seqs][max_blocks_per_seq];
+// head_dim in {32, 64, 128}; num_heads / num_kv_heads <= 8. Scores, softmax and the output
+// accumulate in fp32. Reference: reference::PagedAttention with one token per sequence.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "common/backend/cuda/kernels/paged_kv.h"
+
+namespace tandem {
+
+struct DecodeAttentionArgs {
+  const __nv_bfloat16* q = nullptr;      // [num_seqs][num_heads][head_dim]
+  __nv_bfloat16* out = nullptr;          // [num_seqs][num_heads][head_dim]
+  const int32_t* context_lens = nullptr;  // [num_seqs], in [1, max_context_len]
+  const int32_t* block_tables = nullptr;  // [num_seqs][max_blocks_per_seq]
+  int32_t num_seqs = 0;
+  int32_t num_heads = 0;
+  int32_t max_blocks_per_seq = 0;
+  int32_t max_context_len = 0;  // host-side bound, picks the number of splits
+  float scale = 1.0f;
+  PagedKvCache cache;
+  float* workspace = nullptr;  // split-K partials; DecodeAttentionWorkspaceBytes
+  size_t workspace_bytes = 0;
+  int32_t num_splits = 0;  // 0: chosen from the shape (tests force other values)
+};
+
+// Splits chosen for a shape when num_splits is 0.
+int32_t DecodeAttentionNumSplits(int32_t num_seqs, int32_t num_kv_heads, int32_t max_context_len);
+// Workspace needed for `num_splits` (0: the chosen number).
+size_t DecodeAttentionWorkspaceBytes(int32_t num_seqs, int32_t num_heads, int32_t num_kv_heads,
+                                     int32_t head_dim, int32_t max_context_len,
+                                     int32_t num_splits = 0);
+// An upper bound of DecodeAttentionWorkspaceBytes over every shape with <= max_num_seqs
+// sequences (and the automatic split choice).
+size_t DecodeAttentionMaxWorkspaceBytes(int32_t max_num_seqs, int32_t num_heads,
+                                        int32_t num_kv_heads, int32_t head_dim);
+
+absl::Status LaunchDecodeAttention(const DecodeAttentionArgs& args, cudaStream_t stream);
+
+}  // namespace tandem

@@ -1,0 +1,75 @@
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/backend/cuda/cuda_check.h"
+#include "common/backend/cuda/kernels/device_utils.cuh"
+#include "common/backend/cuda/kernels/embedding.h"
+
+namespace tandem {
+namespace {
+
+using cuda_kernels::Aligned16;
+using cuda_kernels::LoadBf16x8;
+
+__device__ __forceinline__ void Store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void Store(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+
+template <typename Out>
+__device__ __forceinline__ void Store8(Out* p, const float (&v)[8]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) Store(p + i, v[i]);
+}
+
+// One block per token.
+template <typename Out>
+__global__ void EmbeddingGatherKernel(EmbeddingGatherArgs args, Out* out) {
+  const int64_t t = blockIdx.x;
+  const int32_t id = args.token_ids[t];
+  Out* row_out = out + t * args.dim;
+  if (id < 0 || id >= args.vocab_size) {
+    for (int64_t i = threadIdx.x; i < args.dim; i += blockDim.x) Store(row_out + i, NAN);
+    return;
+  }
+  const __nv_bfloat16* row = args.table + static_cast<int64_t>(id) * args.dim;
+  if (args.dim % 8 == 0 && Aligned16(row)) {
+    for (int64_t i = threadIdx.x * 8; i < args.dim; i += blockDim.x * 8) {
+      float v[8];
+      LoadBf16x8(row + i, v);
+      Store8(row_out + i, v);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < args.dim; i += blockDim.x) {
+      Store(row_out + i, __bfloat162float(row[i]));
+    }
+  }
+}
+
+template <typename Out>
+absl::Status Launch(const EmbeddingGatherArgs& args, Out* out, cudaStream_t stream) {
+  if (args.vocab_size <= 0 || args.dim <= 0 || args.num_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "embedding gather: vocab_size and dim must be > 0 and num_tokens >= 0, got ",
+        args.vocab_size, ", ", args.dim, ", ", args.num_tokens));
+  }
+  if (args.num_tokens == 0) return absl::OkStatus();
+  if (args.table == nullptr || args.token_ids == nullptr || out == nullptr) {
+    return absl::InvalidArgumentError("embedding gather: null pointer");
+  }
+  EmbeddingGatherKernel<Out><<<static_cast<unsigned>(args.num_tokens), 128, 0, stream>>>(args, out);
+  TANDEM_CUDA_CHECK_LAUNCH();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LaunchEmbeddingGather(const EmbeddingGatherArgs& args, float* out,
+                                   cudaStream_t stream) {
+  return Launch(args, out, stream);
+}
+
+absl::Status LaunchEmbeddingGather(const EmbeddingGatherArgs& args, __nv_bfloat16* out,
+                                   cudaStream_t stream) {
+  return Launch(args, out, stream);
+}
+
+}  // namespace tandem

@@ -1,0 +1,31 @@
+// Embedding gather: out[t] = table[token_ids[t]].
+//
+// table: [vocab_size][dim] bf16; token_ids: [num_tokens] on the device; out: [num_tokens][dim]
+// as fp32 (the residual stream) or bf16 (gathering hidden rows for the logits). Ids must be
+// validated by the caller (ValidateForwardInputs); a row with an out-of-range id is filled
+// with NaN instead of reading outside the table. Reference: reference::EmbeddingGather.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace tandem {
+
+struct EmbeddingGatherArgs {
+  const __nv_bfloat16* table = nullptr;  // [vocab_size][dim]
+  const int32_t* token_ids = nullptr;    // [num_tokens]
+  int64_t vocab_size = 0;
+  int64_t dim = 0;
+  int64_t num_tokens = 0;
+};
+
+absl::Status LaunchEmbeddingGather(const EmbeddingGatherArgs& args, float* out,
+                                   cudaStream_t stream);
+absl::Status LaunchEmbeddingGather(const EmbeddingGatherArgs& args, __nv_bfloat16* out,
+                                   cudaStream_t stream);
+
+}  // namespace tandem

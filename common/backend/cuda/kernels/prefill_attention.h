@@ -1,0 +1,51 @@
+// Causal attention over the paged KV cache for any batch of query chunks (prefill, chunked
+// prefill, prefix blocks already cached, decode rows mixed in).
+//
+// Sequence s owns token rows query_start[s]..query_start[s+1] with consecutive positions;
+// each row attends to its sequence's cached tokens at positions <= its own (its K/V, and
+// those of earlier chunks, were written by the RoPE/KV-write kernel before this runs).
+// Work is cut into tiles of 32 (token, head-of-group) rows of one sequence and one kv head,
+// so a K/V tile loaded into shared memory serves every query head of its group. This first
+// version accumulates on CUDA cores in fp32 (flash-style online softmax); the tensor-core
+// version is the next milestone.
+//
+// q, out: [num_tokens][num_heads][head_dim] bf16; head_dim in {32, 64, 128}.
+// Reference: reference::PagedAttention.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/backend/cuda/kernels/paged_kv.h"
+
+namespace tandem {
+
+constexpr int32_t kPrefillRowsPerTile = 32;
+
+struct PrefillAttentionArgs {
+  const __nv_bfloat16* q = nullptr;      // [num_tokens][num_heads][head_dim]
+  __nv_bfloat16* out = nullptr;          // [num_tokens][num_heads][head_dim]
+  const int32_t* positions = nullptr;    // [num_tokens]
+  const int32_t* query_start = nullptr;  // [num_seqs + 1]
+  const int32_t* block_tables = nullptr;  // [num_seqs][max_blocks_per_seq]
+  const int32_t* tiles = nullptr;        // [num_tiles][2]: (sequence, first row), from
+                                         // BuildPrefillTiles, on the device
+  int32_t num_tiles = 0;
+  int32_t num_heads = 0;
+  int32_t max_blocks_per_seq = 0;
+  float scale = 1.0f;
+  PagedKvCache cache;
+};
+
+// Host-side tile list for query_start (host copy): for each sequence, rows
+// (token - first token) * group + head_in_group cut into tiles of kPrefillRowsPerTile.
+std::vector<int32_t> BuildPrefillTiles(const int32_t* query_start, int32_t num_seqs,
+                                       int32_t group);
+
+absl::Status LaunchPrefillAttention(const PrefillAttentionArgs& args, cudaStream_t stream);
+
+}  // namespace tandem

@@ -1,0 +1,65 @@
+#include "absl/strings/str_cat.h"
+#include "common/backend/cuda/cuda_check.h"
+#include "common/backend/cuda/kernels/rope_kv_write.h"
+
+namespace tandem {
+namespace {
+
+constexpr int kThreads = 128;
+
+// One block per token: rotates the q and k heads pairwise (i, i + D/2), copies v.
+__global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeKvWriteArgs args) {
+  const int64_t t = blockIdx.x;
+  const int heads = args.num_heads, kv_heads = args.cache.num_kv_heads;
+  const int dim = args.cache.head_dim, half = dim / 2;
+  const float position = static_cast<float>(args.positions[t]);
+  const int64_t slot = args.slot_mapping[t];
+  const bool write_kv = slot >= 0 && slot < args.cache.num_slots;
+  const __nv_bfloat16* row = args.qkv + t * static_cast<int64_t>(heads + 2 * kv_heads) * dim;
+  const int64_t kv_row = slot * kv_heads * dim;
+  for (int item = threadIdx.x; item < (heads + kv_heads) * half; item += kThreads) {
+    const int h = item / half, i = item % half;
+    float sin_value, cos_value;
+    sincosf(position * args.inv_freq[i], &sin_value, &cos_value);
+    const float a = __bfloat162float(row[h * dim + i]);
+    const float b = __bfloat162float(row[h * dim + i + half]);
+    const __nv_bfloat16 first = __float2bfloat16(a * cos_value - b * sin_value);
+    const __nv_bfloat16 second = __float2bfloat16(b * cos_value + a * sin_value);
+    if (h < heads) {
+      __nv_bfloat16* q = args.q_out + (t * heads + h) * dim;
+      q[i] = first;
+      q[i + half] = second;
+    } else if (write_kv) {
+      __nv_bfloat16* k = args.cache.k + kv_row + (h - heads) * dim;
+      k[i] = first;
+      k[i + half] = second;
+    }
+  }
+  if (!write_kv) return;
+  const __nv_bfloat16* v = row + (heads + kv_heads) * dim;
+  for (int i = threadIdx.x; i < kv_heads * dim; i += kThreads) args.cache.v[kv_row + i] = v[i];
+}
+
+}  // namespace
+
+absl::Status LaunchRopeKvWrite(const RopeKvWriteArgs& args, cudaStream_t stream) {
+  const PagedKvCache& c = args.cache;
+  if (args.num_tokens < 0 || args.num_heads <= 0 || c.num_kv_heads <= 0 || c.head_dim <= 0 ||
+      c.head_dim % 2 != 0 || args.num_heads % c.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rope_kv_write: need num_tokens >= 0, num_heads a positive multiple of num_kv_heads, "
+        "even head_dim; got ", args.num_tokens, ", ", args.num_heads, ", ", c.num_kv_heads,
+        ", ", c.head_dim));
+  }
+  if (args.num_tokens == 0) return absl::OkStatus();
+  if (args.qkv == nullptr || args.q_out == nullptr || args.positions == nullptr ||
+      args.slot_mapping == nullptr || args.inv_freq == nullptr || c.k == nullptr ||
+      c.v == nullptr) {
+    return absl::InvalidArgumentError("rope_kv_write: null pointer");
+  }
+  RopeKvWriteKernel<<<static_cast<unsigned>(args.num_tokens), kThreads, 0, stream>>>(args);
+  TANDEM_CUDA_CHECK_LAUNCH();
+  return absl::OkStatus();
+}
+
+}  // namespace tandem

@@ -1,0 +1,26 @@
+// Fused SiLU·mul of the Llama MLP: out[r][i] = silu(gate_up[r][i]) * gate_up[r][dim + i],
+// silu(x) = x / (1 + e^-x), computed in fp32.
+//
+// gate_up: [num_rows][2 * dim] bf16 (gate then up, as the fused gate/up GEMM writes them);
+// out: [num_rows][dim] bf16. Reference: reference::SiluMul.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace tandem {
+
+struct SiluMulArgs {
+  const __nv_bfloat16* gate_up = nullptr;  // [num_rows][2 * dim]
+  __nv_bfloat16* out = nullptr;            // [num_rows][dim]
+  int64_t num_rows = 0;
+  int64_t dim = 0;
+};
+
+absl::Status LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream);
+
+}  // namespace tandem
