@@ -11,8 +11,7 @@ namespace {
 
 float LengthNormalized(float sum_logprobs, int32_t length, float length_penalty) {
   // fp32 score over an fp64 divisor, as Hugging Face computes it.
-  return static_cast<float>(sum_logprobs /
-                            std::pow(static_cast<double>(length), length_penalty));
+  return static_cast<float>(sum_logprobs / std::pow(static_cast<double>(length), length_penalty));
 }
 
 }  // namespace
@@ -33,24 +32,27 @@ bool BeamSearch::IsEos(int32_t token) const {
 std::vector<BeamSearch::Candidate> BeamSearch::TopCandidates(std::span<const float> logprobs,
                                                              int64_t vocab_size) const {
   const int32_t num_eos = static_cast<int32_t>(options_.eos_token_ids.size());
-  const size_t k = std::min<size_t>(std::max(2, 1 + num_eos) * options_.num_beams,
-                                    running_.size() * vocab_size);
+  const size_t k =
+      std::min<size_t>(std::max(2, 1 + num_eos) * options_.num_beams, running_.size() * vocab_size);
   std::vector<Candidate> all;
   std::vector<int32_t> ids(vocab_size);
   for (size_t b = 0; b < running_.size(); ++b) {
     std::span<const float> row = logprobs.subspan(b * vocab_size, vocab_size);
     for (int64_t i = 0; i < vocab_size; ++i) ids[i] = static_cast<int32_t>(i);
     size_t row_k = std::min<size_t>(k, vocab_size);  // no more than k can come from one row
-    std::nth_element(ids.begin(), ids.begin() + (row_k - 1), ids.end(),
-                     [&](int32_t a, int32_t c) { return row[a] != row[c] ? row[a] > row[c] : a < c; });
+    std::nth_element(ids.begin(), ids.begin() + (row_k - 1), ids.end(), [&](int32_t a, int32_t c) {
+      return row[a] != row[c] ? row[a] > row[c] : a < c;
+    });
     for (size_t i = 0; i < row_k; ++i) {
-      all.push_back({running_[b].sum_logprobs + row[ids[i]], static_cast<int32_t>(b), ids[i], false});
+      all.push_back(
+          {running_[b].sum_logprobs + row[ids[i]], static_cast<int32_t>(b), ids[i], false});
     }
   }
-  std::partial_sort(all.begin(), all.begin() + k, all.end(), [](const Candidate& a, const Candidate& c) {
-    if (a.sum_logprobs != c.sum_logprobs) return a.sum_logprobs > c.sum_logprobs;
-    return a.parent != c.parent ? a.parent < c.parent : a.token_id < c.token_id;
-  });
+  std::partial_sort(all.begin(), all.begin() + k, all.end(),
+                    [](const Candidate& a, const Candidate& c) {
+                      if (a.sum_logprobs != c.sum_logprobs) return a.sum_logprobs > c.sum_logprobs;
+                      return a.parent != c.parent ? a.parent < c.parent : a.token_id < c.token_id;
+                    });
   all.resize(k);
   const bool at_max_length = num_generated_ + 1 >= options_.max_new_tokens;
   for (Candidate& c : all) c.hits_stop = at_max_length || IsEos(c.token_id);
@@ -86,8 +88,8 @@ void BeamSearch::UpdateHeuristic() {
   if (options_.early_stopping == EarlyStopping::kNever && options_.length_penalty > 0.0f) {
     best_length = options_.max_new_tokens;
   }
-  float best_possible = LengthNormalized(running_.front().sum_logprobs, best_length,
-                                         options_.length_penalty);
+  float best_possible =
+      LengthNormalized(running_.front().sum_logprobs, best_length, options_.length_penalty);
   improvement_possible_ = improvement_possible_ && best_possible > finished_.back().score;
 }
 

@@ -51,7 +51,7 @@ struct BeamFork {
 struct BeamHypothesis {
   std::vector<int32_t> token_ids;  // generated tokens (ending in the EOS id if one finished it)
   float sum_logprobs = 0.0f;
-  float score = 0.0f;              // sum_logprobs / token_ids.size()^length_penalty
+  float score = 0.0f;  // sum_logprobs / token_ids.size()^length_penalty
 };
 
 class BeamSearch {
@@ -88,7 +88,9 @@ class BeamSearch {
   std::vector<Candidate> TopCandidates(std::span<const float> logprobs, int64_t vocab_size) const;
   void AddFinished(const std::vector<Candidate>& candidates, int32_t length);
   void AddHypothesis(BeamHypothesis hypothesis);
-  bool finished_full() const { return static_cast<int32_t>(finished_.size()) == options_.num_beams; }
+  bool finished_full() const {
+    return static_cast<int32_t>(finished_.size()) == options_.num_beams;
+  }
   void UpdateHeuristic();
   bool IsEos(int32_t token) const;
 
@@ -96,7 +98,7 @@ class BeamSearch {
   std::vector<Beam> running_;             // sorted by sum_logprobs, best first
   std::vector<BeamHypothesis> finished_;  // sorted by score, best first
   int32_t num_generated_ = 0;
-  bool improvement_possible_ = true;      // HF's is_early_stop_heuristic_unsatisfied
+  bool improvement_possible_ = true;  // HF's is_early_stop_heuristic_unsatisfied
   bool done_ = false;
 };
 

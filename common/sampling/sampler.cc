@@ -43,8 +43,8 @@ std::vector<SampledToken> SampleBatch(std::span<float> logits, const SamplingCon
     out[i].token_id = Select(row, rows[i]);
     if (!snapshots[i]) continue;
     float chosen = static_cast<float>(row[out[i].token_id] - snapshots[i]->log_normalizer);
-    out[i].logprobs = SampledLogprobs{.chosen = {out[i].token_id, chosen},
-                                      .top = std::move(snapshots[i]->top)};
+    out[i].logprobs =
+        SampledLogprobs{.chosen = {out[i].token_id, chosen}, .top = std::move(snapshots[i]->top)};
   }
   return out;
 }

@@ -74,8 +74,8 @@ absl::Status CheckModes(const SamplingParams& p) {
         p.num_beams, " and temperature = ", p.temperature));
   }
   if (p.beam_search() && p.n > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "n must be 1 with beam search (use num_return_sequences), got n = ", p.n));
+    return absl::InvalidArgumentError(
+        absl::StrCat("n must be 1 with beam search (use num_return_sequences), got n = ", p.n));
   }
   if (p.n > 1 && p.greedy()) {
     return absl::InvalidArgumentError(absl::StrCat(

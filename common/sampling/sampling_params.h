@@ -33,30 +33,30 @@ inline constexpr int32_t kMaxBeams = 16;
 inline constexpr int32_t kMaxNoRepeatNgramSize = 64;
 
 struct SamplingParams {
-  float temperature = 1.0f;         // >= 0; 0 means greedy
-  int32_t top_k = 0;                // >= 0; 0 disables
-  float top_p = 1.0f;               // (0, 1]; 1 disables
-  float min_p = 0.0f;               // [0, 1]; 0 disables
-  float repetition_penalty = 1.0f;  // > 0; HF semantics over prompt + output; 1 disables
-  float presence_penalty = 0.0f;    // [-2, 2]; OpenAI semantics over output
-  float frequency_penalty = 0.0f;   // [-2, 2]; OpenAI semantics over output
+  float temperature = 1.0f;          // >= 0; 0 means greedy
+  int32_t top_k = 0;                 // >= 0; 0 disables
+  float top_p = 1.0f;                // (0, 1]; 1 disables
+  float min_p = 0.0f;                // [0, 1]; 0 disables
+  float repetition_penalty = 1.0f;   // > 0; HF semantics over prompt + output; 1 disables
+  float presence_penalty = 0.0f;     // [-2, 2]; OpenAI semantics over output
+  float frequency_penalty = 0.0f;    // [-2, 2]; OpenAI semantics over output
   int32_t no_repeat_ngram_size = 0;  // [0, 64]; over prompt + output; 0 disables
   std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, bias in [-100, 100])
-  std::vector<int32_t> bad_token_ids;      // never generated
-  std::vector<int32_t> allowed_token_ids;  // when non-empty, the only ids generated
-  int32_t min_tokens = 0;                  // EOS and stop ids banned until this many
-  int32_t max_tokens = 16;                 // >= 1
-  std::vector<std::string> stop;           // stop strings (matched on detokenized text)
-  std::vector<int32_t> stop_token_ids;     // finish on these ids (besides the EOS ids)
+  std::vector<int32_t> bad_token_ids;                 // never generated
+  std::vector<int32_t> allowed_token_ids;             // when non-empty, the only ids generated
+  int32_t min_tokens = 0;                             // EOS and stop ids banned until this many
+  int32_t max_tokens = 16;                            // >= 1
+  std::vector<std::string> stop;                      // stop strings (matched on detokenized text)
+  std::vector<int32_t> stop_token_ids;                // finish on these ids (besides the EOS ids)
   bool ignore_eos = false;
   bool include_stop_str_in_output = false;
-  std::optional<uint64_t> seed;       // unseeded requests draw one and report it
-  std::optional<int32_t> logprobs;    // chosen token's logprob + this many top, [0, 20]
-  int32_t n = 1;                      // independent samples, [1, 16]; needs temperature > 0
-  int32_t num_beams = 1;              // [1, 16]; > 1 needs temperature 0 and n == 1
-  float length_penalty = 1.0f;        // beam score = sum_logprobs / length^length_penalty
+  std::optional<uint64_t> seed;     // unseeded requests draw one and report it
+  std::optional<int32_t> logprobs;  // chosen token's logprob + this many top, [0, 20]
+  int32_t n = 1;                    // independent samples, [1, 16]; needs temperature > 0
+  int32_t num_beams = 1;            // [1, 16]; > 1 needs temperature 0 and n == 1
+  float length_penalty = 1.0f;      // beam score = sum_logprobs / length^length_penalty
   EarlyStopping early_stopping = EarlyStopping::kHeuristic;
-  int32_t num_return_sequences = 1;   // beams returned, [1, num_beams]
+  int32_t num_return_sequences = 1;  // beams returned, [1, num_beams]
 
   // OK, or InvalidArgument naming the field and the allowed range, e.g.
   // "top_p must be in (0, 1], got 1.5". Token ids must lie in [0, vocab_size).

@@ -21,12 +21,10 @@ StopChecker::StopChecker(const Tokenizer& tokenizer, const SamplingParams& param
 }
 
 bool StopChecker::IsStopToken(int32_t token) const {
-  return std::find(stop_token_ids_.begin(), stop_token_ids_.end(), token) !=
-         stop_token_ids_.end();
+  return std::find(stop_token_ids_.begin(), stop_token_ids_.end(), token) != stop_token_ids_.end();
 }
 
-void StopChecker::Finish(SequenceSamplingState& state, StopVerdict& verdict,
-                         FinishReason reason) {
+void StopChecker::Finish(SequenceSamplingState& state, StopVerdict& verdict, FinishReason reason) {
   StopStringMatch tail =
       MatchStopStrings(state.held_text, stop_strings_, detokenizer_.Flush(), include_stop_);
   verdict.text += tail.released + state.held_text;

@@ -26,10 +26,10 @@ namespace tandem {
 enum class FinishReason { kStop, kLength };
 
 struct StopVerdict {
-  std::string text;                     // newly final text to stream (may be empty)
-  std::optional<FinishReason> finish;   // set once the sequence is done
-  std::string stop_string;              // the stop string that matched, if any
-  std::optional<int32_t> stop_token_id; // the EOS / stop id that matched, if any
+  std::string text;                      // newly final text to stream (may be empty)
+  std::optional<FinishReason> finish;    // set once the sequence is done
+  std::string stop_string;               // the stop string that matched, if any
+  std::optional<int32_t> stop_token_id;  // the EOS / stop id that matched, if any
 };
 
 class StopChecker {

@@ -14,9 +14,9 @@
 namespace tandem {
 
 struct StopStringMatch {
-  std::string released;   // text that became final (stop string cut off unless included)
+  std::string released;  // text that became final (stop string cut off unless included)
   bool matched = false;
-  std::string stop;       // the stop string that matched
+  std::string stop;  // the stop string that matched
 };
 
 // Appends `new_text` to `held_text`, then releases what is safe. On a match, everything

@@ -14,10 +14,10 @@
 namespace tandem {
 namespace {
 
-using ::testing::ElementsAre;
 using ::tandem::testing::BatchBuilder;
 using ::tandem::testing::LogitsFor;
 using ::tandem::testing::ShuffledBlocks;
+using ::testing::ElementsAre;
 
 // Log-prob rows of a toy model where beam b's next-token distribution is rows[b].
 std::vector<float> LogRows(const std::vector<std::vector<float>>& probs) {
@@ -30,9 +30,12 @@ std::vector<float> LogRows(const std::vector<std::vector<float>>& probs) {
 
 TEST(BeamSearchTest, ForksFromTheBestParentsAndFinishesOnEos) {
   // vocab: 0 = eos, 1, 2, 3
-  BeamSearch search({.num_beams = 2, .length_penalty = 1.0f,
-                     .early_stopping = EarlyStopping::kEager, .max_new_tokens = 5,
-                     .eos_token_ids = {0}, .num_return_sequences = 2});
+  BeamSearch search({.num_beams = 2,
+                     .length_penalty = 1.0f,
+                     .early_stopping = EarlyStopping::kEager,
+                     .max_new_tokens = 5,
+                     .eos_token_ids = {0},
+                     .num_return_sequences = 2});
   EXPECT_EQ(search.num_running(), 1);
   std::vector<BeamFork> forks = search.Step(LogRows({{0.1f, 0.5f, 0.3f, 0.1f}}), 4);
   ASSERT_EQ(forks.size(), 2u);
@@ -59,8 +62,11 @@ TEST(BeamSearchTest, ForksFromTheBestParentsAndFinishesOnEos) {
 }
 
 TEST(BeamSearchTest, MaxNewTokensFinishesTheTopBeams) {
-  BeamSearch search({.num_beams = 2, .early_stopping = EarlyStopping::kNever,
-                     .max_new_tokens = 2, .eos_token_ids = {0}, .num_return_sequences = 2});
+  BeamSearch search({.num_beams = 2,
+                     .early_stopping = EarlyStopping::kNever,
+                     .max_new_tokens = 2,
+                     .eos_token_ids = {0},
+                     .num_return_sequences = 2});
   search.Step(LogRows({{0.1f, 0.5f, 0.4f}}), 3);
   search.Step(LogRows({{0.1f, 0.5f, 0.4f}, {0.1f, 0.5f, 0.4f}}), 3);
   ASSERT_TRUE(search.done());
@@ -80,7 +86,8 @@ EarlyStopping ParseEarlyStopping(const nlohmann::json& value) {
 // with fresh block tables (the engine forks KV instead).
 std::vector<BeamHypothesis> RunBeamSearch(CpuModelRunner& runner, const nlohmann::json& c) {
   std::vector<int32_t> prompt = c["prompt_ids"].get<std::vector<int32_t>>();
-  BeamSearch search({.num_beams = c["num_beams"], .length_penalty = c["length_penalty"],
+  BeamSearch search({.num_beams = c["num_beams"],
+                     .length_penalty = c["length_penalty"],
                      .early_stopping = ParseEarlyStopping(c["early_stopping"]),
                      .max_new_tokens = c["max_new_tokens"],
                      .eos_token_ids = {c["eos_token_id"].get<int32_t>()},
@@ -110,9 +117,9 @@ std::vector<BeamHypothesis> RunBeamSearch(CpuModelRunner& runner, const nlohmann
 class BeamSearchFixtureTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(BeamSearchFixtureTest, MatchesTransformersSequencesAndScores) {
-  auto runner = CpuModelRunner::Load(testing::FixturePath("models/" + GetParam()),
-                                     {.num_kv_blocks = 64, .block_size_tokens = 16,
-                                      .num_threads = 2});
+  auto runner =
+      CpuModelRunner::Load(testing::FixturePath("models/" + GetParam()),
+                           {.num_kv_blocks = 64, .block_size_tokens = 16, .num_threads = 2});
   ASSERT_TRUE(runner.ok()) << runner.status();
   nlohmann::json cases = testing::ReadJsonFixture("sampling/beam_search.json")[GetParam()];
   ASSERT_EQ(cases.size(), 9u);

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "common/mapped_file.h"
+#include "common/model/safetensors.h"
 #include "common/sampling/logits_processors.h"
 #include "common/sampling/logits_warpers.h"
 #include "gmock/gmock.h"
@@ -17,35 +17,10 @@ namespace {
 
 using ::testing::ElementsAre;
 
-// processors.safetensors holds an I32 tensor, which the model reader (F32/BF16/F16 only)
-// rejects, so this reads the few tensors it needs from the raw file: 8-byte header length,
-// JSON header, data.
-struct RawTensor {
-  std::string dtype;
-  std::vector<int64_t> shape;
-  std::string bytes;
-};
-
-std::map<std::string, RawTensor> ReadRawSafetensors(const std::string& path) {
-  absl::StatusOr<std::string> file = ReadTextFile(path);
-  EXPECT_TRUE(file.ok()) << file.status();
-  uint64_t header_len = 0;
-  std::memcpy(&header_len, file->data(), 8);
-  nlohmann::json header = nlohmann::json::parse(file->substr(8, header_len));
-  std::map<std::string, RawTensor> out;
-  for (auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") continue;
-    size_t begin = entry["data_offsets"][0], end = entry["data_offsets"][1];
-    out[name] = {entry["dtype"], entry["shape"].get<std::vector<int64_t>>(),
-                 file->substr(8 + header_len + begin, end - begin)};
-  }
-  return out;
-}
-
-template <typename T>
-std::vector<T> Values(const RawTensor& t) {
-  std::vector<T> v(t.bytes.size() / sizeof(T));
-  std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
+std::vector<float> Floats(const SafetensorsFile& file, const std::string& name) {
+  const TensorView& t = file.tensors().at(name);
+  std::vector<float> v(static_cast<size_t>(t.NumElements()));
+  ConvertToFloat(t, v);
   return v;
 }
 
@@ -68,27 +43,30 @@ SamplingParams ParamsForStages(const nlohmann::json& stages) {
 
 TEST(LogitsChainTest, MatchesHuggingFaceProcessorsOnRecordedLogits) {
   nlohmann::json cases = testing::ReadJsonFixture("sampling/processors.json")["cases"];
-  auto tensors = ReadRawSafetensors(testing::FixturePath("sampling/processors.safetensors"));
-  ASSERT_EQ(tensors["input_ids"].dtype, "I32");
-  ASSERT_THAT(tensors["logits"].shape, ElementsAre(6, 256));
-  const int64_t rows = 6, vocab = 256, length = tensors["input_ids"].shape[1];
-  std::vector<int32_t> input_ids = Values<int32_t>(tensors["input_ids"]);
+  auto file = SafetensorsFile::Open(testing::FixturePath("sampling/processors.safetensors"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  const TensorView& ids = (*file)->tensors().at("input_ids");
+  ASSERT_EQ(ids.dtype, DType::kI32);
+  ASSERT_THAT((*file)->tensors().at("logits").shape, ElementsAre(6, 256));
+  const int64_t rows = 6, vocab = 256, length = ids.shape[1];
+  std::vector<int32_t> input_ids(static_cast<size_t>(ids.NumElements()));
+  std::memcpy(input_ids.data(), ids.data.data(), ids.data.size());
   ASSERT_EQ(cases.size(), 14u);
   for (auto& [name, stages] : cases.items()) {
     SCOPED_TRACE(name);
     SamplingParams params = ParamsForStages(stages);
     std::vector<SequenceSamplingState> states;  // HF's input_ids = prompt + output
     for (int64_t r = 0; r < rows; ++r) {
-      states.push_back(MakeSequenceState(
-          std::span(input_ids).subspan(r * length, length), /*seed=*/0));
+      states.push_back(
+          MakeSequenceState(std::span(input_ids).subspan(r * length, length), /*seed=*/0));
     }
     std::vector<SamplingRow> batch;
     for (const auto& s : states) batch.push_back({&params, &s});
-    std::vector<float> logits = Values<float>(tensors["logits"]);
+    std::vector<float> logits = Floats(**file, "logits");
     SamplingContext ctx{.vocab_size = vocab};
     ApplyLogitsProcessors(logits, ctx, batch);
     ApplyLogitsWarpers(logits, ctx, batch);
-    std::vector<float> expected = Values<float>(tensors[name]);
+    std::vector<float> expected = Floats(**file, name);
     int num_filtered = 0;
     for (size_t i = 0; i < expected.size(); ++i) {
       if (std::isinf(expected[i])) {

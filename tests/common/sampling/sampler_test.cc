@@ -83,8 +83,8 @@ TEST(SamplerStatsTest, TopPSamplingMatchesTheRenormalisedNucleus) {
   p.temperature = 1.3f;
   std::vector<float> logits = TestLogits(30, 2.0f);
   std::vector<float> processed = Processed(logits, p);
-  int kept = static_cast<int>(std::count_if(processed.begin(), processed.end(),
-                                            [](float v) { return !std::isinf(v); }));
+  int kept = static_cast<int>(
+      std::count_if(processed.begin(), processed.end(), [](float v) { return !std::isinf(v); }));
   EXPECT_GT(kept, 3);
   EXPECT_LT(kept, 25);
   ExpectFrequenciesMatch(logits, p, kept);

@@ -77,10 +77,11 @@ TEST(SamplingParamsTest, NaNIsRejectedEverywhere) {
   EXPECT_THAT(ErrorOf([](auto& p) { p.repetition_penalty = kNaN; }),
               HasSubstr("repetition_penalty"));
   EXPECT_THAT(ErrorOf([](auto& p) { p.presence_penalty = kNaN; }), HasSubstr("presence_penalty"));
-  EXPECT_THAT(ErrorOf([](auto& p) { p.frequency_penalty = kNaN; }),
-              HasSubstr("frequency_penalty"));
+  EXPECT_THAT(ErrorOf([](auto& p) { p.frequency_penalty = kNaN; }), HasSubstr("frequency_penalty"));
   EXPECT_THAT(ErrorOf([](auto& p) { p.length_penalty = kNaN; }), HasSubstr("length_penalty"));
-  EXPECT_THAT(ErrorOf([](auto& p) { p.logit_bias = {{3, kNaN}}; }),
+  EXPECT_THAT(ErrorOf([](auto& p) {
+                p.logit_bias = {{3, kNaN}};
+              }),
               HasSubstr("logit_bias[3] must be in [-100, 100]"));
 }
 
@@ -117,13 +118,19 @@ TEST(SamplingParamsTest, ContradictoryModesAreRejected) {
 }
 
 TEST(SamplingParamsTest, TokenIdsMustLieInTheVocab) {
-  EXPECT_EQ(ErrorOf([](auto& p) { p.logit_bias = {{100, 1.0f}}; }),
+  EXPECT_EQ(ErrorOf([](auto& p) {
+              p.logit_bias = {{100, 1.0f}};
+            }),
             "logit_bias entries must be in [0, 100), got 100");
-  EXPECT_EQ(ErrorOf([](auto& p) { p.logit_bias = {{1, 150.0f}}; }),
+  EXPECT_EQ(ErrorOf([](auto& p) {
+              p.logit_bias = {{1, 150.0f}};
+            }),
             "logit_bias[1] must be in [-100, 100], got 150");
   EXPECT_EQ(ErrorOf([](auto& p) { p.stop_token_ids = {-1}; }),
             "stop_token_ids entries must be in [0, 100), got -1");
-  EXPECT_THAT(ErrorOf([](auto& p) { p.bad_token_ids = {1, 200}; }),
+  EXPECT_THAT(ErrorOf([](auto& p) {
+                p.bad_token_ids = {1, 200};
+              }),
               HasSubstr("bad_token_ids entries must be in [0, 100), got 200"));
   EXPECT_THAT(ErrorOf([](auto& p) { p.allowed_token_ids = {100}; }),
               HasSubstr("allowed_token_ids entries"));
@@ -132,12 +139,16 @@ TEST(SamplingParamsTest, TokenIdsMustLieInTheVocab) {
 TEST(SamplingParamsTest, OverLongListsAreRejectedWithTheCap) {
   EXPECT_EQ(ErrorOf([](auto& p) { p.stop.assign(kMaxStopStrings + 1, "x"); }),
             "stop must be at most 16 strings, got 17");
-  EXPECT_EQ(ErrorOf([](auto& p) { p.stop = {"ok", std::string(kMaxStopStringBytes + 1, 'x')}; }),
+  EXPECT_EQ(ErrorOf([](auto& p) {
+              p.stop = {"ok", std::string(kMaxStopStringBytes + 1, 'x')};
+            }),
             "stop[1] length must be in [1, 256] bytes, got 257");
   EXPECT_THAT(ErrorOf([](auto& p) { p.stop = {""}; }), HasSubstr("stop[0] length"));
   EXPECT_EQ(ErrorOf([](auto& p) { p.stop_token_ids.assign(kMaxStopTokenIds + 1, 1); }),
             "stop_token_ids size must be at most 64, got 65");
-  EXPECT_EQ(ErrorOf([](auto& p) { p.logit_bias.assign(kMaxLogitBiasEntries + 1, {1, 0.0f}); }),
+  EXPECT_EQ(ErrorOf([](auto& p) {
+              p.logit_bias.assign(kMaxLogitBiasEntries + 1, {1, 0.0f});
+            }),
             "logit_bias size must be at most 1024, got 1025");
 }
 
