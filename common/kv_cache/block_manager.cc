@@ -31,8 +31,7 @@ std::span<const int32_t> BlockManager::BlockTokens(std::span<const int32_t> toke
 
 // --- Queries -------------------------------------------------------------------------------
 
-void BlockManager::PlanPrefixHits(std::span<const int32_t> token_ids,
-                                  AllocationPlan& plan) const {
+void BlockManager::PlanPrefixHits(std::span<const int32_t> token_ids, AllocationPlan& plan) const {
   const int64_t num_tokens = static_cast<int64_t>(token_ids.size());
   // Only whole blocks, and never the last token: the model must compute at least one
   // position to produce logits.
@@ -235,21 +234,20 @@ absl::Status BlockManager::CheckSequence(SeqId seq_id, const SeqBlocks& s,
                                             " blocks for ", s.num_tokens, " tokens"));
   }
   if (static_cast<int64_t>(s.hashes.size()) > s.num_tokens / block_size) {
-    return absl::InternalError(absl::StrCat("sequence ", seq_id, " registered ",
-                                            s.hashes.size(), " blocks of ", s.num_tokens,
-                                            " tokens"));
+    return absl::InternalError(absl::StrCat("sequence ", seq_id, " registered ", s.hashes.size(),
+                                            " blocks of ", s.num_tokens, " tokens"));
   }
   absl::flat_hash_set<BlockId> seen;
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const BlockId id = s.blocks[i];
     if (id < 0 || id >= num_blocks_total() || !seen.insert(id).second) {
-      return absl::InternalError(absl::StrCat("sequence ", seq_id, " has bad or repeated block ",
-                                              id, " at index ", i));
+      return absl::InternalError(
+          absl::StrCat("sequence ", seq_id, " has bad or repeated block ", id, " at index ", i));
     }
     ++ref_counts[static_cast<size_t>(id)];
     if (i < s.hashes.size() && pool_.is_cached(id) && !(pool_.cached_key(id) == s.hashes[i])) {
-      return absl::InternalError(absl::StrCat("sequence ", seq_id, " block ", id,
-                                              " is cached under another key"));
+      return absl::InternalError(
+          absl::StrCat("sequence ", seq_id, " block ", id, " is cached under another key"));
     }
   }
   return absl::OkStatus();

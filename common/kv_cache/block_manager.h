@@ -45,8 +45,8 @@ struct BlockManagerOptions {
 // Plain-data snapshot for metrics and load reports.
 struct KvCacheStats {
   int32_t num_blocks_total = 0;
-  int32_t num_blocks_free = 0;    // reusable now, cached ones included
-  int32_t num_blocks_cached = 0;  // in the prefix cache (in use or free)
+  int32_t num_blocks_free = 0;            // reusable now, cached ones included
+  int32_t num_blocks_cached = 0;          // in the prefix cache (in use or free)
   int64_t prefix_cache_query_tokens = 0;  // prompt tokens looked up by committed new sequences
   int64_t prefix_cache_hit_tokens = 0;    // of those, tokens whose KV was reused
 };

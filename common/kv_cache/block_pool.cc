@@ -138,8 +138,8 @@ absl::Status BlockPool::CheckBlockStates(std::span<const int32_t> expected_ref_c
   for (BlockId id = 0; id < num_blocks_total(); ++id) {
     const Block& b = blocks_[static_cast<size_t>(id)];
     if (b.ref_count != expected_ref_counts[static_cast<size_t>(id)]) {
-      return absl::InternalError(absl::StrCat("block ", id, " has ref_count ", b.ref_count,
-                                              " but ", expected_ref_counts[static_cast<size_t>(id)],
+      return absl::InternalError(absl::StrCat("block ", id, " has ref_count ", b.ref_count, " but ",
+                                              expected_ref_counts[static_cast<size_t>(id)],
                                               " block tables hold it"));
     }
     if (b.ref_count < 0 || b.pin_count < 0) {
@@ -154,8 +154,8 @@ absl::Status BlockPool::CheckBlockStates(std::span<const int32_t> expected_ref_c
     }
   }
   if (num_reusable != free_list_.size()) {
-    return absl::InternalError(absl::StrCat(num_reusable, " reusable blocks but free list size ",
-                                            free_list_.size()));
+    return absl::InternalError(
+        absl::StrCat(num_reusable, " reusable blocks but free list size ", free_list_.size()));
   }
   return absl::OkStatus();
 }
@@ -177,8 +177,8 @@ absl::Status BlockPool::CheckFreeListOrder() const {
     prev = id;
   }
   if (walked != free_list_.size() || free_list_.Back() != prev) {
-    return absl::InternalError(absl::StrCat("free list walk found ", walked, " of ",
-                                            free_list_.size(), " blocks"));
+    return absl::InternalError(
+        absl::StrCat("free list walk found ", walked, " of ", free_list_.size(), " blocks"));
   }
   return absl::OkStatus();
 }
@@ -199,8 +199,8 @@ absl::Status BlockPool::CheckCacheMap() const {
     }
   }
   if (num_cached != num_blocks_cached()) {
-    return absl::InternalError(absl::StrCat(num_blocks_cached(), " cache entries but ",
-                                            num_cached, " cached blocks"));
+    return absl::InternalError(
+        absl::StrCat(num_blocks_cached(), " cache entries but ", num_cached, " cached blocks"));
   }
   return absl::OkStatus();
 }

@@ -1,12 +1,12 @@
 #include "common/kv_cache/block_hash.h"
 
+#include <gtest/gtest.h>
+
 #include <bit>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace tandem {
 namespace {
@@ -30,35 +30,85 @@ BlockHash ReferenceMurmur(const std::vector<uint8_t>& data, uint32_t seed) {
     uint64_t k1, k2;
     std::memcpy(&k1, data.data() + 16 * i, 8);  // the test host is little-endian
     std::memcpy(&k2, data.data() + 16 * i + 8, 8);
-    k1 *= c1; k1 = rotl(k1, 31); k1 *= c2; h1 ^= k1;
-    h1 = rotl(h1, 27); h1 += h2; h1 = h1 * 5 + 0x52dce729;
-    k2 *= c2; k2 = rotl(k2, 33); k2 *= c1; h2 ^= k2;
-    h2 = rotl(h2, 31); h2 += h1; h2 = h2 * 5 + 0x38495ab5;
+    k1 *= c1;
+    k1 = rotl(k1, 31);
+    k1 *= c2;
+    h1 ^= k1;
+    h1 = rotl(h1, 27);
+    h1 += h2;
+    h1 = h1 * 5 + 0x52dce729;
+    k2 *= c2;
+    k2 = rotl(k2, 33);
+    k2 *= c1;
+    h2 ^= k2;
+    h2 = rotl(h2, 31);
+    h2 += h1;
+    h2 = h2 * 5 + 0x38495ab5;
   }
   const uint8_t* tail = data.data() + nblocks * 16;
   uint64_t k1 = 0, k2 = 0;
   switch (len & 15) {
-    case 15: k2 ^= uint64_t{tail[14]} << 48; [[fallthrough]];
-    case 14: k2 ^= uint64_t{tail[13]} << 40; [[fallthrough]];
-    case 13: k2 ^= uint64_t{tail[12]} << 32; [[fallthrough]];
-    case 12: k2 ^= uint64_t{tail[11]} << 24; [[fallthrough]];
-    case 11: k2 ^= uint64_t{tail[10]} << 16; [[fallthrough]];
-    case 10: k2 ^= uint64_t{tail[9]} << 8; [[fallthrough]];
-    case 9: k2 ^= uint64_t{tail[8]}; k2 *= c2; k2 = rotl(k2, 33); k2 *= c1; h2 ^= k2;
+    case 15:
+      k2 ^= uint64_t{tail[14]} << 48;
       [[fallthrough]];
-    case 8: k1 ^= uint64_t{tail[7]} << 56; [[fallthrough]];
-    case 7: k1 ^= uint64_t{tail[6]} << 48; [[fallthrough]];
-    case 6: k1 ^= uint64_t{tail[5]} << 40; [[fallthrough]];
-    case 5: k1 ^= uint64_t{tail[4]} << 32; [[fallthrough]];
-    case 4: k1 ^= uint64_t{tail[3]} << 24; [[fallthrough]];
-    case 3: k1 ^= uint64_t{tail[2]} << 16; [[fallthrough]];
-    case 2: k1 ^= uint64_t{tail[1]} << 8; [[fallthrough]];
-    case 1: k1 ^= uint64_t{tail[0]}; k1 *= c1; k1 = rotl(k1, 31); k1 *= c2; h1 ^= k1;
+    case 14:
+      k2 ^= uint64_t{tail[13]} << 40;
+      [[fallthrough]];
+    case 13:
+      k2 ^= uint64_t{tail[12]} << 32;
+      [[fallthrough]];
+    case 12:
+      k2 ^= uint64_t{tail[11]} << 24;
+      [[fallthrough]];
+    case 11:
+      k2 ^= uint64_t{tail[10]} << 16;
+      [[fallthrough]];
+    case 10:
+      k2 ^= uint64_t{tail[9]} << 8;
+      [[fallthrough]];
+    case 9:
+      k2 ^= uint64_t{tail[8]};
+      k2 *= c2;
+      k2 = rotl(k2, 33);
+      k2 *= c1;
+      h2 ^= k2;
+      [[fallthrough]];
+    case 8:
+      k1 ^= uint64_t{tail[7]} << 56;
+      [[fallthrough]];
+    case 7:
+      k1 ^= uint64_t{tail[6]} << 48;
+      [[fallthrough]];
+    case 6:
+      k1 ^= uint64_t{tail[5]} << 40;
+      [[fallthrough]];
+    case 5:
+      k1 ^= uint64_t{tail[4]} << 32;
+      [[fallthrough]];
+    case 4:
+      k1 ^= uint64_t{tail[3]} << 24;
+      [[fallthrough]];
+    case 3:
+      k1 ^= uint64_t{tail[2]} << 16;
+      [[fallthrough]];
+    case 2:
+      k1 ^= uint64_t{tail[1]} << 8;
+      [[fallthrough]];
+    case 1:
+      k1 ^= uint64_t{tail[0]};
+      k1 *= c1;
+      k1 = rotl(k1, 31);
+      k1 *= c2;
+      h1 ^= k1;
   }
-  h1 ^= len; h2 ^= len;
-  h1 += h2; h2 += h1;
-  h1 = fmix(h1); h2 = fmix(h2);
-  h1 += h2; h2 += h1;
+  h1 ^= len;
+  h2 ^= len;
+  h1 += h2;
+  h2 += h1;
+  h1 = fmix(h1);
+  h2 = fmix(h2);
+  h1 += h2;
+  h2 += h1;
   return BlockHash{h1, h2};
 }
 

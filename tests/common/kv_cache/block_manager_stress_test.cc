@@ -6,12 +6,12 @@
 //    in use, a missing copy-on-write, and any prefix-cache hit whose content differs;
 //  - every pinned slot still holds what it held when pinned.
 // It ends with every block free.
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <map>
 #include <random>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "common/kv_cache/block_manager.h"
 
@@ -52,9 +52,10 @@ struct Counters {
 class StressRun {
  public:
   StressRun(BlockHashFn hash_fn, uint32_t seed)
-      : m_(BlockManagerOptions{.num_blocks = kNumBlocks, .block_size_tokens = kBlockSize,
-                               .hash_fn = hash_fn}),
-        rng_(seed), kv_(static_cast<size_t>(kNumBlocks * kBlockSize), 0) {
+      : m_(BlockManagerOptions{
+            .num_blocks = kNumBlocks, .block_size_tokens = kBlockSize, .hash_fn = hash_fn}),
+        rng_(seed),
+        kv_(static_cast<size_t>(kNumBlocks * kBlockSize), 0) {
     for (auto& family : families_) {
       for (int i = 0; i < 24; ++i) family.push_back(Token());
     }

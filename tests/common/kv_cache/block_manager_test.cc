@@ -1,10 +1,10 @@
 // Block-manager scenarios, spelled out with block size 4. CheckInvariants after every op.
 #include "common/kv_cache/block_manager.h"
 
+#include <gtest/gtest.h>
+
 #include <numeric>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace tandem {
 namespace {
@@ -33,8 +33,8 @@ std::vector<BlockId> FreeOrder(const BlockManager& m) {
 class BlockManagerTest : public ::testing::Test {
  protected:
   explicit BlockManagerTest(int32_t num_blocks = 8, BlockHashFn hash_fn = &HashBlockTokens)
-      : m_(BlockManagerOptions{.num_blocks = num_blocks, .block_size_tokens = kBlockSize,
-                               .hash_fn = hash_fn}) {}
+      : m_(BlockManagerOptions{
+            .num_blocks = num_blocks, .block_size_tokens = kBlockSize, .hash_fn = hash_fn}) {}
 
   void TearDown() override { ExpectInvariants(); }
 
@@ -119,7 +119,7 @@ TEST_F(BlockManagerTest, FreeReleasesTailFirstSoPrefixesAreEvictedLast) {
   Free(1);
   // Uncached partial block 3 is reused first; then the cached blocks, last block first.
   EXPECT_EQ(FreeOrder(m_), (std::vector<BlockId>{3, 4, 5, 6, 7, 2, 1, 0}));
-  Free(1);  // idempotent
+  Free(1);       // idempotent
   m_.Abort(42);  // unknown: a no-op
   ExpectInvariants();
 }

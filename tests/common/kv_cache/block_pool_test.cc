@@ -1,9 +1,9 @@
 #include "common/kv_cache/block_pool.h"
 
+#include <gtest/gtest.h>
+
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace tandem {
 namespace {
@@ -22,9 +22,21 @@ class BlockPoolTest : public ::testing::Test {
   BlockPool pool_{/*num_blocks=*/6, kBlockSize, &HashBlockTokens};
   std::vector<int32_t> refs_ = std::vector<int32_t>(6, 0);
 
-  void Take(BlockId id) { pool_.TakeFree(id); refs_[static_cast<size_t>(id)] = 1; Check(); }
-  void Release(BlockId id) { pool_.Release(id); --refs_[static_cast<size_t>(id)]; Check(); }
-  void Acquire(BlockId id) { pool_.Acquire(id); ++refs_[static_cast<size_t>(id)]; Check(); }
+  void Take(BlockId id) {
+    pool_.TakeFree(id);
+    refs_[static_cast<size_t>(id)] = 1;
+    Check();
+  }
+  void Release(BlockId id) {
+    pool_.Release(id);
+    --refs_[static_cast<size_t>(id)];
+    Check();
+  }
+  void Acquire(BlockId id) {
+    pool_.Acquire(id);
+    ++refs_[static_cast<size_t>(id)];
+    Check();
+  }
   void Cache(BlockId id, const std::vector<int32_t>& tokens, BlockHash parent = kRootBlockHash) {
     EXPECT_TRUE(pool_.MarkCached(id, pool_.Hash(parent, tokens), parent, tokens));
     Check();
@@ -83,7 +95,7 @@ TEST_F(BlockPoolTest, ReusingACachedFreeBlockDropsItsEntry) {
   Release(3);
   EXPECT_EQ(pool_.num_blocks_cached(), 1);
   EXPECT_EQ(pool_.FindCached(key, kRootBlockHash, tokens), 3);  // free but still cached
-  Take(3);  // reused for other content
+  Take(3);                                                      // reused for other content
   EXPECT_EQ(pool_.num_blocks_cached(), 0);
   EXPECT_FALSE(pool_.is_cached(3));
   EXPECT_EQ(pool_.FindCached(key, kRootBlockHash, tokens), std::nullopt);
