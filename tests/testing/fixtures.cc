@@ -1,5 +1,6 @@
 #include "tests/testing/fixtures.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -9,7 +10,12 @@
 namespace tandem::testing {
 
 std::string FixturePath(const std::string& relative) {
-  return std::string(TANDEM_FIXTURES_DIR) + "/" + relative;
+  // The compiled-in path is this checkout's; TANDEM_FIXTURES_DIR overrides it where the test
+  // binaries run from another copy of the tree (the GPU machine).
+  const char* override_dir = std::getenv("TANDEM_FIXTURES_DIR");
+  std::string root = override_dir != nullptr && *override_dir != '\0' ? override_dir
+                                                                       : TANDEM_FIXTURES_DIR;
+  return root + "/" + relative;
 }
 
 nlohmann::json ReadJsonFixture(const std::string& relative) {

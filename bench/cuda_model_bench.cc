@@ -1,0 +1,247 @@
+// CUDA backend benchmark on a Llama-shaped checkpoint (tools/make_random_llama8b.py writes
+// the 8B shape): decode tokens/s at several batch sizes and contexts, prefill time, each
+// with its fraction of the roofline built from ceilings measured in the same run (device
+// copy bandwidth, cuBLASLt bf16 GEMM rate). Prints one JSON object.
+//
+//   cuda_model_bench --model=/tmp/llama8b [--decode_steps=16]
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/backend/cuda/bf16_host.h"
+#include "common/backend/cuda/cublaslt_gemm.h"
+#include "common/backend/cuda/cuda_check.h"
+#include "common/backend/cuda/cuda_model_runner.h"
+#include "nlohmann/json.hpp"
+
+namespace tandem::bench {
+namespace {
+
+constexpr int64_t kBlock = 16;
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+template <typename Fn>
+double TimeMs(const CudaStream& stream, int repeats, Fn&& fn) {
+  CudaEvent start = *CudaEvent::Create(), stop = *CudaEvent::Create();
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) {
+    start.Record(stream.get());
+    fn();
+    stop.Record(stream.get());
+    stop.Synchronize();
+    times.push_back(stop.ElapsedMsSince(start));
+  }
+  return Median(times);
+}
+
+std::vector<uint16_t> RandomBf16(size_t n, uint64_t seed) {
+  std::vector<uint16_t> out(n);
+  uint64_t state = seed;
+  for (uint16_t& v : out) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    float x = static_cast<float>(static_cast<int32_t>(state >> 33) % 2000 - 1000) / 1000.0f;
+    v = FloatToBf16(x == 0.0f ? 0.5f : x);
+  }
+  return out;
+}
+
+// Device copy (bytes read + written) and 8192^3 bf16 GEMM on random data.
+nlohmann::json MeasureCeilings(const CudaStream& stream) {
+  const size_t copy_bytes = size_t{2} << 30;
+  DeviceBuffer src = *DeviceBuffer::Allocate(copy_bytes), dst = *DeviceBuffer::Allocate(copy_bytes);
+  TANDEM_CUDA_CHECK(cudaMemset(src.data(), 0x3c, copy_bytes));
+  auto copy = [&] {
+    TANDEM_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), copy_bytes,
+                                      cudaMemcpyDeviceToDevice, stream.get()));
+  };
+  TimeMs(stream, 3, copy);
+  const double copy_ms = TimeMs(stream, 10, copy);
+
+  const int64_t n = 8192;
+  std::vector<uint16_t> a = RandomBf16(n * n, 1), b = RandomBf16(n * n, 2);
+  DeviceBuffer d_a = *DeviceBuffer::Allocate(n * n * 2), d_b = *DeviceBuffer::Allocate(n * n * 2),
+               d_c = *DeviceBuffer::Allocate(n * n * 2);
+  TANDEM_CUDA_CHECK(cudaMemcpy(d_a.data(), a.data(), n * n * 2, cudaMemcpyHostToDevice));
+  TANDEM_CUDA_CHECK(cudaMemcpy(d_b.data(), b.data(), n * n * 2, cudaMemcpyHostToDevice));
+  std::unique_ptr<CublasLtGemm> gemm = *CublasLtGemm::Create();
+  auto matmul = [&] {
+    absl::Status status = gemm->MatMulTransposed(
+        {.a = d_a.as<__nv_bfloat16>(), .w = d_b.as<__nv_bfloat16>(), .out = d_c.data(),
+         .m = n, .n = n, .k = n, .output = GemmOutput::kBF16},
+        stream.get());
+    if (!status.ok()) std::cerr << status << "\n";
+  };
+  TimeMs(stream, 3, matmul);
+  const double gemm_ms = TimeMs(stream, 10, matmul);
+  return {{"copy_gb_per_s", 2.0 * copy_bytes / (copy_ms * 1e-3) / 1e9},
+          {"gemm_bf16_tflops", 2.0 * n * n * n / (gemm_ms * 1e-3) / 1e12},
+          {"gemm_shape", "8192x8192x8192"}};
+}
+
+struct Sequences {
+  std::vector<std::vector<int32_t>> tables;  // per sequence, contiguous blocks
+  std::vector<std::vector<int32_t>> tokens;  // random prompt ids
+};
+
+// The arrays a ForwardInputs points into.
+struct BatchStorage {
+  std::vector<int32_t> ids, positions, slots, query_start, logits_rows;
+};
+
+// num_tokens tokens of each sequence in [first_seq, first_seq + num_seqs), from
+// first_position; logits for each sequence's last token when last_logits_only, else none.
+ForwardInputs MakeInputs(const Sequences& seqs, int64_t first_seq, int64_t num_seqs,
+                         int32_t first_position, int32_t num_tokens, bool last_logits_only,
+                         BatchStorage& storage) {
+  storage = BatchStorage();
+  auto& [ids, positions, slots, query_start, logits_rows] = storage;
+  ForwardInputs in;
+  query_start.push_back(0);
+  for (int64_t s = first_seq; s < first_seq + num_seqs; ++s) {
+    for (int32_t i = 0; i < num_tokens; ++i) {
+      int32_t pos = first_position + i;
+      ids.push_back(seqs.tokens[s][pos % seqs.tokens[s].size()]);
+      positions.push_back(pos);
+      slots.push_back(seqs.tables[s][pos / kBlock] * kBlock + pos % kBlock);
+    }
+    query_start.push_back(static_cast<int32_t>(ids.size()));
+    logits_rows.push_back(static_cast<int32_t>(ids.size()) - 1);
+    in.block_tables.emplace_back(seqs.tables[s]);
+  }
+  if (!last_logits_only) logits_rows.clear();
+  in.token_ids = ids;
+  in.positions = positions;
+  in.slot_mapping = slots;
+  in.query_start = query_start;
+  in.logits_rows = logits_rows;
+  return in;
+}
+
+double WallMs(auto&& fn) {
+  auto start = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+void Check(const absl::StatusOr<LogitsView>& result) {
+  if (!result.ok()) {
+    std::cerr << "forward failed: " << result.status() << "\n";
+    std::exit(1);
+  }
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  std::string model;
+  int decode_steps = 16;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--model=", 0) == 0) model = arg.substr(8);
+    if (arg.rfind("--decode_steps=", 0) == 0) decode_steps = std::stoi(arg.substr(15));
+  }
+  if (model.empty()) {
+    std::cerr << "usage: cuda_model_bench --model=DIR [--decode_steps=N]\n";
+    return 2;
+  }
+  CudaStream stream = *CudaStream::Create();
+  nlohmann::json out;
+  out["ceilings"] = MeasureCeilings(stream);
+  const double copy_bw = out["ceilings"]["copy_gb_per_s"].get<double>() * 1e9;
+  const double gemm_rate = out["ceilings"]["gemm_bf16_tflops"].get<double>() * 1e12;
+
+  double load_ms = 0;
+  absl::StatusOr<std::unique_ptr<CudaModelRunner>> loaded;
+  load_ms = WallMs([&] { loaded = CudaModelRunner::Load(model, {}); });
+  if (!loaded.ok()) {
+    std::cerr << loaded.status() << "\n";
+    return 1;
+  }
+  CudaModelRunner& runner = **loaded;
+  const ModelConfig& c = runner.config();
+  out["model"] = {{"dir", model}, {"layers", c.num_layers}, {"hidden", c.hidden_size},
+                  {"load_ms", load_ms}, {"memory", runner.memory_report().ToString()},
+                  {"kv_pool_blocks", runner.num_kv_blocks()}};
+
+  const int64_t max_batch = 64, max_context = 2048;
+  Sequences seqs;
+  std::mt19937 rng(7);
+  const int64_t blocks_per_seq = (max_context + decode_steps + 8 + kBlock) / kBlock + 1;
+  for (int64_t s = 0; s < max_batch; ++s) {
+    std::vector<int32_t>& table = seqs.tables.emplace_back(blocks_per_seq);
+    for (int64_t b = 0; b < blocks_per_seq; ++b) table[b] = static_cast<int32_t>(s * blocks_per_seq + b);
+    std::vector<int32_t>& tokens = seqs.tokens.emplace_back(max_context);
+    for (int32_t& t : tokens) t = std::uniform_int_distribution<int32_t>(0, c.vocab_size - 1)(rng);
+  }
+  BatchStorage storage;
+
+  // Prefill: one sequence, logits for its last token only.
+  const double linear_params = static_cast<double>(runner.weight_bytes_read_per_step()) / 2 -
+                               static_cast<double>(c.vocab_size * c.hidden_size);
+  for (int32_t tokens : {512, 2048}) {
+    std::vector<double> times;
+    for (int rep = 0; rep < 4; ++rep) {
+      ForwardInputs in = MakeInputs(seqs, 0, 1, 0, tokens, true, storage);
+      double ms = WallMs([&] { Check(runner.Forward(in)); });
+      if (rep > 0) times.push_back(ms);
+    }
+    const double ms = Median(times);
+    const double attention_flops = 4.0 * c.head_dim * c.num_heads * c.num_layers * tokens *
+                                   (tokens + 1) / 2.0;
+    const double flops = 2.0 * tokens * linear_params + attention_flops +
+                         2.0 * c.hidden_size * c.vocab_size;
+    out["prefill"].push_back({{"tokens", tokens}, {"ms", ms}, {"tokens_per_s", tokens / ms * 1e3},
+                              {"tflops", flops / (ms * 1e-3) / 1e12},
+                              {"roofline_fraction", flops / gemm_rate / (ms * 1e-3)}});
+  }
+
+  // Fill the KV of max_batch sequences with max_context tokens, 4 sequences per call.
+  double fill_ms = WallMs([&] {
+    for (int64_t s = 0; s < max_batch; s += 4) {
+      Check(runner.Forward(MakeInputs(seqs, s, 4, 0, max_context, false, storage)));
+    }
+  });
+  out["kv_fill_ms"] = fill_ms;
+
+  const size_t kv_bytes_per_token = runner.kv_layout().kv_bytes_per_block() / kBlock;
+  for (int32_t context : {128, 2048}) {
+    for (int64_t batch : {1, 8, 64}) {
+      std::vector<double> times;
+      for (int step = 0; step < decode_steps + 2; ++step) {
+        ForwardInputs in = MakeInputs(seqs, 0, batch, context + step, 1, true, storage);
+        double ms = WallMs([&] { Check(runner.Forward(in)); });
+        if (step >= 2) times.push_back(ms);
+      }
+      const double ms = Median(times);
+      const double bytes = static_cast<double>(runner.weight_bytes_read_per_step()) +
+                           static_cast<double>(batch) * (context + decode_steps / 2) *
+                               static_cast<double>(kv_bytes_per_token);
+      out["decode"].push_back({{"batch", batch}, {"context", context}, {"step_ms", ms},
+                               {"tokens_per_s", batch / ms * 1e3},
+                               {"roofline_tokens_per_s", batch / (bytes / copy_bw)},
+                               {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}});
+    }
+  }
+
+  // What the logits copy to the host costs at batch 64 (gone once sampling runs on the GPU).
+  PinnedBuffer host = *PinnedBuffer::Allocate(64 * c.vocab_size * 4);
+  DeviceBuffer device = *DeviceBuffer::Allocate(64 * c.vocab_size * 4);
+  out["logits_copy_ms_batch64"] = TimeMs(stream, 5, [&] {
+    TANDEM_CUDA_CHECK(cudaMemcpyAsync(host.data(), device.data(), device.size_bytes(),
+                                      cudaMemcpyDeviceToHost, stream.get()));
+  });
+  std::cout << out.dump(1) << std::endl;
+  return 0;
+}
+
+}  // namespace tandem::bench
+
+int main(int argc, char** argv) { return tandem::bench::Main(argc, argv); }

@@ -1,0 +1,344 @@
+// Every CUDA kernel against its CPU reference (common/backend/reference/) on fresh random
+// bf16 inputs of several sizes, odd ones included, with poisoned outputs.
+#include <algorithm>
+#include <numeric>
+#include <tuple>
+
+#include "common/backend/cuda/cublaslt_gemm.h"
+#include "common/backend/cuda/kernels/add_rms_norm.h"
+#include "common/backend/cuda/kernels/decode_attention.h"
+#include "common/backend/cuda/kernels/embedding.h"
+#include "common/backend/cuda/kernels/prefill_attention.h"
+#include "common/backend/cuda/kernels/rope_kv_write.h"
+#include "common/backend/cuda/kernels/silu_mul.h"
+#include "common/backend/reference/activation.h"
+#include "common/backend/reference/matmul.h"
+#include "common/backend/reference/paged_attention.h"
+#include "common/backend/reference/rms_norm.h"
+#include "common/backend/reference/rope.h"
+#include "tests/common/backend/cuda/cuda_test_util.h"
+
+namespace tandem {
+namespace {
+
+using testing::AsBf16;
+using testing::DeviceArray;
+using testing::RandomBf16;
+using testing::RelativeError;
+using testing::Widen;
+
+constexpr double kBf16Tolerance = 1e-2;
+constexpr double kF32Tolerance = 1e-4;
+
+std::vector<float> Bf16Result(const DeviceArray<uint16_t>& array) {
+  return Widen(array.Download());
+}
+
+class KernelTest : public testing::GpuTest {};
+
+TEST_F(KernelTest, EmbeddingGatherMatchesReference) {
+  for (auto [vocab, dim, tokens] : {std::tuple{1000, 96, 7}, {517, 4096, 33}, {50, 13, 5}}) {
+    SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " dim " << dim);
+    std::vector<uint16_t> table = RandomBf16(size_t(vocab) * dim, rng_);
+    std::vector<int32_t> ids(tokens);
+    for (int32_t& id : ids) id = std::uniform_int_distribution<int32_t>(0, vocab - 1)(rng_);
+    std::vector<float> want(size_t(tokens) * dim);
+    reference::EmbeddingGather(Widen(table), dim, ids, want);
+
+    DeviceArray<uint16_t> d_table(table);
+    DeviceArray<int32_t> d_ids(ids);
+    auto out_f32 = DeviceArray<float>::Poisoned(want.size());
+    auto out_bf16 = DeviceArray<uint16_t>::Poisoned(want.size());
+    EmbeddingGatherArgs args{.table = AsBf16(d_table.get()), .token_ids = d_ids.get(),
+                             .vocab_size = vocab, .dim = dim, .num_tokens = tokens};
+    ASSERT_TRUE(LaunchEmbeddingGather(args, out_f32.get(), nullptr).ok());
+    ASSERT_TRUE(LaunchEmbeddingGather(args, reinterpret_cast<__nv_bfloat16*>(out_bf16.get()),
+                                      nullptr).ok());
+    EXPECT_EQ(out_f32.Download(), want);  // a copy: exact
+    EXPECT_EQ(Bf16Result(out_bf16), want);
+  }
+}
+
+TEST_F(KernelTest, AddRmsNormMatchesReference) {
+  for (auto [rows, dim, add] : {std::tuple{1, 96, true}, {7, 4096, true}, {33, 1000, false},
+                                {5, 13, true}}) {
+    SCOPED_TRACE(::testing::Message() << "rows " << rows << " dim " << dim << " add " << add);
+    const size_t n = size_t(rows) * dim;
+    std::vector<float> residual = Widen(RandomBf16(n, rng_, 4.0f));
+    std::vector<uint16_t> x = RandomBf16(n, rng_), weight = RandomBf16(dim, rng_);
+    std::vector<float> want_residual = residual, want_out(n);
+    if (add) {
+      reference::AddRmsNorm(want_residual, Widen(x), Widen(weight), 1e-5f, dim, want_out);
+    } else {
+      reference::RmsNorm(want_residual, Widen(weight), 1e-5f, dim, want_out);
+    }
+    DeviceArray<float> d_residual(residual);
+    DeviceArray<uint16_t> d_x(x), d_weight(weight);
+    auto d_out = DeviceArray<uint16_t>::Poisoned(n);
+    ASSERT_TRUE(LaunchAddRmsNorm({.residual = d_residual.get(),
+                                  .x = add ? AsBf16(d_x.get()) : nullptr,
+                                  .weight = AsBf16(d_weight.get()),
+                                  .out = reinterpret_cast<__nv_bfloat16*>(d_out.get()),
+                                  .num_rows = rows, .dim = dim, .eps = 1e-5f},
+                                 nullptr).ok());
+    EXPECT_LE(RelativeError(d_residual.Download(), want_residual), kF32Tolerance);
+    EXPECT_LE(RelativeError(Bf16Result(d_out), want_out), kBf16Tolerance);
+  }
+}
+
+TEST_F(KernelTest, SiluMulMatchesReference) {
+  for (auto [rows, dim] : {std::pair{1, 256}, {7, 14336}, {3, 13}, {9, 100}}) {
+    SCOPED_TRACE(::testing::Message() << "rows " << rows << " dim " << dim);
+    std::vector<uint16_t> gate_up = RandomBf16(size_t(rows) * 2 * dim, rng_, 4.0f);
+    std::vector<float> want(size_t(rows) * dim);
+    reference::SiluMul(Widen(gate_up), dim, want);
+    DeviceArray<uint16_t> d_gate_up(gate_up);
+    auto d_out = DeviceArray<uint16_t>::Poisoned(want.size());
+    ASSERT_TRUE(LaunchSiluMul({.gate_up = AsBf16(d_gate_up.get()),
+                               .out = reinterpret_cast<__nv_bfloat16*>(d_out.get()),
+                               .num_rows = rows, .dim = dim},
+                              nullptr).ok());
+    EXPECT_LE(RelativeError(Bf16Result(d_out), want), kBf16Tolerance);
+  }
+}
+
+TEST_F(KernelTest, GemmMatchesReference) {
+  absl::StatusOr<std::unique_ptr<CublasLtGemm>> gemm = CublasLtGemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  for (auto [m, n, k] : {std::tuple{1, 4096, 1024}, {7, 96, 128}, {33, 1000, 96},
+                         {130, 384, 520}, {3, 1024, 8}}) {
+    SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k);
+    std::vector<uint16_t> a = RandomBf16(size_t(m) * k, rng_), w = RandomBf16(size_t(n) * k, rng_);
+    std::vector<float> want(size_t(m) * n);
+    reference::MatMulTransposed(Widen(a), m, k, Widen(w), n, want);
+    DeviceArray<uint16_t> d_a(a), d_w(w);
+    auto out_f32 = DeviceArray<float>::Poisoned(want.size());
+    auto out_bf16 = DeviceArray<uint16_t>::Poisoned(want.size());
+    GemmArgs args{.a = AsBf16(d_a.get()), .w = AsBf16(d_w.get()), .out = out_f32.get(),
+                  .m = m, .n = n, .k = k, .output = GemmOutput::kF32};
+    ASSERT_TRUE((*gemm)->MatMulTransposed(args, nullptr).ok());
+    args.out = out_bf16.get();
+    args.output = GemmOutput::kBF16;
+    ASSERT_TRUE((*gemm)->MatMulTransposed(args, nullptr).ok());
+    EXPECT_LE(RelativeError(out_f32.Download(), want), kF32Tolerance);
+    EXPECT_LE(RelativeError(Bf16Result(out_bf16), want), kBf16Tolerance);
+  }
+}
+
+// A shuffled pool of KV blocks, its fp32 mirror for the reference, and block tables.
+struct KvFixture {
+  int64_t num_blocks, block_size, kv_heads, dim;
+  std::vector<uint16_t> k, v;  // [slots][kv_heads][dim]
+  std::vector<int32_t> free_blocks;
+
+  KvFixture(int64_t blocks, int64_t bs, int64_t heads, int64_t d, std::mt19937& rng)
+      : num_blocks(blocks), block_size(bs), kv_heads(heads), dim(d) {
+    k = RandomBf16(size_t(blocks * bs * heads * d), rng);
+    v = RandomBf16(size_t(blocks * bs * heads * d), rng);
+    free_blocks.resize(blocks);
+    std::iota(free_blocks.begin(), free_blocks.end(), 0);
+    std::shuffle(free_blocks.begin(), free_blocks.end(), rng);
+  }
+  std::vector<int32_t> Take(int64_t tokens) {
+    int64_t count = (tokens + block_size - 1) / block_size;
+    std::vector<int32_t> out(free_blocks.end() - count, free_blocks.end());
+    free_blocks.resize(free_blocks.size() - count);
+    return out;
+  }
+};
+
+TEST_F(KernelTest, RopeKvWriteMatchesReference) {
+  for (auto [tokens, heads, kv_heads, dim] : {std::tuple{5, 4, 2, 32}, {17, 32, 8, 128},
+                                              {3, 3, 3, 64}}) {
+    SCOPED_TRACE(::testing::Message() << "tokens " << tokens << " heads " << heads);
+    ModelConfig config{.hidden_size = heads * dim, .num_heads = heads, .num_kv_heads = kv_heads,
+                       .head_dim = dim, .rope_theta = 500000.0f};
+    config.rope_scaling = {.type = RopeScaling::Type::kLlama3, .factor = 8.0f,
+                           .low_freq_factor = 1.0f, .high_freq_factor = 4.0f,
+                           .original_max_position_embeddings = 8192};
+    std::vector<float> inv_freq = reference::RopeInverseFrequencies(config);
+    const int64_t num_slots = 4 * tokens + 16, q_dim = heads * dim, kv_dim = kv_heads * dim;
+    std::vector<uint16_t> qkv = RandomBf16(size_t(tokens) * (q_dim + 2 * kv_dim), rng_);
+    std::vector<int32_t> positions(tokens), slots(num_slots);
+    for (int32_t& p : positions) p = std::uniform_int_distribution<int32_t>(0, 9000)(rng_);
+    std::iota(slots.begin(), slots.end(), 0);
+    std::shuffle(slots.begin(), slots.end(), rng_);
+    slots.resize(tokens);
+    // reference: split qkv, rotate q and k, write k and v into a cache that starts poisoned
+    std::vector<float> flat = Widen(qkv), q(tokens * q_dim), k(tokens * kv_dim), v(tokens * kv_dim);
+    for (int64_t t = 0; t < tokens; ++t) {
+      const float* row = flat.data() + t * (q_dim + 2 * kv_dim);
+      std::copy_n(row, q_dim, q.begin() + t * q_dim);
+      std::copy_n(row + q_dim, kv_dim, k.begin() + t * kv_dim);
+      std::copy_n(row + q_dim + kv_dim, kv_dim, v.begin() + t * kv_dim);
+    }
+    reference::ApplyRope(q, heads, dim, positions, inv_freq);
+    reference::ApplyRope(k, kv_heads, dim, positions, inv_freq);
+    std::vector<float> want_k(num_slots * kv_dim, NAN), want_v(num_slots * kv_dim, NAN);
+    reference::WriteKv(k, v, slots, {.k = want_k.data(), .v = want_v.data(),
+                                     .num_slots = num_slots, .num_kv_heads = kv_heads,
+                                     .head_dim = dim});
+
+    DeviceArray<uint16_t> d_qkv(qkv);
+    DeviceArray<int32_t> d_positions(positions), d_slots(slots);
+    DeviceArray<float> d_inv_freq(inv_freq);
+    auto d_q = DeviceArray<uint16_t>::Poisoned(q.size());
+    auto d_k = DeviceArray<uint16_t>::Poisoned(want_k.size());
+    auto d_v = DeviceArray<uint16_t>::Poisoned(want_v.size());
+    PagedKvCache cache{.k = reinterpret_cast<__nv_bfloat16*>(d_k.get()),
+                       .v = reinterpret_cast<__nv_bfloat16*>(d_v.get()), .num_slots = num_slots,
+                       .num_kv_heads = int32_t(kv_heads), .head_dim = int32_t(dim)};
+    ASSERT_TRUE(LaunchRopeKvWrite({.qkv = AsBf16(d_qkv.get()),
+                                   .q_out = reinterpret_cast<__nv_bfloat16*>(d_q.get()),
+                                   .positions = d_positions.get(), .slot_mapping = d_slots.get(),
+                                   .inv_freq = d_inv_freq.get(), .num_tokens = tokens,
+                                   .num_heads = int32_t(heads), .cache = cache},
+                                  nullptr).ok());
+    EXPECT_LE(RelativeError(Bf16Result(d_q), q), kBf16Tolerance);
+    std::vector<float> got_k = Bf16Result(d_k), got_v = Bf16Result(d_v);
+    std::vector<float> written_k, written_v, want_written_k, want_written_v;
+    for (int64_t s = 0; s < num_slots; ++s) {
+      bool written = std::find(slots.begin(), slots.end(), s) != slots.end();
+      for (int64_t i = s * kv_dim; i < (s + 1) * kv_dim; ++i) {
+        if (!written) {
+          ASSERT_TRUE(std::isnan(got_k[i]) && std::isnan(got_v[i])) << "slot " << s << " touched";
+          continue;
+        }
+        written_k.push_back(got_k[i]);
+        want_written_k.push_back(want_k[i]);
+        written_v.push_back(got_v[i]);
+        want_written_v.push_back(want_v[i]);
+      }
+    }
+    EXPECT_LE(RelativeError(written_k, want_written_k), kBf16Tolerance);
+    EXPECT_EQ(written_v, want_written_v);  // a copy: exact
+  }
+}
+
+struct AttentionCase {
+  int64_t heads, kv_heads, dim;
+  std::vector<int32_t> query_lens, context_lens;  // per sequence; context includes the queries
+  int32_t num_splits = 0;
+};
+
+// Runs the reference over random q and a random paged cache, then the kernel.
+void CheckAttention(const AttentionCase& c, bool decode, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << "heads " << c.heads << "/" << c.kv_heads << " dim "
+                                    << c.dim << " seqs " << c.context_lens.size() << " splits "
+                                    << c.num_splits);
+  const int64_t block_size = 16, num_seqs = int64_t(c.context_lens.size());
+  int64_t total_blocks = 0, num_tokens = 0, max_context = 0;
+  for (int32_t len : c.context_lens) total_blocks += (len + block_size - 1) / block_size + 1;
+  for (int32_t len : c.query_lens) num_tokens += len;
+  for (int32_t len : c.context_lens) max_context = std::max<int64_t>(max_context, len);
+  KvFixture kv(total_blocks + 3, block_size, c.kv_heads, c.dim, rng);
+  std::vector<std::vector<int32_t>> tables;
+  std::vector<int32_t> query_start{0}, positions;
+  int64_t max_blocks = 0;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    tables.push_back(kv.Take(c.context_lens[s]));
+    max_blocks = std::max<int64_t>(max_blocks, int64_t(tables.back().size()));
+    for (int32_t i = 0; i < c.query_lens[s]; ++i) {
+      positions.push_back(c.context_lens[s] - c.query_lens[s] + i);
+    }
+    query_start.push_back(query_start.back() + c.query_lens[s]);
+  }
+  std::vector<int32_t> flat_tables(num_seqs * max_blocks, 0);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    std::copy(tables[s].begin(), tables[s].end(), flat_tables.begin() + s * max_blocks);
+  }
+  std::vector<uint16_t> q = RandomBf16(size_t(num_tokens * c.heads * c.dim), rng, 2.0f);
+  std::vector<float> k_f32 = Widen(kv.k), v_f32 = Widen(kv.v), want(q.size());
+  std::vector<std::span<const int32_t>> table_spans(tables.begin(), tables.end());
+  const float scale = 1.0f / std::sqrt(float(c.dim));
+  reference::PagedAttention(Widen(q), c.heads, query_start, table_spans, positions, block_size,
+                            {.k = k_f32.data(), .v = v_f32.data(),
+                             .num_slots = kv.num_blocks * block_size,
+                             .num_kv_heads = c.kv_heads, .head_dim = c.dim},
+                            scale, want);
+
+  DeviceArray<uint16_t> d_q(q), d_k(kv.k), d_v(kv.v);
+  DeviceArray<int32_t> d_tables(flat_tables), d_query_start(query_start), d_positions(positions);
+  auto d_out = DeviceArray<uint16_t>::Poisoned(q.size());
+  PagedKvCache cache{.k = reinterpret_cast<__nv_bfloat16*>(d_k.get()),
+                     .v = reinterpret_cast<__nv_bfloat16*>(d_v.get()),
+                     .num_slots = kv.num_blocks * block_size, .num_kv_heads = int32_t(c.kv_heads),
+                     .head_dim = int32_t(c.dim), .block_size = int32_t(block_size)};
+  auto* out = reinterpret_cast<__nv_bfloat16*>(d_out.get());
+  if (decode) {
+    DeviceArray<int32_t> d_context(c.context_lens);
+    size_t workspace_bytes = DecodeAttentionWorkspaceBytes(
+        int32_t(num_seqs), int32_t(c.heads), int32_t(c.kv_heads), int32_t(c.dim),
+        int32_t(max_context), c.num_splits);
+    auto workspace = DeviceArray<float>::Poisoned(workspace_bytes / 4 + 1);
+    absl::Status status = LaunchDecodeAttention(
+        {.q = AsBf16(d_q.get()), .out = out, .context_lens = d_context.get(),
+         .block_tables = d_tables.get(), .num_seqs = int32_t(num_seqs),
+         .num_heads = int32_t(c.heads), .max_blocks_per_seq = int32_t(max_blocks),
+         .max_context_len = int32_t(max_context), .scale = scale, .cache = cache,
+         .workspace = workspace.get(), .workspace_bytes = workspace_bytes,
+         .num_splits = c.num_splits},
+        nullptr);
+    ASSERT_TRUE(status.ok()) << status;
+    EXPECT_LE(RelativeError(Bf16Result(d_out), want), kBf16Tolerance);
+    return;
+  }
+  const int32_t group = int32_t(c.heads / c.kv_heads);
+  std::vector<int32_t> tiles = BuildPrefillTiles(query_start.data(), int32_t(num_seqs), group);
+  DeviceArray<int32_t> d_tiles(tiles);
+  absl::Status status = LaunchPrefillAttention(
+      {.q = AsBf16(d_q.get()), .out = out, .positions = d_positions.get(),
+       .query_start = d_query_start.get(), .block_tables = d_tables.get(),
+       .tiles = d_tiles.get(), .num_tiles = int32_t(tiles.size() / 2),
+       .num_heads = int32_t(c.heads), .max_blocks_per_seq = int32_t(max_blocks), .scale = scale,
+       .cache = cache},
+      nullptr);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_LE(RelativeError(Bf16Result(d_out), want), kBf16Tolerance);
+}
+
+TEST_F(KernelTest, DecodeAttentionMatchesReference) {
+  const std::vector<AttentionCase> cases = {
+      {4, 2, 32, {1, 1, 1}, {1, 17, 100}},
+      {32, 8, 128, {1}, {2048}},                     // batch 1, long: split-K
+      {32, 8, 128, {1, 1, 1, 1, 1}, {5, 700, 64, 1023, 129}},
+      {3, 3, 64, {1, 1}, {33, 300}, 1},              // MHA, no split
+      {8, 1, 64, {1, 1}, {513, 77}, 3},              // MQA (group 8), forced splits
+      {6, 2, 128, {1, 1, 1}, {1000, 1, 250}, 7},     // group 3
+  };
+  for (const AttentionCase& c : cases) CheckAttention(c, /*decode=*/true, rng_);
+}
+
+TEST_F(KernelTest, PrefillAttentionMatchesReference) {
+  const std::vector<AttentionCase> cases = {
+      {4, 2, 32, {10}, {10}},
+      {32, 8, 128, {300}, {300}},
+      {32, 8, 128, {7, 1, 65}, {40, 90, 65}},        // chunks after cached prefixes, a decode row
+      {3, 3, 64, {33, 17}, {33, 50}},
+      {6, 2, 128, {129, 3}, {200, 3}},
+      {8, 1, 64, {20}, {99}},
+  };
+  for (const AttentionCase& c : cases) CheckAttention(c, /*decode=*/false, rng_);
+}
+
+TEST_F(KernelTest, LaunchersRejectBadShapes) {
+  EXPECT_EQ(LaunchAddRmsNorm({.num_rows = 2, .dim = 0}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchSiluMul({.num_rows = -1, .dim = 4}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchRopeKvWrite({.num_tokens = 1, .num_heads = 3,
+                               .cache = {.num_kv_heads = 2, .head_dim = 32}},
+                              nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchDecodeAttention({.num_seqs = 1, .num_heads = 4,
+                                   .cache = {.num_kv_heads = 2, .head_dim = 80}},
+                                  nullptr).code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(LaunchDecodeAttention({.num_seqs = 1, .num_heads = 32,
+                                   .cache = {.num_kv_heads = 2, .head_dim = 64}},
+                                  nullptr).code(),
+            absl::StatusCode::kInvalidArgument);  // group 16 > 8
+}
+
+}  // namespace
+}  // namespace tandem
