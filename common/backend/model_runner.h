@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/kv_cache/allocation_plan.h"
 #include "common/kv_cache/kv_layout.h"
 #include "common/model/model_config.h"
 
@@ -49,6 +50,12 @@ class ModelRunner {
   // block ids outside the pool, a sequence's block table not covering its positions.
   // Only the engine thread calls this.
   virtual absl::StatusOr<LogitsView> Forward(const ForwardInputs& inputs) = 0;
+
+  // Copies every layer's K and V of each `src` block into its `dst` block (copy-on-write
+  // forks for n > 1 and beams), before the next Forward. Only the engine thread calls this.
+  virtual absl::Status CopyBlocks(std::span<const BlockCopy> copies) {
+    return absl::UnimplementedError("this backend cannot copy KV blocks (n > 1, beams)");
+  }
 
   virtual const ModelConfig& config() const = 0;
   virtual const KvLayout& kv_layout() const = 0;

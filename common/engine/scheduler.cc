@@ -15,6 +15,11 @@ void Scheduler::AddWaiting(SequenceGroup* group) {
   waiting_.push_back(group);
 }
 
+void Scheduler::AddRunning(SequenceGroup* group) {
+  for (auto& seq : group->seqs) seq->status = SequenceStatus::kRunning;
+  running_.push_back(group);
+}
+
 void Scheduler::Remove(SequenceGroup* group) {
   std::erase(running_, group);
   std::erase(waiting_, group);

@@ -43,6 +43,8 @@ class Scheduler {
   Scheduler(const SchedulerOptions& options, BlockManager& blocks);
 
   void AddWaiting(SequenceGroup* group);
+  // A group whose blocks and computed KV already exist (decode role: KV arrived).
+  void AddRunning(SequenceGroup* group);
   // Forgets the group wherever it is (abort or finish); the caller frees its blocks.
   void Remove(SequenceGroup* group);
   SchedulerOutput Schedule();

@@ -11,6 +11,8 @@
 
 #include "absl/time/time.h"
 #include "common/kv_cache/block_ids.h"
+#include "common/sampling/sequence_state.h"
+#include "common/sampling/stop_checker.h"
 
 namespace tandem {
 
@@ -30,6 +32,9 @@ struct Sequence {
   int64_t num_computed_tokens = 0;  // tokens whose KV is in the cache (scheduler)
   int64_t num_cached_tokens = 0;    // of the prompt, reused from the prefix cache (scheduler)
   SequenceStatus status = SequenceStatus::kWaiting;  // (scheduler, engine for role states)
+  SequenceSamplingState sampling;        // penalties, seeds, stop matching (engine)
+  std::unique_ptr<StopChecker> stop;     // null for beams: their text is decoded at the end
+  bool finished = false;                 // (engine)
 
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
   // Tokens known but not yet in the cache: the prompt remainder, or the last sampled token.

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "common/backend/reference/activation.h"
 #include "common/backend/reference/rms_norm.h"
 #include "common/backend/reference/rope.h"
@@ -78,6 +79,22 @@ reference::LayerKv CpuModelRunner::layer_kv(int64_t layer) {
   float* base = kv_.data() + 2 * layer * region;
   return {.k = base, .v = base + region, .num_slots = num_slots,
           .num_kv_heads = layout_.num_kv_heads, .head_dim = layout_.head_dim};
+}
+
+absl::Status CpuModelRunner::CopyBlocks(std::span<const BlockCopy> copies) {
+  const int64_t block_elems = layout_.block_size_tokens * layout_.ElementsPerTokenPerLayer();
+  for (const BlockCopy& copy : copies) {
+    if (copy.src < 0 || copy.src >= num_kv_blocks_ || copy.dst < 0 || copy.dst >= num_kv_blocks_) {
+      return absl::InvalidArgumentError(absl::StrCat("block copy ", copy.src, " -> ", copy.dst,
+                                                     " outside [0, ", num_kv_blocks_, ")"));
+    }
+    for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+      reference::LayerKv kv = layer_kv(layer);
+      std::copy_n(kv.k + copy.src * block_elems, block_elems, kv.k + copy.dst * block_elems);
+      std::copy_n(kv.v + copy.src * block_elems, block_elems, kv.v + copy.dst * block_elems);
+    }
+  }
+  return absl::OkStatus();
 }
 
 void CpuModelRunner::ResizeScratch(int64_t num_tokens) {

@@ -35,6 +35,7 @@ class CpuModelRunner final : public ModelRunner {
       const CpuRunnerOptions& options);
 
   absl::StatusOr<LogitsView> Forward(const ForwardInputs& inputs) override;
+  absl::Status CopyBlocks(std::span<const BlockCopy> copies) override;
   const ModelConfig& config() const override { return config_; }
   const KvLayout& kv_layout() const override { return layout_; }
   int64_t num_kv_blocks() const override { return num_kv_blocks_; }

@@ -1,0 +1,143 @@
+// The engine: one thread that owns the scheduler, block manager, model runner and sampler,
+// and runs step after step (DESIGN.md §3). Other threads talk to it only through the inbox
+// (the only mutex) and receive outputs through each request's OutputSink.
+//
+// A step: drain the inbox -> expire deadlines and leases -> schedule -> copy-on-write block
+// copies -> one forward pass over every scheduled chunk -> sample rows that got logits
+// (n > 1 forks, beam forks) -> stop checks -> outputs -> free finished sequences.
+//
+// Roles (EngineRole): colocated serves whole requests. Prefill-only finishes a request
+// after its first token: the output carries the KV blocks, pinned until ReleaseHold.
+// Decode-only: Reserve allocates blocks for KV computed elsewhere; StartDecode attaches the
+// request once its KV arrived and decodes it.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <variant>
+
+#include "absl/container/flat_hash_map.h"
+#include "common/backend/model_runner.h"
+#include "common/engine/engine_types.h"
+#include "common/engine/scheduler.h"
+#include "common/kv_cache/block_manager.h"
+#include "common/sampling/beam_search.h"
+#include "common/tokenizer/tokenizer.h"
+
+namespace tandem {
+
+struct EngineOptions {
+  EngineRole role = EngineRole::kColocated;
+  SchedulerOptions scheduler;
+  absl::Duration idle_wait = absl::Milliseconds(50);  // longest sleep with nothing to do
+};
+
+class Engine {
+ public:
+  Engine(const EngineOptions& options, std::unique_ptr<ModelRunner> runner,
+         std::shared_ptr<const Tokenizer> tokenizer);
+  ~Engine();  // Stop()
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Runs steps on an engine thread until Stop. Without Start, tests call Step themselves.
+  void Start();
+  // Aborts every request (CANCELLED) and joins the engine thread.
+  void Stop();
+
+  // Validates (INVALID_ARGUMENT naming the field) and queues a request. Any thread.
+  absl::Status AddRequest(EngineRequest request);
+  // Frees everything the request holds; its sink gets a final kAbort output with `reason`.
+  // Unknown or finished ids are fine. Any thread.
+  void Abort(const std::string& request_id, absl::Status reason = absl::CancelledError());
+
+  // Decode role. Reserves blocks for `num_tokens` tokens of KV until `lease_deadline`;
+  // `done` runs on the engine thread.
+  void Reserve(const std::string& request_id, int64_t num_tokens, absl::Time lease_deadline,
+               ReserveCallback done);
+  // The KV of the reservation's tokens arrived. `first_token` is what the prefill worker
+  // sampled after them; without one the reservation holds all but the last token's KV
+  // and the engine computes the last token itself (n > 1 and beams).
+  absl::Status StartDecode(EngineRequest request, std::optional<int32_t> first_token,
+                           std::optional<SampledLogprobs> first_logprobs);
+  // Prefill role: the caller is done with the blocks of a finished prefill.
+  void ReleaseHold(const std::string& request_id);
+
+  // One step on the caller's thread; returns whether runnable work remains (running or
+  // waiting sequences; held and reserved requests wait on other parties).
+  bool Step();
+  EngineStats stats() const;
+  const ModelConfig& config() const { return config_; }
+  const KvLayout& kv_layout() const { return kv_layout_; }
+
+ private:
+  struct Record;
+  struct AddCommand { EngineRequest request; };
+  struct AbortCommand { std::string request_id; absl::Status reason; };
+  struct ReserveCommand { std::string request_id; int64_t num_tokens; absl::Time lease; ReserveCallback done; };
+  struct StartDecodeCommand { EngineRequest request; std::optional<int32_t> first_token; std::optional<SampledLogprobs> first_logprobs; };
+  struct ReleaseCommand { std::string request_id; };
+  using Command = std::variant<AddCommand, AbortCommand, ReserveCommand, StartDecodeCommand,
+                               ReleaseCommand>;
+
+  void Push(Command command);
+  void Loop();
+  void DrainInbox();
+  void Handle(AddCommand& c);
+  void Handle(AbortCommand& c);
+  void Handle(ReserveCommand& c);
+  void Handle(StartDecodeCommand& c);
+  void Handle(ReleaseCommand& c);
+  void ExpireDeadlines();
+  absl::Status ValidateRequest(const EngineRequest& request) const;
+
+  // engine_step.cc
+  void RunForward(const SchedulerOutput& out);
+  void ProcessLogits(const SchedulerOutput& out, const LogitsView& logits);
+  struct PendingRow {
+    Record* record;
+    Sequence* seq;
+    std::vector<float> logits;  // [vocab]
+  };
+  void SampleRows(std::vector<PendingRow>& rows);
+  void StepBeams(Record& record, std::vector<std::span<float>> rows);
+  void AcceptToken(Record& record, Sequence& seq, int32_t token,
+                   std::optional<SampledLogprobs> logprobs);
+  void ForkSamples(Record& record);
+  void FinishPrefill(Record& record, Sequence& seq, int32_t token,
+                     std::optional<SampledLogprobs> logprobs);
+  void FinishBeams(Record& record);
+  void MaybeRetire(Record& record);
+  void Retire(const std::string& request_id);
+  EngineOutput BaseOutput(const Record& record, const Sequence& seq) const;
+  Sequence& NewSequence(Record& record, int32_t index);
+
+  const EngineOptions options_;
+  const ModelConfig config_;
+  const KvLayout kv_layout_;
+  std::unique_ptr<ModelRunner> runner_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  BlockManager blocks_;
+  Scheduler scheduler_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Record>> records_;
+  SeqId next_seq_id_ = 1;
+  int64_t num_steps_ = 0;
+  int64_t num_preemptions_ = 0;
+  int64_t num_computed_tokens_ = 0;
+
+  std::mutex mu_;  // the inbox
+  std::condition_variable wake_;
+  std::deque<Command> inbox_;  // guarded by mu_
+  bool stopping_ = false;      // guarded by mu_
+  std::thread thread_;
+  mutable std::mutex stats_mu_;
+  EngineStats stats_;          // guarded by stats_mu_, refreshed every step
+};
+
+}  // namespace tandem
