@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/marshalling.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
@@ -19,6 +20,13 @@ ABSL_FLAG(int32_t, top_k, 0, "keep the k most likely tokens, >= 0 (0: off)");
 ABSL_FLAG(float, top_p, 1.0f, "nucleus sampling mass, in (0, 1] (1: off)");
 ABSL_FLAG(int64_t, seed, -1, "sampling seed, >= 0 (-1: draw one and report it)");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating past end-of-sequence tokens");
+ABSL_FLAG(float, min_p, 0.0f, "drop tokens below min_p x the top probability, in [0, 1]");
+ABSL_FLAG(float, repetition_penalty, 1.0f, "HF repetition penalty over prompt + output, > 0");
+ABSL_FLAG(float, presence_penalty, 0.0f, "OpenAI presence penalty, in [-2, 2]");
+ABSL_FLAG(float, frequency_penalty, 0.0f, "OpenAI frequency penalty, in [-2, 2]");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "comma-separated stop strings");
+ABSL_FLAG(int32_t, n, 1, "independent samples, in [1, 16] (needs temperature > 0)");
+ABSL_FLAG(int32_t, num_beams, 1, "beam search width, in [1, 16] (needs temperature 0)");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model, >= 0 (0: all cores)");
 
 namespace {
@@ -26,7 +34,9 @@ namespace {
 constexpr char kUsage[] =
     "tandem: LLM serving with disaggregated prefill and decode.\n"
     "usage: tandem generate [--model=DIR] [--prompt=TEXT] [--max_tokens=N] [--temperature=T]\n"
-    "                       [--top_k=K] [--top_p=P] [--seed=S] [--ignore_eos] [--threads=N]";
+    "                       [--top_k=K] [--top_p=P] [--min_p=P] [--repetition_penalty=R]\n"
+    "                       [--presence_penalty=X] [--frequency_penalty=X] [--stop=A,B]\n"
+    "                       [--n=N] [--num_beams=B] [--seed=S] [--ignore_eos] [--threads=N]";
 
 int RunGenerate() {
   tandem::cli::GenerateOptions options;
@@ -38,6 +48,14 @@ int RunGenerate() {
   options.sampling.top_k = absl::GetFlag(FLAGS_top_k);
   options.sampling.top_p = absl::GetFlag(FLAGS_top_p);
   options.sampling.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  options.sampling.min_p = absl::GetFlag(FLAGS_min_p);
+  options.sampling.repetition_penalty = absl::GetFlag(FLAGS_repetition_penalty);
+  options.sampling.presence_penalty = absl::GetFlag(FLAGS_presence_penalty);
+  options.sampling.frequency_penalty = absl::GetFlag(FLAGS_frequency_penalty);
+  options.sampling.stop = absl::GetFlag(FLAGS_stop);
+  options.sampling.n = absl::GetFlag(FLAGS_n);
+  options.sampling.num_beams = absl::GetFlag(FLAGS_num_beams);
+  options.sampling.num_return_sequences = options.sampling.num_beams;
   int64_t seed = absl::GetFlag(FLAGS_seed);
   if (seed < -1) {
     std::cerr << "error: seed must be >= 0 or -1, got " << seed << "\n";
