@@ -6,6 +6,8 @@
 //   cuda_model_bench --model=/tmp/llama8b [--decode_steps=16]
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <tuple>
 #include <cstring>
 #include <iostream>
 #include <random>
@@ -16,6 +18,8 @@
 #include "common/backend/cuda/cublaslt_gemm.h"
 #include "common/backend/cuda/cuda_check.h"
 #include "common/backend/cuda/cuda_model_runner.h"
+#include "common/backend/cuda/kernels/decode_attention.h"
+#include "common/backend/cuda/kernels/prefill_attention.h"
 #include "nlohmann/json.hpp"
 
 namespace tandem::bench {
@@ -138,6 +142,99 @@ void Check(const absl::StatusOr<LogitsView>& result) {
   }
 }
 
+// Kernel-level numbers that explain the model-level ones: the attention kernels over the
+// runner's filled KV (layer 0) and the cuBLASLt GEMMs at decode shapes, against the ceilings.
+nlohmann::json KernelBreakdown(CudaModelRunner& runner, const Sequences& seqs, int32_t context,
+                               const CudaStream& stream, double copy_bw, double gemm_rate) {
+  const ModelConfig& c = runner.config();
+  nlohmann::json out;
+  const int32_t num_seqs = static_cast<int32_t>(seqs.tables.size());
+  const int32_t max_blocks = static_cast<int32_t>(seqs.tables[0].size());
+  std::vector<int32_t> tables, context_lens(num_seqs, context), query_start{0}, positions;
+  for (const auto& t : seqs.tables) tables.insert(tables.end(), t.begin(), t.end());
+  for (int32_t i = 0; i < context; ++i) positions.push_back(i);
+  query_start.push_back(context);
+  auto upload = [](const std::vector<int32_t>& v) {
+    DeviceBuffer b = *DeviceBuffer::Allocate(v.size() * 4);
+    TANDEM_CUDA_CHECK(cudaMemcpy(b.data(), v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+    return b;
+  };
+  DeviceBuffer d_tables = upload(tables), d_context = upload(context_lens),
+               d_query_start = upload(query_start), d_positions = upload(positions);
+  const size_t q_bytes = static_cast<size_t>(context) * c.num_heads * c.head_dim * 2;
+  DeviceBuffer q = *DeviceBuffer::Allocate(q_bytes), o = *DeviceBuffer::Allocate(q_bytes);
+  TANDEM_CUDA_CHECK(cudaMemset(q.data(), 0x3c, q_bytes));
+  const size_t workspace_bytes = DecodeAttentionMaxWorkspaceBytes(
+      num_seqs, c.num_heads, c.num_kv_heads, c.head_dim);
+  DeviceBuffer workspace = *DeviceBuffer::Allocate(workspace_bytes);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const double kv_token_bytes = 2.0 * c.num_kv_heads * c.head_dim * 2;  // one layer, K and V
+  for (int32_t batch : {1, 8, 64}) {
+    double ms = TimeMs(stream, 10, [&] {
+      absl::Status status = LaunchDecodeAttention(
+          {.q = q.as<__nv_bfloat16>(), .out = o.as<__nv_bfloat16>(),
+           .context_lens = d_context.as<int32_t>(), .block_tables = d_tables.as<int32_t>(),
+           .num_seqs = batch, .num_heads = static_cast<int32_t>(c.num_heads),
+           .max_blocks_per_seq = max_blocks, .max_context_len = context, .scale = scale,
+           .cache = runner.layer_kv(0), .workspace = workspace.as<float>(),
+           .workspace_bytes = workspace_bytes},
+          stream.get());
+      if (!status.ok()) std::cerr << status << "\n";
+    });
+    const double bytes = batch * context * kv_token_bytes;
+    out["decode_attention"].push_back({{"batch", batch}, {"context", context}, {"us", ms * 1e3},
+                                       {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
+                                       {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}});
+  }
+  std::vector<int32_t> tiles = BuildPrefillTiles(query_start.data(), 1,
+                                                 static_cast<int32_t>(c.num_heads / c.num_kv_heads));
+  DeviceBuffer d_tiles = upload(tiles);
+  double prefill_ms = TimeMs(stream, 5, [&] {
+    absl::Status status = LaunchPrefillAttention(
+        {.q = q.as<__nv_bfloat16>(), .out = o.as<__nv_bfloat16>(),
+         .positions = d_positions.as<int32_t>(), .query_start = d_query_start.as<int32_t>(),
+         .block_tables = d_tables.as<int32_t>(), .tiles = d_tiles.as<int32_t>(),
+         .num_tiles = static_cast<int32_t>(tiles.size() / 2),
+         .num_heads = static_cast<int32_t>(c.num_heads), .max_blocks_per_seq = max_blocks,
+         .scale = scale, .cache = runner.layer_kv(0)},
+        stream.get());
+    if (!status.ok()) std::cerr << status << "\n";
+  });
+  const double flops = 4.0 * c.head_dim * c.num_heads * context * (context + 1) / 2.0;
+  out["prefill_attention_one_layer"] = {{"tokens", context}, {"ms", prefill_ms},
+                                        {"tflops", flops / (prefill_ms * 1e-3) / 1e12},
+                                        {"fraction_of_gemm_rate", flops / gemm_rate / (prefill_ms * 1e-3)}};
+  // cuBLASLt at the decode shapes of one layer (weights random, activations random).
+  std::unique_ptr<CublasLtGemm> gemm = *CublasLtGemm::Create();
+  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  for (auto [name, n, k] : {std::tuple{"qkv", qkv, h}, {"o", h, c.num_heads * c.head_dim},
+                            {"gate_up", 2 * c.intermediate_size, h},
+                            {"down", h, c.intermediate_size}}) {
+    std::vector<uint16_t> w_host = RandomBf16(static_cast<size_t>(n * k), 3);
+    DeviceBuffer w = *DeviceBuffer::Allocate(n * k * 2), a = *DeviceBuffer::Allocate(64 * k * 2),
+                 d = *DeviceBuffer::Allocate(64 * n * 2);
+    TANDEM_CUDA_CHECK(cudaMemcpy(w.data(), w_host.data(), n * k * 2, cudaMemcpyHostToDevice));
+    TANDEM_CUDA_CHECK(cudaMemcpy(a.data(), w_host.data(), 64 * k * 2, cudaMemcpyHostToDevice));
+    for (int64_t m : {1, 8, 64}) {
+      auto run = [&] {
+        absl::Status status = gemm->MatMulTransposed(
+            {.a = a.as<__nv_bfloat16>(), .w = w.as<__nv_bfloat16>(), .out = d.data(), .m = m,
+             .n = n, .k = k},
+            stream.get());
+        if (!status.ok()) std::cerr << status << "\n";
+      };
+      TimeMs(stream, 2, run);
+      const double ms = TimeMs(stream, 10, run);
+      const double bytes = 2.0 * (n * k + m * k + m * n);
+      out["gemm_decode_shapes"].push_back({{"name", name}, {"m", m}, {"n", n}, {"k", k},
+                                           {"us", ms * 1e3},
+                                           {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
+                                           {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}});
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -230,6 +327,9 @@ int Main(int argc, char** argv) {
                                {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}});
     }
   }
+
+  out["kernels"] = KernelBreakdown(runner, seqs, static_cast<int32_t>(max_context), stream,
+                                  copy_bw, gemm_rate);
 
   // What the logits copy to the host costs at batch 64 (gone once sampling runs on the GPU).
   PinnedBuffer host = *PinnedBuffer::Allocate(64 * c.vocab_size * 4);

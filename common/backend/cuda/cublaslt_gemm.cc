@@ -88,8 +88,11 @@ absl::Status CublasLtGemm::MatMulTransposed(const GemmArgs& args, cudaStream_t s
   if (args.a == nullptr || args.w == nullptr || args.out == nullptr) {
     return absl::InvalidArgumentError("gemm pointers must not be null");
   }
+  if (args.accumulate && args.output != GemmOutput::kF32) {
+    return absl::InvalidArgumentError("gemm: accumulate needs fp32 output");
+  }
   TANDEM_ASSIGN_OR_RETURN(Plan * plan, GetPlan(args));
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = args.accumulate ? 1.0f : 0.0f;
   TANDEM_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(
       handle_.get(), plan->op, &alpha, args.w, plan->w_layout, args.a, plan->a_layout, &beta,
       args.out, plan->out_layout, args.out, plan->out_layout, &plan->algo, workspace_.data(),

@@ -1,6 +1,6 @@
 // GEMMs through cuBLASLt: bf16 operands, fp32 accumulation, bf16 or fp32 output.
 //
-//   out[m][n] = sum_k a[m][k] * w[n][k]
+//   out[m][n] = sum_k a[m][k] * w[n][k]   (+ out[m][n] when accumulating)
 //
 // a: [m][k] row-major bf16 (activations); w: [n][k] row-major bf16 (a Hugging Face Linear
 // weight [out][in], used as stored); out: [m][ldc] row-major, columns [0, n) written.
@@ -29,6 +29,8 @@ struct GemmArgs {
   int64_t m = 0, n = 0, k = 0;
   int64_t ldc = 0;                   // 0: n
   GemmOutput output = GemmOutput::kBF16;
+  bool accumulate = false;  // out += a·wᵀ (beta = 1) instead of out = a·wᵀ; fp32 output only:
+                            // fuses the residual add into the GEMM epilogue
 };
 
 class CublasLtGemm {

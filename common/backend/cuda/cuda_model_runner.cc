@@ -128,7 +128,7 @@ absl::Status CudaModelRunner::Allocate(const WeightStore& store) {
   for (const Sized& s : std::initializer_list<Sized>{
            {&residual_, t * c.hidden_size * 4}, {&hidden_, t * c.hidden_size * 2},
            {&qkv_, t * (q_dim + 2 * kv_dim) * 2}, {&q_, t * q_dim * 2}, {&attn_, t * q_dim * 2},
-           {&proj_, t * c.hidden_size * 2}, {&gate_up_, t * 2 * c.intermediate_size * 2},
+           {&gate_up_, t * 2 * c.intermediate_size * 2},
            {&act_, t * c.intermediate_size * 2}, {&last_hidden_, rows * c.hidden_size * 2},
            {&logits_, rows * c.vocab_size * 4}, {&metadata_, metadata_ints * 4},
            {&attention_workspace_,
@@ -281,13 +281,22 @@ absl::Status CudaModelRunner::Gemm(const bf16* a, int64_t m, int64_t k, const bf
                                  stream_.get());
 }
 
+// residual[m][n] += a · wᵀ in the GEMM epilogue (fp32): no bf16 rounding of the branch
+// output before it joins the residual stream, and no separate add kernel.
+absl::Status CudaModelRunner::GemmIntoResidual(const bf16* a, int64_t m, int64_t k,
+                                               const bf16* w) {
+  return gemm_->MatMulTransposed({.a = a, .w = w, .out = residual_.data(), .m = m,
+                                  .n = config_.hidden_size, .k = k, .ldc = 0,
+                                  .output = GemmOutput::kF32, .accumulate = true},
+                                 stream_.get());
+}
+
 absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
   const ModelConfig& c = config_;
   const CudaLayerWeights& w = weights_->layers()[layer];
   const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
-  // Adds the previous layer's MLP output (none before the first layer), then normalizes.
   TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
-      {.residual = residual_.as<float>(), .x = layer == 0 ? nullptr : proj_.as<bf16>(),
+      {.residual = residual_.as<float>(), .x = nullptr,
        .weight = w.input_norm, .out = hidden_.as<bf16>(), .num_rows = b.num_tokens,
        .dim = c.hidden_size, .eps = c.rms_norm_eps},
       stream_.get()));
@@ -300,8 +309,7 @@ absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
        .cache = layer_kv(layer)},
       stream_.get()));
   TANDEM_RETURN_IF_ERROR(Attention(layer, b));
-  return Gemm(attn_.as<bf16>(), b.num_tokens, q_dim, w.o_proj, c.hidden_size, proj_.data(),
-              GemmOutput::kBF16);
+  return GemmIntoResidual(attn_.as<bf16>(), b.num_tokens, q_dim, w.o_proj);
 }
 
 absl::Status CudaModelRunner::Attention(int64_t layer, const Batch& b) {
@@ -329,8 +337,7 @@ absl::Status CudaModelRunner::MlpBlock(int64_t layer, const Batch& b) {
   const ModelConfig& c = config_;
   const CudaLayerWeights& w = weights_->layers()[layer];
   TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
-      {.residual = residual_.as<float>(), .x = proj_.as<bf16>(),
-       .weight = w.post_attention_norm, .out = hidden_.as<bf16>(), .num_rows = b.num_tokens,
+      {.residual = residual_.as<float>(), .x = nullptr, .weight = w.post_attention_norm, .out = hidden_.as<bf16>(), .num_rows = b.num_tokens,
        .dim = c.hidden_size, .eps = c.rms_norm_eps},
       stream_.get()));
   TANDEM_RETURN_IF_ERROR(Gemm(hidden_.as<bf16>(), b.num_tokens, c.hidden_size, w.gate_up_proj,
@@ -338,16 +345,15 @@ absl::Status CudaModelRunner::MlpBlock(int64_t layer, const Batch& b) {
   TANDEM_RETURN_IF_ERROR(LaunchSiluMul({.gate_up = gate_up_.as<bf16>(), .out = act_.as<bf16>(),
                                         .num_rows = b.num_tokens, .dim = c.intermediate_size},
                                        stream_.get()));
-  return Gemm(act_.as<bf16>(), b.num_tokens, c.intermediate_size, w.down_proj, c.hidden_size,
-              proj_.data(), GemmOutput::kBF16);
+  return GemmIntoResidual(act_.as<bf16>(), b.num_tokens, c.intermediate_size, w.down_proj);
 }
 
-// Final residual add + norm, the requested rows gathered, the LM head in fp32 output, and
+// Final norm, the requested rows gathered, the LM head in fp32 output, and
 // the logits copied to pinned host memory (the call returns when they are there).
 absl::Status CudaModelRunner::ComputeLogits(const Batch& b) {
   const ModelConfig& c = config_;
   TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
-      {.residual = residual_.as<float>(), .x = proj_.as<bf16>(), .weight = weights_->final_norm(),
+      {.residual = residual_.as<float>(), .x = nullptr, .weight = weights_->final_norm(),
        .out = hidden_.as<bf16>(), .num_rows = b.num_tokens, .dim = c.hidden_size,
        .eps = c.rms_norm_eps},
       stream_.get()));

@@ -80,6 +80,8 @@ class CudaModelRunner final : public ModelRunner {
   absl::Status ComputeLogits(const Batch& batch);
   absl::Status Gemm(const __nv_bfloat16* a, int64_t m, int64_t k, const __nv_bfloat16* w,
                     int64_t n, void* out, GemmOutput output);
+  absl::Status GemmIntoResidual(const __nv_bfloat16* a, int64_t m, int64_t k,
+                                const __nv_bfloat16* w);
 
   ModelConfig config_;
   CudaRunnerOptions options_;
@@ -92,7 +94,7 @@ class CudaModelRunner final : public ModelRunner {
   DeviceBuffer inv_freq_;  // [head_dim / 2] fp32
   DeviceBuffer kv_;        // [layers][K|V][num_slots][num_kv_heads][head_dim] bf16
   // Activations, [max_num_tokens][...]: residual fp32, the rest bf16.
-  DeviceBuffer residual_, hidden_, qkv_, q_, attn_, proj_, gate_up_, act_;
+  DeviceBuffer residual_, hidden_, qkv_, q_, attn_, gate_up_, act_;
   DeviceBuffer last_hidden_, logits_;  // [max_logits_rows][hidden] bf16, [.][vocab] fp32
   DeviceBuffer attention_workspace_;   // decode split-K partials
   DeviceBuffer metadata_;              // int32 batch description, see UploadBatch

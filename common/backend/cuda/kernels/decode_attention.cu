@@ -101,17 +101,18 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
       float* s = scores + g * kTileTokens;
       const float s0 = lane < n ? s[lane] : -INFINITY;
       const float s1 = lane + 32 < n ? s[lane + 32] : -INFINITY;
-      const float m_old = row_max[g];
+      const float m_old = row_max[g], l_old = row_sum[g];
       const float m_new = fmaxf(m_old, cuda_kernels::WarpMax(fmaxf(s0, s1)));
       const float p0 = lane < n ? expf(s0 - m_new) : 0.0f;
       const float p1 = lane + 32 < n ? expf(s1 - m_new) : 0.0f;
       const float tile_sum = cuda_kernels::WarpSum(p0 + p1);
       if (lane < n) s[lane] = p0;
       if (lane + 32 < n) s[lane + 32] = p1;
+      __syncwarp();  // every lane has read row_max/row_sum before lane 0 rewrites them
       if (lane == 0) {
         const float alpha = expf(m_old - m_new);
         row_alpha[g] = alpha;
-        row_sum[g] = row_sum[g] * alpha + tile_sum;
+        row_sum[g] = l_old * alpha + tile_sum;
         row_max[g] = m_new;
       }
     }

@@ -122,6 +122,18 @@ TEST_F(KernelTest, GemmMatchesReference) {
     ASSERT_TRUE((*gemm)->MatMulTransposed(args, nullptr).ok());
     EXPECT_LE(RelativeError(out_f32.Download(), want), kF32Tolerance);
     EXPECT_LE(RelativeError(Bf16Result(out_bf16), want), kBf16Tolerance);
+
+    // accumulate: out += a·wᵀ (the residual add fused into the epilogue)
+    std::vector<float> initial = Widen(RandomBf16(want.size(), rng_, 8.0f)), sum = want;
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += initial[i];
+    DeviceArray<float> accumulated(initial);
+    args.out = accumulated.get();
+    args.output = GemmOutput::kF32;
+    args.accumulate = true;
+    ASSERT_TRUE((*gemm)->MatMulTransposed(args, nullptr).ok());
+    EXPECT_LE(RelativeError(accumulated.Download(), sum), kF32Tolerance);
+    args.output = GemmOutput::kBF16;
+    EXPECT_EQ((*gemm)->MatMulTransposed(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
   }
 }
 
