@@ -1,49 +1,12 @@
-// Real child processes for integration tests: start with argv, log to a file, wait for a
-// ready file, signal, reap. Every wait has a deadline; the destructor SIGKILLs and reaps.
+// Real child processes for integration tests: the production launcher (common/service),
+// under the names tests use.
 #pragma once
 
-#include <sys/types.h>
-
-#include <memory>
-#include <string>
-#include <vector>
-
-#include "absl/status/statusor.h"
-#include "absl/time/time.h"
-#include "nlohmann/json.hpp"
+#include "common/service/child_process.h"
 
 namespace tandem::testing {
 
-class Process {
- public:
-  // Starts argv[0] with stdout and stderr appended to `log_path`.
-  static absl::StatusOr<std::unique_ptr<Process>> Start(std::vector<std::string> argv,
-                                                        const std::string& log_path);
-  ~Process();
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-
-  pid_t pid() const { return pid_; }
-  // Sends `signal` (SIGKILL, SIGTERM, ...) if still running.
-  void Signal(int signal);
-  // Exit code (128 + signal when killed), or DEADLINE_EXCEEDED.
-  absl::StatusOr<int> Wait(absl::Duration timeout);
-  bool Running();
-  const std::string& log_path() const { return log_path_; }
-  // The last `max_bytes` of the log, for failure messages.
-  std::string LogTail(size_t max_bytes = 4000) const;
-
- private:
-  Process(pid_t pid, std::string log_path) : pid_(pid), log_path_(std::move(log_path)) {}
-  pid_t pid_;
-  std::string log_path_;
-  bool reaped_ = false;
-  int exit_code_ = -1;
-};
-
-// Waits until `path` holds a JSON object (written atomically by the server once ready).
-// Fails early, with the log tail, if `process` exits first.
-absl::StatusOr<nlohmann::json> WaitForReadyFile(const std::string& path, Process& process,
-                                                absl::Duration timeout);
+using Process = ::tandem::ChildProcess;
+using ::tandem::WaitForReadyFile;
 
 }  // namespace tandem::testing

@@ -1,4 +1,4 @@
-#include "tests/testing/process.h"
+#include "common/service/child_process.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -10,9 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace tandem::testing {
+namespace tandem {
 
-absl::StatusOr<std::unique_ptr<Process>> Process::Start(std::vector<std::string> argv,
+absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(std::vector<std::string> argv,
                                                         const std::string& log_path) {
   std::vector<char*> args;
   for (std::string& a : argv) args.push_back(a.data());
@@ -29,19 +29,19 @@ absl::StatusOr<std::unique_ptr<Process>> Process::Start(std::vector<std::string>
     ::execv(args[0], args.data());
     ::_exit(127);
   }
-  return std::unique_ptr<Process>(new Process(pid, log_path));
+  return std::unique_ptr<ChildProcess>(new ChildProcess(pid, log_path));
 }
 
-Process::~Process() {
+ChildProcess::~ChildProcess() {
   Signal(SIGKILL);
   (void)Wait(absl::Seconds(10));
 }
 
-void Process::Signal(int signal) {
+void ChildProcess::Signal(int signal) {
   if (!reaped_) ::kill(pid_, signal);
 }
 
-bool Process::Running() {
+bool ChildProcess::Running() {
   if (reaped_) return false;
   int status = 0;
   pid_t r = ::waitpid(pid_, &status, WNOHANG);
@@ -53,7 +53,7 @@ bool Process::Running() {
   return true;
 }
 
-absl::StatusOr<int> Process::Wait(absl::Duration timeout) {
+absl::StatusOr<int> ChildProcess::Wait(absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
   while (Running()) {
     if (absl::Now() > deadline) {
@@ -64,7 +64,7 @@ absl::StatusOr<int> Process::Wait(absl::Duration timeout) {
   return exit_code_;
 }
 
-std::string Process::LogTail(size_t max_bytes) const {
+std::string ChildProcess::LogTail(size_t max_bytes) const {
   std::ifstream in(log_path_);
   std::stringstream ss;
   ss << in.rdbuf();
@@ -72,7 +72,7 @@ std::string Process::LogTail(size_t max_bytes) const {
   return all.size() > max_bytes ? all.substr(all.size() - max_bytes) : all;
 }
 
-absl::StatusOr<nlohmann::json> WaitForReadyFile(const std::string& path, Process& process,
+absl::StatusOr<nlohmann::json> WaitForReadyFile(const std::string& path, ChildProcess& process,
                                                 absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
   while (absl::Now() < deadline) {
@@ -91,4 +91,4 @@ absl::StatusOr<nlohmann::json> WaitForReadyFile(const std::string& path, Process
                                                   process.LogTail()));
 }
 
-}  // namespace tandem::testing
+}  // namespace tandem
