@@ -1,4 +1,6 @@
-// The `tandem` command. Subcommands: generate (more arrive with the cluster: up, bench).
+// The `tandem` command: up (a local cluster), generate (in-process or against a cluster),
+// bench (a load generator).
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -7,11 +9,19 @@
 #include "absl/flags/marshalling.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "cli/bench.h"
 #include "cli/generate.h"
+#include "cli/local_cluster.h"
+#include "cli/remote.h"
+#include "common/service/process_identity.h"
 
 ABSL_FLAG(std::string, model, TANDEM_DEFAULT_MODEL_DIR,
           "Hugging Face model directory (default: the embedded tiny Llama-3-style model)");
+ABSL_FLAG(std::string, server, "", "generate/bench: router address host:port (generate: empty "
+          "runs the model in this process)");
 ABSL_FLAG(std::string, prompt, "Licensed under the Apache License",
           "prompt text (the tokenizer adds BOS)");
 ABSL_FLAG(int32_t, max_tokens, 64, "tokens to generate at most, >= 1");
@@ -27,58 +37,162 @@ ABSL_FLAG(float, frequency_penalty, 0.0f, "OpenAI frequency penalty, in [-2, 2]"
 ABSL_FLAG(std::vector<std::string>, stop, {}, "comma-separated stop strings");
 ABSL_FLAG(int32_t, n, 1, "independent samples, in [1, 16] (needs temperature > 0)");
 ABSL_FLAG(int32_t, num_beams, 1, "beam search width, in [1, 16] (needs temperature 0)");
-ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model, >= 0 (0: all cores)");
+ABSL_FLAG(int32_t, threads, 0, "generate: CPU threads for the model, >= 0 (0: all cores)");
+// up
+ABSL_FLAG(int32_t, num_prefill, 1, "up: prefill workers, >= 0 (0: decode workers run whole "
+          "requests)");
+ABSL_FLAG(int32_t, num_decode, 1, "up: decode workers, >= 1");
+ABSL_FLAG(std::string, listen, "127.0.0.1:8000", "up: the router's address (port 0: any free)");
+ABSL_FLAG(int32_t, worker_threads, 1, "up: CPU threads per worker, >= 1");
+ABSL_FLAG(int32_t, num_kv_blocks, 2048, "up: KV blocks per worker, >= 1");
+ABSL_FLAG(std::string, log_dir, "", "up: logs and ready files (default: a temp dir)");
+ABSL_FLAG(std::string, bin_dir, "", "up: folder with tandem-router/-prefill/-decode");
+ABSL_FLAG(std::string, ready_file, "", "up: write {\"grpc\": router address} here when ready");
+// bench
+ABSL_FLAG(int32_t, requests, 100, "bench: requests to send, >= 1");
+ABSL_FLAG(double, rate, 0.0, "bench: requests/s, open loop (0: closed loop at --concurrency)");
+ABSL_FLAG(bool, poisson, true, "bench: exponential gaps (false: fixed gaps) in open loop");
+ABSL_FLAG(int32_t, concurrency, 8, "bench: requests in flight (open loop: the cap)");
+ABSL_FLAG(std::string, prompt_len, "32", "bench: prompt tokens, N or MIN:MAX");
+ABSL_FLAG(std::string, output_len, "32", "bench: output tokens, N or MIN:MAX");
+ABSL_FLAG(double, ttft_slo_ms, 1000.0, "bench: goodput TTFT limit, ms");
+ABSL_FLAG(double, tpot_slo_ms, 100.0, "bench: goodput TPOT limit, ms");
+ABSL_FLAG(std::string, json_out, "", "bench: write the ghz-style JSON report here ('-': stdout)");
 
 namespace {
 
 constexpr char kUsage[] =
     "tandem: LLM serving with disaggregated prefill and decode.\n"
-    "usage: tandem generate [--model=DIR] [--prompt=TEXT] [--max_tokens=N] [--temperature=T]\n"
-    "                       [--top_k=K] [--top_p=P] [--min_p=P] [--repetition_penalty=R]\n"
-    "                       [--presence_penalty=X] [--frequency_penalty=X] [--stop=A,B]\n"
-    "                       [--n=N] [--num_beams=B] [--seed=S] [--ignore_eos] [--threads=N]";
+    "  tandem up [--num_prefill=N] [--num_decode=M] [--listen=HOST:PORT] [--model=DIR]\n"
+    "  tandem generate [--server=HOST:PORT] [--prompt=TEXT] [--max_tokens=N] [sampling flags]\n"
+    "  tandem bench --server=HOST:PORT [--requests=N] [--rate=R | --concurrency=C]\n"
+    "               [--prompt_len=N|A:B] [--output_len=N|A:B] [--json_out=FILE]\n"
+    "sampling flags: --temperature --top_k --top_p --min_p --repetition_penalty\n"
+    "  --presence_penalty --frequency_penalty --stop=A,B --n --num_beams --seed --ignore_eos";
+
+int Fail(const absl::Status& status) {
+  std::cerr << "error: " << status.message() << "\n";
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+absl::StatusOr<tandem::SamplingParams> SamplingFromFlags() {
+  tandem::SamplingParams s;
+  s.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  s.temperature = absl::GetFlag(FLAGS_temperature);
+  s.top_k = absl::GetFlag(FLAGS_top_k);
+  s.top_p = absl::GetFlag(FLAGS_top_p);
+  s.min_p = absl::GetFlag(FLAGS_min_p);
+  s.repetition_penalty = absl::GetFlag(FLAGS_repetition_penalty);
+  s.presence_penalty = absl::GetFlag(FLAGS_presence_penalty);
+  s.frequency_penalty = absl::GetFlag(FLAGS_frequency_penalty);
+  s.stop = absl::GetFlag(FLAGS_stop);
+  s.n = absl::GetFlag(FLAGS_n);
+  s.num_beams = absl::GetFlag(FLAGS_num_beams);
+  s.num_return_sequences = s.num_beams;
+  s.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  int64_t seed = absl::GetFlag(FLAGS_seed);
+  if (seed < -1) return absl::InvalidArgumentError(absl::StrCat("seed must be >= 0 or -1, got ", seed));
+  if (seed >= 0) s.seed = static_cast<uint64_t>(seed);
+  return s;
+}
 
 int RunGenerate() {
-  tandem::cli::GenerateOptions options;
-  options.model_dir = absl::GetFlag(FLAGS_model);
-  options.prompt = absl::GetFlag(FLAGS_prompt);
-  options.num_threads = absl::GetFlag(FLAGS_threads);
-  options.sampling.max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  options.sampling.temperature = absl::GetFlag(FLAGS_temperature);
-  options.sampling.top_k = absl::GetFlag(FLAGS_top_k);
-  options.sampling.top_p = absl::GetFlag(FLAGS_top_p);
-  options.sampling.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
-  options.sampling.min_p = absl::GetFlag(FLAGS_min_p);
-  options.sampling.repetition_penalty = absl::GetFlag(FLAGS_repetition_penalty);
-  options.sampling.presence_penalty = absl::GetFlag(FLAGS_presence_penalty);
-  options.sampling.frequency_penalty = absl::GetFlag(FLAGS_frequency_penalty);
-  options.sampling.stop = absl::GetFlag(FLAGS_stop);
-  options.sampling.n = absl::GetFlag(FLAGS_n);
-  options.sampling.num_beams = absl::GetFlag(FLAGS_num_beams);
-  options.sampling.num_return_sequences = options.sampling.num_beams;
-  int64_t seed = absl::GetFlag(FLAGS_seed);
-  if (seed < -1) {
-    std::cerr << "error: seed must be >= 0 or -1, got " << seed << "\n";
-    return 2;
+  absl::StatusOr<tandem::SamplingParams> sampling = SamplingFromFlags();
+  if (!sampling.ok()) return Fail(sampling.status());
+  std::string prompt = absl::GetFlag(FLAGS_prompt);
+  std::cout << prompt << std::flush;
+  if (!absl::GetFlag(FLAGS_server).empty()) {
+    auto finished = tandem::cli::RemoteGenerate(
+        {.server = absl::GetFlag(FLAGS_server), .prompt = prompt, .sampling = *sampling}, std::cout);
+    std::cout << "\n";
+    if (!finished.ok()) return Fail(finished.status());
+    std::cerr << absl::StrFormat(
+        "[%d prompt tokens, %d generated, seed=%d, prefill worker %s, decode worker %s, "
+        "first token %.1f ms, total %.1f ms]\n",
+        finished->usage().prompt_tokens(), finished->usage().completion_tokens(), finished->seed(),
+        finished->served_by().prefill_worker(), finished->served_by().decode_worker(),
+        finished->timings().first_token_ms(), finished->timings().total_ms());
+    return 0;
   }
-  if (seed >= 0) options.sampling.seed = static_cast<uint64_t>(seed);
-  if (options.num_threads < 0) {
-    std::cerr << "error: threads must be >= 0, got " << options.num_threads << "\n";
-    return 2;
-  }
-  std::cout << options.prompt << std::flush;
+  tandem::cli::GenerateOptions options{.model_dir = absl::GetFlag(FLAGS_model), .prompt = prompt,
+                                       .sampling = *sampling,
+                                       .num_threads = absl::GetFlag(FLAGS_threads)};
+  if (options.num_threads < 0) return Fail(absl::InvalidArgumentError("threads must be >= 0"));
   auto stats = tandem::cli::Generate(options, std::cout);
   std::cout << "\n";
-  if (!stats.ok()) {
-    std::cerr << "error: " << stats.status().message() << "\n";
-    return stats.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
+  if (!stats.ok()) return Fail(stats.status());
   std::cerr << absl::StrFormat(
-      "[%d prompt tokens, %d generated, finish=%s, seed=%d, prefill %.1f ms, decode %.1f "
+      "[%d prompt tokens, %d generated, finish=%s, seed=%d, first token %.1f ms, decode %.1f "
       "tok/s]\n",
       stats->prompt_tokens, stats->generated_tokens, stats->finish_reason, stats->seed,
       stats->prefill_ms,
       stats->decode_ms > 0 ? 1000.0 * stats->generated_tokens / stats->decode_ms : 0.0);
+  return 0;
+}
+
+int RunUp() {
+  int32_t threads = absl::GetFlag(FLAGS_worker_threads), blocks = absl::GetFlag(FLAGS_num_kv_blocks);
+  if (threads < 1) return Fail(absl::InvalidArgumentError("worker_threads must be >= 1"));
+  if (blocks < 1) return Fail(absl::InvalidArgumentError("num_kv_blocks must be >= 1"));
+  std::string log_dir = absl::GetFlag(FLAGS_log_dir);
+  if (log_dir.empty()) log_dir = absl::StrCat("/tmp/tandem-up-", ::getpid());
+  tandem::InstallShutdownSignalHandlers();
+  tandem::cli::LocalClusterOptions options{
+      .bin_dir = absl::GetFlag(FLAGS_bin_dir), .model_dir = absl::GetFlag(FLAGS_model),
+      .num_prefill = absl::GetFlag(FLAGS_num_prefill), .num_decode = absl::GetFlag(FLAGS_num_decode),
+      .router_listen = absl::GetFlag(FLAGS_listen),
+      .worker_flags = {absl::StrCat("--threads=", threads), absl::StrCat("--num_kv_blocks=", blocks)},
+      .log_dir = log_dir};
+  std::cerr << "starting " << options.num_prefill << " prefill + " << options.num_decode
+            << " decode workers and a router (logs in " << log_dir << ")\n";
+  auto cluster = tandem::cli::LocalCluster::Start(options);
+  if (!cluster.ok()) return Fail(cluster.status());
+  std::string address = (*cluster)->router_address();
+  absl::Status ready = tandem::cli::WaitForCluster(address, options.num_prefill > 0 ? 1 : 0, 1,
+                                                   absl::Seconds(60));
+  if (!ready.ok()) return Fail(ready);
+  if (!absl::GetFlag(FLAGS_ready_file).empty()) {
+    (void)tandem::WriteReadyFile(absl::GetFlag(FLAGS_ready_file), "tandem-up", address, "");
+  }
+  std::cout << "tandem is serving on " << address << "  (Ctrl-C stops it)\n"
+            << "  try: tandem generate --server=" << address << std::endl;
+  while (!tandem::WaitForShutdown(absl::Seconds(1))) {
+    if (!(*cluster)->router().process->Running()) {
+      std::cerr << "the router exited; stopping\n";
+      break;
+    }
+  }
+  std::cerr << "stopping the cluster\n";
+  (*cluster)->Stop();
+  return 0;
+}
+
+bool ParseRange(const std::string& text, int32_t& lo, int32_t& hi) {
+  std::vector<std::string> parts = absl::StrSplit(text, ':');
+  if (parts.size() == 1) return absl::SimpleAtoi(parts[0], &lo) && absl::SimpleAtoi(parts[0], &hi);
+  return parts.size() == 2 && absl::SimpleAtoi(parts[0], &lo) && absl::SimpleAtoi(parts[1], &hi);
+}
+
+int RunBench() {
+  tandem::cli::BenchOptions o{.server = absl::GetFlag(FLAGS_server),
+                              .num_requests = absl::GetFlag(FLAGS_requests),
+                              .rate = absl::GetFlag(FLAGS_rate),
+                              .poisson = absl::GetFlag(FLAGS_poisson),
+                              .concurrency = absl::GetFlag(FLAGS_concurrency),
+                              .ttft_slo_ms = absl::GetFlag(FLAGS_ttft_slo_ms),
+                              .tpot_slo_ms = absl::GetFlag(FLAGS_tpot_slo_ms)};
+  if (!ParseRange(absl::GetFlag(FLAGS_prompt_len), o.prompt_len_min, o.prompt_len_max) ||
+      !ParseRange(absl::GetFlag(FLAGS_output_len), o.output_len_min, o.output_len_max)) {
+    return Fail(absl::InvalidArgumentError("prompt_len and output_len must be N or MIN:MAX"));
+  }
+  auto report = tandem::cli::RunBench(o, std::cout);
+  if (!report.ok()) return Fail(report.status());
+  std::string json_out = absl::GetFlag(FLAGS_json_out);
+  if (json_out == "-") {
+    std::cout << report->dump(2) << "\n";
+  } else if (!json_out.empty()) {
+    std::ofstream(json_out) << report->dump(2) << "\n";
+  }
   return 0;
 }
 
@@ -93,6 +207,8 @@ int main(int argc, char** argv) {
   }
   std::string command = args[1];
   if (command == "generate") return RunGenerate();
+  if (command == "up") return RunUp();
+  if (command == "bench") return RunBench();
   std::cerr << "error: unknown command '" << command << "'\n" << kUsage << "\n";
   return 2;
 }

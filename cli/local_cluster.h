@@ -1,0 +1,68 @@
+// A whole tandem cluster on this machine: N prefill + M decode worker processes and a
+// router, each started from its binary, waited for (ready files, every wait with a
+// deadline), and stopped cleanly (SIGTERM, then SIGKILL after a grace period).
+// Used by `tandem up` and by the integration tests.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/service/child_process.h"
+#include "nlohmann/json.hpp"
+
+namespace tandem::cli {
+
+struct LocalClusterOptions {
+  std::string bin_dir;                 // where the server binaries are; empty: FindBinary
+  std::string model_dir;
+  int num_prefill = 1;
+  int num_decode = 1;
+  std::string router_listen = "127.0.0.1:8000";
+  std::vector<std::string> worker_flags;   // appended to every worker's argv
+  std::vector<std::string> router_flags;   // appended to the router's argv
+  std::string log_dir;                 // logs and ready files (created)
+  absl::Duration ready_timeout = absl::Seconds(120);
+};
+
+struct ClusterMember {
+  std::string name;
+  std::vector<std::string> argv;
+  std::string ready_file;
+  std::unique_ptr<ChildProcess> process;
+  nlohmann::json ready;  // {"grpc", "kv", "name", "incarnation", "pid"}
+  std::string grpc_address() const { return ready.value("grpc", ""); }
+};
+
+// Finds `name` (e.g. "tandem-router"): in `hint` if given, else next to this executable, else
+// in the build tree's <folder>/ beside this executable's folder.
+absl::StatusOr<std::string> FindBinary(const std::string& name, const std::string& hint);
+
+class LocalCluster {
+ public:
+  static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(LocalClusterOptions options);
+  ~LocalCluster();
+  LocalCluster(const LocalCluster&) = delete;
+  LocalCluster& operator=(const LocalCluster&) = delete;
+
+  // SIGTERM to the router, then the workers; SIGKILL whatever still runs after `grace`.
+  void Stop(absl::Duration grace = absl::Seconds(10));
+  std::string router_address() const { return router_.grpc_address(); }
+  ClusterMember& prefill(int i) { return prefill_[i]; }
+  ClusterMember& decode(int i) { return decode_[i]; }
+  ClusterMember& router() { return router_; }
+  // Starts a stopped or killed member again on the same addresses (a new incarnation).
+  absl::Status Restart(ClusterMember& member);
+
+ private:
+  LocalCluster() = default;
+  absl::Status StartMember(ClusterMember& member);
+
+  LocalClusterOptions options_;
+  std::vector<ClusterMember> prefill_, decode_;
+  ClusterMember router_;
+};
+
+}  // namespace tandem::cli
