@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -87,8 +88,21 @@ class KvReceiver {
                       absl::Time deadline) = 0;
   // Completed, failed and expired reservations since the last call; each reported once.
   virtual std::vector<KvArrival> PollArrivals() = 0;
+  // PollArrivals, but waits up to `timeout` for something to report (a completion, a
+  // failure or a lease expiry). Transports with their own threads override it to wake at
+  // once; the default polls every millisecond.
+  virtual std::vector<KvArrival> WaitForArrivals(absl::Duration timeout);
   // Forgets a reservation; no byte of it is written after this returns.
   virtual void Cancel(const std::string& reservation_id) = 0;
 };
+
+inline std::vector<KvArrival> KvReceiver::WaitForArrivals(absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    std::vector<KvArrival> arrivals = PollArrivals();
+    if (!arrivals.empty() || absl::Now() >= deadline) return arrivals;
+    absl::SleepFor(std::min(absl::Milliseconds(1), deadline - absl::Now()));
+  }
+}
 
 }  // namespace tandem

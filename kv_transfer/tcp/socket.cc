@@ -159,6 +159,12 @@ absl::Status WaitReadable(const Socket& socket, absl::Duration timeout) {
   return WaitReady(socket.fd(), POLLIN, absl::Now() + timeout);
 }
 
+bool IdleConnectionBroken(const Socket& socket) {
+  pollfd p{.fd = socket.fd(), .events = POLLIN | POLLRDHUP, .revents = 0};
+  int n = ::poll(&p, 1, /*timeout_ms=*/0);
+  return n != 0;  // readable, hung up, errored, or poll itself failed
+}
+
 absl::Status WriteFrame(const Socket& socket, const internal::v1::KvFrame& frame,
                         absl::Time deadline) {
   std::string bytes;

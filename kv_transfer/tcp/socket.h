@@ -46,6 +46,10 @@ absl::StatusOr<Socket> Connect(const std::string& endpoint, absl::Time deadline)
 // otherwise.
 absl::Status WaitReadable(const Socket& socket, absl::Duration timeout);
 
+// Whether an idle connection is unusable without waiting: the peer closed it (a dead or
+// restarted process), reset it, or sent bytes nobody asked for.
+bool IdleConnectionBroken(const Socket& socket);
+
 absl::Status WriteFrame(const Socket& socket, const internal::v1::KvFrame& frame,
                         absl::Time deadline);
 // UNAVAILABLE when the peer closed the connection.

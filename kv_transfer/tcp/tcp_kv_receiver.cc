@@ -108,6 +108,7 @@ void TcpKvReceiver::Serve(tcp::Socket& socket) {
 void TcpKvReceiver::Fail(const std::string& reservation_id, absl::Status status) {
   pending_.erase(reservation_id);
   arrivals_.push_back({.reservation_id = reservation_id, .status = std::move(status)});
+  arrived_.notify_all();
 }
 
 void TcpKvReceiver::OnChunk(const internal::v1::KvChunk& chunk) {
@@ -157,6 +158,7 @@ void TcpKvReceiver::OnComplete(const internal::v1::KvComplete& complete) {
                        .first_token_id = complete.first_token_id(),
                        .first_logprob = complete.first_logprob().logprob()});
   pending_.erase(it);
+  arrived_.notify_all();
 }
 
 void TcpKvReceiver::Expect(const std::string& reservation_id, std::vector<int32_t> block_ids,
@@ -166,9 +168,7 @@ void TcpKvReceiver::Expect(const std::string& reservation_id, std::vector<int32_
   pending_[reservation_id] = Pending{.block_ids = std::move(block_ids), .deadline = deadline};
 }
 
-std::vector<KvArrival> TcpKvReceiver::PollArrivals() {
-  std::lock_guard<std::mutex> lock(mu_);
-  absl::Time now = absl::Now();
+void TcpKvReceiver::ExpireLeases(absl::Time now) {
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (it->second.deadline > now) {
       ++it;
@@ -179,6 +179,25 @@ std::vector<KvArrival> TcpKvReceiver::PollArrivals() {
                              "no complete KV for reservation ", it->first, " before its lease"))});
     it = pending_.erase(it);
   }
+}
+
+std::vector<KvArrival> TcpKvReceiver::PollArrivals() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ExpireLeases(absl::Now());
+  return std::exchange(arrivals_, {});
+}
+
+std::vector<KvArrival> TcpKvReceiver::WaitForArrivals(absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  absl::Time wake = absl::Now() + timeout;
+  for (const auto& [id, pending] : pending_) wake = std::min(wake, pending.deadline);
+  absl::Duration left = wake - absl::Now();
+  if (arrivals_.empty() && left > absl::ZeroDuration()) {
+    // +1 ms: wake just after the earliest lease, not just before it
+    arrived_.wait_for(lock, absl::ToChronoMicroseconds(left) + std::chrono::milliseconds(1),
+                      [this] { return !arrivals_.empty(); });
+  }
+  ExpireLeases(absl::Now());
   return std::exchange(arrivals_, {});
 }
 

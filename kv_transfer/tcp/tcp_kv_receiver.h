@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -35,6 +36,7 @@ class TcpKvReceiver final : public KvReceiver {
   void Expect(const std::string& reservation_id, std::vector<int32_t> block_ids,
               absl::Time deadline) override;
   std::vector<KvArrival> PollArrivals() override;
+  std::vector<KvArrival> WaitForArrivals(absl::Duration timeout) override;
   void Cancel(const std::string& reservation_id) override;
 
  private:
@@ -57,6 +59,7 @@ class TcpKvReceiver final : public KvReceiver {
   void OnChunk(const internal::v1::KvChunk& chunk);
   void OnComplete(const internal::v1::KvComplete& complete);
   void Fail(const std::string& reservation_id, absl::Status status);  // requires mu_
+  void ExpireLeases(absl::Time now);                                  // requires mu_
   void ReapConnections(bool all);
 
   const KvCacheView cache_;
@@ -70,6 +73,7 @@ class TcpKvReceiver final : public KvReceiver {
   std::mutex mu_;
   std::map<std::string, Pending> pending_;  // guarded by mu_
   std::vector<KvArrival> arrivals_;         // guarded by mu_
+  std::condition_variable arrived_;         // signalled when arrivals_ grows
 };
 
 }  // namespace tandem

@@ -68,7 +68,8 @@ void TcpKvSender::Loop() {
 
 absl::StatusOr<TcpKvSender::Peer*> TcpKvSender::Connected(const KvSendRequest& request) {
   auto it = peers_.find(request.endpoint);
-  if (it != peers_.end() && it->second.receiver_incarnation == request.receiver_incarnation) {
+  if (it != peers_.end() && it->second.receiver_incarnation == request.receiver_incarnation &&
+      !tcp::IdleConnectionBroken(it->second.socket)) {
     return &it->second;
   }
   peers_.erase(request.endpoint);
@@ -125,6 +126,7 @@ absl::Status TcpKvSender::SendLayer(uint64_t id, const KvSendRequest& request, P
 }
 
 absl::Status TcpKvSender::Send(uint64_t id, const KvSendRequest& request) {
+  if (Cancelled(id)) return absl::CancelledError("kv transfer cancelled");  // before connecting
   for (int32_t b : request.src_blocks) {
     if (b < 0 || b >= cache_.num_blocks) {
       return absl::InvalidArgumentError(absl::StrCat("src block ", b, " outside the cache"));

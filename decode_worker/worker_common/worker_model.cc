@@ -1,0 +1,68 @@
+#include "decode_worker/worker_common/worker_model.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/backend/cpu/cpu_model_runner.h"
+#include "common/status.h"
+#include "common/tokenizer/tokenizer.h"
+
+namespace tandem {
+namespace {
+
+// FNV-1a: stable across processes and builds (absl::Hash is salted per process).
+uint64_t StableHash(const std::string& bytes) {
+  uint64_t hash = 1469598103934665603ull;
+  for (char c : bytes) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+absl::StatusOr<std::string> Fingerprint(const std::string& model_dir, const ModelConfig& config,
+                                        const KvLayout& layout) {
+  std::ifstream in(model_dir + "/config.json", std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", model_dir, "/config.json"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return absl::StrFormat("%s/%016x/%s", config.architecture, StableHash(text.str()),
+                         layout.Describe());
+}
+
+KvCacheView ViewOf(CpuModelRunner& runner) {
+  KvCacheView view{.layout = runner.kv_layout(), .num_blocks = runner.num_kv_blocks()};
+  for (int64_t layer = 0; layer < runner.kv_layout().num_layers; ++layer) {
+    reference::LayerKv kv = runner.layer_kv(layer);
+    view.k.push_back(reinterpret_cast<std::byte*>(kv.k));
+    view.v.push_back(reinterpret_cast<std::byte*>(kv.v));
+  }
+  return view;
+}
+
+}  // namespace
+
+absl::StatusOr<WorkerModel> LoadWorkerModel(const WorkerOptions& options, EngineRole role) {
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                          Tokenizer::Load(options.model_dir));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<CpuModelRunner> runner,
+                          CpuModelRunner::Load(options.model_dir,
+                                               {.num_kv_blocks = options.num_kv_blocks,
+                                                .block_size_tokens = options.block_size,
+                                                .num_threads = options.threads}));
+  WorkerModel model;
+  model.kv_view = ViewOf(*runner);
+  TANDEM_ASSIGN_OR_RETURN(model.fingerprint,
+                          Fingerprint(options.model_dir, runner->config(), runner->kv_layout()));
+  EngineOptions engine_options{
+      .role = role,
+      .scheduler = {.max_num_seqs = options.max_num_seqs,
+                    .max_num_batched_tokens = options.max_num_batched_tokens}};
+  model.engine = std::make_unique<Engine>(engine_options, std::move(runner),
+                                          std::shared_ptr<const Tokenizer>(std::move(tokenizer)));
+  return model;
+}
+
+}  // namespace tandem

@@ -1,0 +1,26 @@
+// A worker's model: the CPU runner inside an Engine of the given role, and the view of the
+// runner's KV memory the transfer transport reads or writes. The view points into memory the
+// engine owns, so the transport must be destroyed before the engine.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/engine/engine.h"
+#include "decode_worker/worker_common/worker_options.h"
+#include "kv_transfer/kv_transfer.h"
+
+namespace tandem {
+
+struct WorkerModel {
+  std::unique_ptr<Engine> engine;  // not started
+  KvCacheView kv_view;
+  // Identifies model + KV layout for the transfer handshake and load reports:
+  // "<architecture>/<64-bit hash of config.json>/<KvLayout::Describe()>".
+  std::string fingerprint;
+};
+
+absl::StatusOr<WorkerModel> LoadWorkerModel(const WorkerOptions& options, EngineRole role);
+
+}  // namespace tandem

@@ -1,0 +1,119 @@
+#include "prefill_worker/prefill_call.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/api/api_convert.h"
+#include "common/logging.h"
+#include "decode_worker/worker_common/rpc_util.h"
+
+namespace tandem {
+
+PrefillCall::PrefillCall(PrefillContext& ctx, grpc::ServerUnaryReactor* reactor,
+                         const internal::v1::PrefillRequest& request,
+                         internal::v1::PrefillResponse* response, absl::Time send_deadline)
+    : ctx_(ctx),
+      reactor_(reactor),
+      id_(request.reservation().reservation_id()),
+      request_id_(request.request_id()),
+      reservation_(request.reservation()),
+      response_(response),
+      start_(absl::Now()),
+      send_deadline_(send_deadline) {}
+
+void PrefillCall::OnOutput(EngineOutput o) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const bool handoff = o.finish != OutputFinish::kAbort && !o.kv_blocks.empty();
+  if (phase_ != Phase::kPrefilling) {
+    lock.unlock();
+    if (handoff) ctx_.engine.ReleaseHold(id_);  // a late handoff nobody will send
+    return;
+  }
+  if (!handoff) {
+    if (o.finish != OutputFinish::kAbort) return;  // the prefill role emits nothing else
+    phase_ = Phase::kDone;
+    lock.unlock();
+    Finish(o.status.ok() ? absl::CancelledError("prefill aborted") : o.status);
+    return;
+  }
+  FillResponseLocked(o);
+  if (cancelled_) {
+    phase_ = Phase::kDone;
+    lock.unlock();
+    ctx_.engine.ReleaseHold(id_);
+    Finish(absl::CancelledError("Prefill call cancelled"));
+    return;
+  }
+  StartSendLocked(o);
+}
+
+void PrefillCall::FillResponseLocked(const EngineOutput& o) {
+  response_->set_first_token_id(o.token_ids.empty() ? -1 : o.token_ids[0]);
+  if (!o.logprobs.empty()) LogprobsToProto(o.logprobs[0], response_->mutable_first_logprob());
+  response_->set_cached_prompt_tokens(static_cast<int32_t>(o.num_cached_tokens));
+  response_->set_prefill_ms(absl::ToDoubleMilliseconds(absl::Now() - start_));
+  *response_->mutable_prefill_worker() = ctx_.identity();
+}
+
+void PrefillCall::StartSendLocked(const EngineOutput& o) {
+  KvSendRequest send{
+      .endpoint = reservation_.kv_endpoint(),
+      .receiver_incarnation = reservation_.decode_worker().incarnation(),
+      .reservation_id = id_,
+      .src_blocks = {o.kv_blocks.begin(), o.kv_blocks.end()},
+      .num_tokens = static_cast<int32_t>(o.kv_num_tokens),
+      .first_token_id = o.token_ids.empty() ? -1 : o.token_ids[0],
+      .first_logprob = o.logprobs.empty() ? 0.0f : o.logprobs[0].chosen.logprob,
+      .deadline = send_deadline_};
+  phase_ = Phase::kSending;
+  send_start_ = absl::Now();
+  transfer_id_ = ctx_.sender.StartSend(std::move(send));
+  ctx_.poller.Watch(transfer_id_, [call = shared_from_this()](absl::Status status) {
+    call->OnTransferDone(std::move(status));
+  });
+}
+
+void PrefillCall::OnTransferDone(absl::Status status) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    phase_ = Phase::kDone;
+    response_->set_kv_transfer_ms(absl::ToDoubleMilliseconds(absl::Now() - send_start_));
+  }
+  ctx_.engine.ReleaseHold(id_);  // the sender stopped reading the blocks
+  if (!status.ok()) {
+    TANDEM_LOG(WARNING) << "event=kv_send_failed id=" << id_ << " endpoint="
+                        << reservation_.kv_endpoint() << " code=" << status.code()
+                        << " error=\"" << status.message() << "\"";
+    status = absl::Status(status.code(), absl::StrCat("kv transfer to ", reservation_.kv_endpoint(),
+                                                      " failed: ", std::string(status.message())));
+  }
+  Finish(status);
+}
+
+void PrefillCall::Cancel(const absl::Status& reason) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cancelled_ = true;
+  switch (phase_) {
+    case Phase::kPrefilling:
+      lock.unlock();
+      ctx_.engine.Abort(id_, reason);  // its abort output (or a late handoff) ends the call
+      return;
+    case Phase::kSending:
+      ctx_.sender.Cancel(transfer_id_);  // the poller reports when it stopped
+      return;
+    case Phase::kDone:
+      return;
+  }
+}
+
+void PrefillCall::Reject(const absl::Status& status) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    phase_ = Phase::kDone;
+  }
+  Finish(status);
+}
+
+void PrefillCall::Finish(const absl::Status& status) {
+  reactor_->Finish(ToGrpcStatus(status));  // exactly once: only the move to kDone calls it
+}
+
+}  // namespace tandem
