@@ -135,12 +135,16 @@ bool CheckServing(grpc::GenericStub& stub, const std::string& service) {
   call->Finish(&response, &status, reinterpret_cast<void*>(1));
   void* tag = nullptr;
   bool ok = false;
-  if (!cq.Next(&tag, &ok) || !ok || !status.ok()) return false;
+  bool got = cq.Next(&tag, &ok);
+  cq.Shutdown();
+  bool drained_ok = false;
+  while (cq.Next(&tag, &drained_ok)) {
+  }
+  if (!got || !ok || !status.ok()) return false;
   std::vector<grpc::Slice> slices;
   if (!response.Dump(&slices).ok()) return false;
   std::string bytes;
   for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  cq.Shutdown();
   return bytes == std::string("\x08\x01");
 }
 

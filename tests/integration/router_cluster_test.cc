@@ -1,0 +1,172 @@
+// The router in front of real tandem-prefill / tandem-decode processes: reference outputs,
+// concurrency, cancellation and deadlines, worker deaths (migration, retry, restart) and
+// overload. Workers run --threads=1 on the llama3-tiny fixture.
+#include <csignal>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/router_cluster.h"
+#include "tests/testing/fixtures.h"
+
+namespace tandem::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct GoldenPrompt {
+  std::vector<int32_t> ids;
+  std::vector<int32_t> greedy;
+};
+
+std::vector<GoldenPrompt> Golden() {
+  nlohmann::json golden = ReadJsonFixture("models/llama3-tiny/golden.json");
+  std::vector<GoldenPrompt> out;
+  for (const auto& p : golden["prompts"]) {
+    out.push_back({p["ids"].get<std::vector<int32_t>>(), p["greedy"].get<std::vector<int32_t>>()});
+  }
+  return out;
+}
+
+std::unique_ptr<RouterCluster> StartCluster(int num_prefill, int num_decode,
+                                            std::vector<std::string> router_flags = {}) {
+  RouterClusterOptions o;
+  o.num_prefill = num_prefill;
+  o.num_decode = num_decode;
+  o.router_flags = std::move(router_flags);
+  auto cluster = RouterCluster::Start(o);
+  EXPECT_TRUE(cluster.ok()) << cluster.status();
+  return cluster.ok() ? *std::move(cluster) : nullptr;
+}
+
+void ExpectGreedyMatchesReference(RouterCluster& cluster) {
+  for (const GoldenPrompt& p : Golden()) {
+    auto request = GreedyRequest(p.ids, static_cast<int32_t>(p.greedy.size()));
+    StreamOutput streamed = cluster.Stream(request);
+    ASSERT_TRUE(streamed.status.ok()) << streamed.status.error_message();
+    EXPECT_EQ(streamed.tokens, p.greedy);
+    EXPECT_EQ(streamed.num_finished, 1);
+    EXPECT_EQ(streamed.finished.finish_reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(streamed.finished.usage().prompt_tokens(), static_cast<int>(p.ids.size()));
+    EXPECT_EQ(streamed.finished.usage().completion_tokens(), static_cast<int>(p.greedy.size()));
+    EXPECT_FALSE(streamed.finished.served_by().decode_worker().empty());
+    EXPECT_FALSE(streamed.finished.served_by().prefill_worker().empty());
+    EXPECT_GT(streamed.finished.timings().total_ms(), 0.0);
+
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    v1::GenerateResponse unary;
+    grpc::Status s = cluster.stub().Generate(&context, request, &unary);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(unary.completions_size(), 1);
+    EXPECT_EQ(std::vector<int32_t>(unary.completions(0).token_ids().begin(),
+                                   unary.completions(0).token_ids().end()),
+              p.greedy);
+    EXPECT_EQ(unary.usage().completion_tokens(), static_cast<int>(p.greedy.size()));
+  }
+  EXPECT_TRUE(cluster.WaitAllBlocksFree().ok());
+}
+
+TEST(RouterClusterTest, GreedyMatchesReference1P1D) {
+  auto cluster = StartCluster(1, 1);
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_TRUE(cluster->WaitServing().ok());
+  ExpectGreedyMatchesReference(*cluster);
+}
+
+TEST(RouterClusterTest, GreedyMatchesReference2P2D) {
+  auto cluster = StartCluster(2, 2, {"--prefill_policy=round_robin", "--decode_policy=round_robin"});
+  ASSERT_NE(cluster, nullptr);
+  ExpectGreedyMatchesReference(*cluster);
+}
+
+TEST(RouterClusterTest, ColocatedFallbackWithoutPrefillWorkers) {
+  auto cluster = StartCluster(0, 1);
+  ASSERT_NE(cluster, nullptr);
+  GoldenPrompt p = Golden()[0];
+  StreamOutput out = cluster->Stream(GreedyRequest(p.ids, 16));
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.tokens, std::vector<int32_t>(p.greedy.begin(), p.greedy.begin() + 16));
+  EXPECT_EQ(out.finished.served_by().prefill_worker(), out.finished.served_by().decode_worker());
+}
+
+TEST(RouterClusterTest, TwoHundredConcurrentStreamsCompleteAndFreeEveryBlock) {
+  auto cluster = StartCluster(2, 2);
+  ASSERT_NE(cluster, nullptr);
+  std::vector<GoldenPrompt> golden = Golden();
+  std::vector<StreamOutput> outputs(200);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 200; ++i) {
+    threads.emplace_back([&, i] {
+      const GoldenPrompt& p = golden[static_cast<size_t>(i) % golden.size()];
+      outputs[static_cast<size_t>(i)] = cluster->Stream(GreedyRequest(p.ids, 8), absl::Seconds(50));
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < 200; ++i) {
+    const GoldenPrompt& p = golden[static_cast<size_t>(i) % golden.size()];
+    const StreamOutput& out = outputs[static_cast<size_t>(i)];
+    ASSERT_TRUE(out.status.ok()) << i << ": " << out.status.error_message();
+    EXPECT_EQ(out.tokens, std::vector<int32_t>(p.greedy.begin(), p.greedy.begin() + 8)) << i;
+  }
+  EXPECT_TRUE(cluster->WaitAllBlocksFree().ok());
+}
+
+TEST(RouterClusterTest, HostileRequestsThroughTheServiceNameTheField) {
+  auto cluster = StartCluster(1, 1);
+  ASSERT_NE(cluster, nullptr);
+  struct Case {
+    v1::GenerateRequest request;
+    grpc::StatusCode code;
+    std::string field;
+  };
+  std::vector<Case> cases;
+  cases.push_back({v1::GenerateRequest(), grpc::StatusCode::INVALID_ARGUMENT, "prompt"});
+  v1::GenerateRequest bad_text;
+  bad_text.set_text("\xff\xfe");
+  cases.push_back({bad_text, grpc::StatusCode::INVALID_ARGUMENT, "text"});
+  v1::GenerateRequest big_max = GreedyRequest({0, 5}, 5000);
+  cases.push_back({big_max, grpc::StatusCode::INVALID_ARGUMENT, "sampling.max_tokens"});
+  v1::GenerateRequest bad_top_p = GreedyRequest({0, 5}, 4);
+  bad_top_p.mutable_sampling()->set_top_p(2.0f);
+  cases.push_back({bad_top_p, grpc::StatusCode::INVALID_ARGUMENT, "sampling.top_p"});
+  v1::GenerateRequest oversized;
+  oversized.set_text(std::string(5 << 20, 'a'));
+  cases.push_back({oversized, grpc::StatusCode::RESOURCE_EXHAUSTED, ""});
+  for (const Case& c : cases) {
+    StreamOutput out = cluster->Stream(c.request);
+    EXPECT_EQ(out.status.error_code(), c.code) << out.status.error_message();
+    EXPECT_THAT(out.status.error_message(), HasSubstr(c.field));
+    grpc::ClientContext context;
+    v1::GenerateResponse response;
+    EXPECT_EQ(cluster->stub().Generate(&context, c.request, &response).error_code(), c.code);
+  }
+  // Still healthy afterwards.
+  GoldenPrompt p = Golden()[0];
+  EXPECT_TRUE(cluster->Stream(GreedyRequest(p.ids, 4)).status.ok());
+  EXPECT_TRUE(cluster->router().Running());
+}
+
+TEST(RouterClusterTest, TokenizeAndModelInfo) {
+  auto cluster = StartCluster(1, 1);
+  ASSERT_NE(cluster, nullptr);
+  GoldenPrompt p = Golden()[0];
+  grpc::ClientContext c1;
+  v1::TokenizeRequest tr;
+  tr.set_text("Licensed under the Apache License");
+  v1::TokenizeResponse tokens;
+  ASSERT_TRUE(cluster->stub().Tokenize(&c1, tr, &tokens).ok());
+  EXPECT_EQ(std::vector<int32_t>(tokens.token_ids().begin(), tokens.token_ids().end()), p.ids);
+  grpc::ClientContext c2;
+  v1::ModelInfoResponse info;
+  ASSERT_TRUE(cluster->stub().ModelInfo(&c2, v1::ModelInfoRequest(), &info).ok());
+  EXPECT_EQ(info.model(), "llama3-tiny");
+  EXPECT_EQ(info.vocab_size(), 1024);
+  EXPECT_EQ(info.max_context_tokens(), 1024);
+  EXPECT_EQ(info.num_prefill_workers(), 1);
+  EXPECT_EQ(info.num_decode_workers(), 1);
+}
+
+}  // namespace
+}  // namespace tandem::testing
