@@ -3,7 +3,10 @@
 // with its fraction of the roofline built from ceilings measured in the same run (device
 // copy bandwidth, cuBLASLt bf16 GEMM rate). Prints one JSON object.
 //
-//   cuda_model_bench --model=/tmp/llama8b [--decode_steps=16]
+// Decode steps run as the runner runs them (CUDA graphs, GEMV for batch <= 8); the
+// "decode_attribution" rows switch one of those off to show what it is worth.
+//
+//   cuda_model_bench --model=/tmp/llama8b [--decode_steps=16] [--max_batch=256]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,6 +22,7 @@
 #include "common/backend/cuda/cuda_check.h"
 #include "common/backend/cuda/cuda_model_runner.h"
 #include "common/backend/cuda/kernels/decode_attention.h"
+#include "common/backend/cuda/kernels/gemv.h"
 #include "common/backend/cuda/kernels/prefill_attention.h"
 #include "nlohmann/json.hpp"
 
@@ -169,7 +173,12 @@ nlohmann::json KernelBreakdown(CudaModelRunner& runner, const Sequences& seqs, i
   DeviceBuffer workspace = *DeviceBuffer::Allocate(workspace_bytes);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const double kv_token_bytes = 2.0 * c.num_kv_heads * c.head_dim * 2;  // one layer, K and V
+  std::vector<int32_t> batches;
   for (int32_t batch : {1, 8, 64}) {
+    if (batch <= num_seqs) batches.push_back(batch);
+  }
+  if (num_seqs > 64) batches.push_back(num_seqs);
+  for (int32_t batch : batches) {
     double ms = TimeMs(stream, 10, [&] {
       absl::Status status = LaunchDecodeAttention(
           {.q = q.as<__nv_bfloat16>(), .out = o.as<__nv_bfloat16>(),
@@ -204,32 +213,36 @@ nlohmann::json KernelBreakdown(CudaModelRunner& runner, const Sequences& seqs, i
   out["prefill_attention_one_layer"] = {{"tokens", context}, {"ms", prefill_ms},
                                         {"tflops", flops / (prefill_ms * 1e-3) / 1e12},
                                         {"fraction_of_gemm_rate", flops / gemm_rate / (prefill_ms * 1e-3)}};
-  // cuBLASLt at the decode shapes of one layer (weights random, activations random).
+  // cuBLASLt and the GEMV at the decode shapes of one layer and the LM head (weights
+  // random, activations random; bf16 output as in the runner's qkv and gate_up).
   std::unique_ptr<CublasLtGemm> gemm = *CublasLtGemm::Create();
   const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
   for (auto [name, n, k] : {std::tuple{"qkv", qkv, h}, {"o", h, c.num_heads * c.head_dim},
                             {"gate_up", 2 * c.intermediate_size, h},
-                            {"down", h, c.intermediate_size}}) {
+                            {"down", h, c.intermediate_size}, {"lm_head", c.vocab_size, h}}) {
     std::vector<uint16_t> w_host = RandomBf16(static_cast<size_t>(n * k), 3);
     DeviceBuffer w = *DeviceBuffer::Allocate(n * k * 2), a = *DeviceBuffer::Allocate(64 * k * 2),
-                 d = *DeviceBuffer::Allocate(64 * n * 2);
+                 d = *DeviceBuffer::Allocate(64 * n * 4);
     TANDEM_CUDA_CHECK(cudaMemcpy(w.data(), w_host.data(), n * k * 2, cudaMemcpyHostToDevice));
     TANDEM_CUDA_CHECK(cudaMemcpy(a.data(), w_host.data(), 64 * k * 2, cudaMemcpyHostToDevice));
-    for (int64_t m : {1, 8, 64}) {
-      auto run = [&] {
-        absl::Status status = gemm->MatMulTransposed(
-            {.a = a.as<__nv_bfloat16>(), .w = w.as<__nv_bfloat16>(), .out = d.data(), .m = m,
-             .n = n, .k = k},
-            stream.get());
-        if (!status.ok()) std::cerr << status << "\n";
-      };
-      TimeMs(stream, 2, run);
-      const double ms = TimeMs(stream, 10, run);
+    for (int64_t m : {1, 2, 4, 8, 64}) {
+      const GemmArgs args{.a = a.as<__nv_bfloat16>(), .w = w.as<__nv_bfloat16>(),
+                          .out = d.data(), .m = m, .n = n, .k = k};
       const double bytes = 2.0 * (n * k + m * k + m * n);
-      out["gemm_decode_shapes"].push_back({{"name", name}, {"m", m}, {"n", n}, {"k", k},
-                                           {"us", ms * 1e3},
-                                           {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
-                                           {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}});
+      for (bool use_gemv : {false, true}) {
+        if (use_gemv && !GemvSupports(args)) continue;
+        auto run = [&] {
+          absl::Status status = use_gemv ? LaunchGemv(args, stream.get())
+                                         : gemm->MatMulTransposed(args, stream.get());
+          if (!status.ok()) std::cerr << status << "\n";
+        };
+        TimeMs(stream, 2, run);
+        const double ms = TimeMs(stream, 10, run);
+        out["gemm_decode_shapes"].push_back(
+            {{"name", name}, {"kernel", use_gemv ? "gemv" : "cublaslt"}, {"m", m}, {"n", n},
+             {"k", k}, {"us", ms * 1e3}, {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
+             {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}});
+      }
     }
   }
   return out;
@@ -240,10 +253,12 @@ nlohmann::json KernelBreakdown(CudaModelRunner& runner, const Sequences& seqs, i
 int Main(int argc, char** argv) {
   std::string model;
   int decode_steps = 16;
+  int64_t max_batch = 256;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg.rfind("--model=", 0) == 0) model = arg.substr(8);
     if (arg.rfind("--decode_steps=", 0) == 0) decode_steps = std::stoi(arg.substr(15));
+    if (arg.rfind("--max_batch=", 0) == 0) max_batch = std::stoll(arg.substr(12));
   }
   if (model.empty()) {
     std::cerr << "usage: cuda_model_bench --model=DIR [--decode_steps=N]\n";
@@ -268,7 +283,7 @@ int Main(int argc, char** argv) {
                   {"load_ms", load_ms}, {"memory", runner.memory_report().ToString()},
                   {"kv_pool_blocks", runner.num_kv_blocks()}};
 
-  const int64_t max_batch = 64, max_context = 2048;
+  const int64_t max_context = 2048;
   Sequences seqs;
   std::mt19937 rng(7);
   const int64_t blocks_per_seq = (max_context + decode_steps + 8 + kBlock) / kBlock + 1;
@@ -280,13 +295,20 @@ int Main(int argc, char** argv) {
   }
   BatchStorage storage;
 
-  // Prefill: one sequence, logits for its last token only.
+  // Prefill: one sequence (its own blocks, past the decode sequences'), logits for its last
+  // token only.
+  Sequences prompt;
+  prompt.tables.emplace_back(8192 / kBlock);
+  for (size_t b = 0; b < prompt.tables[0].size(); ++b) {
+    prompt.tables[0][b] = static_cast<int32_t>(max_batch * blocks_per_seq + b);
+  }
+  prompt.tokens.push_back(seqs.tokens[0]);
   const double linear_params = static_cast<double>(runner.weight_bytes_read_per_step()) / 2 -
                                static_cast<double>(c.vocab_size * c.hidden_size);
-  for (int32_t tokens : {512, 2048}) {
+  for (int32_t tokens : {512, 2048, 8192}) {
     std::vector<double> times;
     for (int rep = 0; rep < 4; ++rep) {
-      ForwardInputs in = MakeInputs(seqs, 0, 1, 0, tokens, true, storage);
+      ForwardInputs in = MakeInputs(prompt, 0, 1, 0, tokens, true, storage);
       double ms = WallMs([&] { Check(runner.Forward(in)); });
       if (rep > 0) times.push_back(ms);
     }
@@ -309,24 +331,42 @@ int Main(int argc, char** argv) {
   out["kv_fill_ms"] = fill_ms;
 
   const size_t kv_bytes_per_token = runner.kv_layout().kv_bytes_per_block() / kBlock;
+  // Steps 0 and 1 warm up (eager, then graph capture); the median of the next decode_steps.
+  auto decode = [&](int64_t batch, int32_t context) {
+    std::vector<double> times;
+    for (int step = 0; step < decode_steps + 2; ++step) {
+      ForwardInputs in = MakeInputs(seqs, 0, batch, context + step, 1, true, storage);
+      double ms = WallMs([&] { Check(runner.Forward(in)); });
+      if (step >= 2) times.push_back(ms);
+    }
+    const double ms = Median(times);
+    const double bytes = static_cast<double>(runner.weight_bytes_read_per_step()) +
+                         static_cast<double>(batch) * (context + decode_steps / 2) *
+                             static_cast<double>(kv_bytes_per_token);
+    return nlohmann::json{{"batch", batch}, {"context", context}, {"step_ms", ms},
+                          {"tokens_per_s", batch / ms * 1e3},
+                          {"roofline_tokens_per_s", batch / (bytes / copy_bw)},
+                          {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}};
+  };
   for (int32_t context : {128, 2048}) {
-    for (int64_t batch : {1, 8, 64}) {
-      std::vector<double> times;
-      for (int step = 0; step < decode_steps + 2; ++step) {
-        ForwardInputs in = MakeInputs(seqs, 0, batch, context + step, 1, true, storage);
-        double ms = WallMs([&] { Check(runner.Forward(in)); });
-        if (step >= 2) times.push_back(ms);
-      }
-      const double ms = Median(times);
-      const double bytes = static_cast<double>(runner.weight_bytes_read_per_step()) +
-                           static_cast<double>(batch) * (context + decode_steps / 2) *
-                               static_cast<double>(kv_bytes_per_token);
-      out["decode"].push_back({{"batch", batch}, {"context", context}, {"step_ms", ms},
-                               {"tokens_per_s", batch / ms * 1e3},
-                               {"roofline_tokens_per_s", batch / (bytes / copy_bw)},
-                               {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}});
+    for (int64_t batch : {1, 8, 64, 256}) {
+      if (batch <= max_batch) out["decode"].push_back(decode(batch, context));
     }
   }
+  // What the CUDA graphs and the GEMV are worth: the same steps with one of them off.
+  for (auto [graphs, gemv_rows, what] : {std::tuple{false, kGemvMaxRows, "no_cuda_graphs"},
+                                         {true, int64_t{0}, "cublaslt_not_gemv"}}) {
+    runner.set_use_cuda_graphs(graphs);
+    runner.set_gemv_max_rows(gemv_rows);
+    for (int64_t batch : {1, 8, 64}) {
+      if (batch > max_batch || (gemv_rows == 0 && batch > kGemvMaxRows)) continue;
+      nlohmann::json row = decode(batch, 2048);
+      row["variant"] = what;
+      out["decode_attribution"].push_back(row);
+    }
+  }
+  runner.set_use_cuda_graphs(true);
+  runner.set_gemv_max_rows(kGemvMaxRows);
 
   out["kernels"] = KernelBreakdown(runner, seqs, static_cast<int32_t>(max_context), stream,
                                   copy_bw, gemm_rate);

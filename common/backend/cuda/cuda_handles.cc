@@ -94,6 +94,45 @@ PinnedBuffer::~PinnedBuffer() {
   if (data_ != nullptr) TANDEM_CUDA_CHECK(cudaFreeHost(data_));
 }
 
+absl::Status CudaGraphExec::BeginCapture(cudaStream_t stream) {
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CudaGraphExec> CudaGraphExec::EndCapture(cudaStream_t stream,
+                                                        absl::Status issued) {
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  if (!issued.ok()) {
+    if (graph != nullptr) TANDEM_CUDA_CHECK(cudaGraphDestroy(graph));
+    cudaGetLastError();  // a launch refused during capture leaves no sticky error
+    return issued;
+  }
+  TANDEM_CUDA_RETURN_IF_ERROR(ended);
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+  TANDEM_CUDA_CHECK(cudaGraphDestroy(graph));
+  TANDEM_CUDA_RETURN_IF_ERROR(instantiated);
+  return CudaGraphExec(exec);
+}
+
+CudaGraphExec& CudaGraphExec::operator=(CudaGraphExec&& other) noexcept {
+  if (this != &other) {
+    this->~CudaGraphExec();
+    exec_ = std::exchange(other.exec_, nullptr);
+  }
+  return *this;
+}
+
+CudaGraphExec::~CudaGraphExec() {
+  if (exec_ != nullptr) TANDEM_CUDA_CHECK(cudaGraphExecDestroy(exec_));
+}
+
+absl::Status CudaGraphExec::Launch(cudaStream_t stream) const {
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_, stream));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<CublasLtHandle> CublasLtHandle::Create() {
   cublasLtHandle_t handle = nullptr;
   TANDEM_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&handle));

@@ -91,6 +91,35 @@ class PinnedBuffer {
   size_t size_bytes_ = 0;
 };
 
+// An instantiated CUDA graph (cudaGraphExec_t). Capture(): work issued on `stream` by
+// `issue` is captured (not run), then instantiated; a failure ends the capture first.
+class CudaGraphExec {
+ public:
+  template <typename Issue>
+  static absl::StatusOr<CudaGraphExec> Capture(cudaStream_t stream, Issue&& issue);
+  CudaGraphExec() = default;
+  CudaGraphExec(CudaGraphExec&& other) noexcept : exec_(std::exchange(other.exec_, nullptr)) {}
+  CudaGraphExec& operator=(CudaGraphExec&& other) noexcept;
+  ~CudaGraphExec();
+
+  cudaGraphExec_t get() const { return exec_; }
+  absl::Status Launch(cudaStream_t stream) const;
+
+ private:
+  static absl::Status BeginCapture(cudaStream_t stream);
+  // Ends the capture; instantiates when `issued` is ok.
+  static absl::StatusOr<CudaGraphExec> EndCapture(cudaStream_t stream, absl::Status issued);
+  explicit CudaGraphExec(cudaGraphExec_t exec) : exec_(exec) {}
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+template <typename Issue>
+absl::StatusOr<CudaGraphExec> CudaGraphExec::Capture(cudaStream_t stream, Issue&& issue) {
+  absl::Status begun = BeginCapture(stream);
+  if (!begun.ok()) return begun;
+  return EndCapture(stream, issue());
+}
+
 class CublasLtHandle {
  public:
   static absl::StatusOr<CublasLtHandle> Create();

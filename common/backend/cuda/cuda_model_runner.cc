@@ -9,6 +9,7 @@
 #include "common/backend/cuda/kernels/add_rms_norm.h"
 #include "common/backend/cuda/kernels/decode_attention.h"
 #include "common/backend/cuda/kernels/embedding.h"
+#include "common/backend/cuda/kernels/gemv.h"
 #include "common/backend/cuda/kernels/prefill_attention.h"
 #include "common/backend/cuda/kernels/rope_kv_write.h"
 #include "common/backend/cuda/kernels/silu_mul.h"
@@ -23,6 +24,12 @@ using bf16 = __nv_bfloat16;
 
 double GiB(size_t bytes) { return static_cast<double>(bytes) / (1u << 30); }
 
+int32_t RoundUpPowerOfTwo(int32_t value) {
+  int32_t out = 1;
+  while (out < value) out *= 2;
+  return out;
+}
+
 absl::Status ValidateOptions(const CudaRunnerOptions& o) {
   if (!(o.gpu_memory_fraction > 0.0 && o.gpu_memory_fraction <= 1.0)) {
     return absl::InvalidArgumentError(
@@ -31,6 +38,10 @@ absl::Status ValidateOptions(const CudaRunnerOptions& o) {
   if (o.num_kv_blocks < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "num_kv_blocks must be >= 0 (0: sized from gpu_memory_fraction), got ", o.num_kv_blocks));
+  }
+  if (o.gemv_max_rows < 0 || o.gemv_max_rows > kGemvMaxRows) {
+    return absl::InvalidArgumentError(absl::StrCat("gemv_max_rows must be in [0, ",
+                                                   kGemvMaxRows, "], got ", o.gemv_max_rows));
   }
   if (o.max_num_tokens <= 0 || o.max_num_seqs <= 0 || o.max_logits_rows <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -137,6 +148,7 @@ absl::Status CudaModelRunner::Allocate(const WeightStore& store) {
     TANDEM_ASSIGN_OR_RETURN(*s.buffer, DeviceBuffer::Allocate(s.bytes));
     memory_.activation_bytes += s.bytes;
   }
+  metadata_ints_ = metadata_ints;
   TANDEM_ASSIGN_OR_RETURN(metadata_host_, PinnedBuffer::Allocate(metadata_ints * 4));
   TANDEM_ASSIGN_OR_RETURN(logits_host_, PinnedBuffer::Allocate(rows * c.vocab_size * 4));
 
@@ -248,6 +260,82 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadBatch(const Forwar
   return b;
 }
 
+absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadPaddedDecodeBatch(
+    const ForwardInputs& in, int32_t seqs, int32_t blocks) {
+  Batch b;
+  b.num_tokens = b.num_seqs = b.num_logits_rows = seqs;
+  b.max_blocks = blocks;
+  b.max_context_len = blocks * static_cast<int32_t>(layout_.block_size_tokens);
+  b.decode_only = true;
+  const int32_t real = static_cast<int32_t>(in.token_ids.size());
+  int32_t* host = metadata_host_.as<int32_t>();
+  const int32_t* device = metadata_.as<int32_t>();
+  size_t at = 0;
+  // Padding rows: token 0 at position 0, no KV write (slot -1), context 0 (zero attention
+  // output), logits of row 0 (computed, never copied out).
+  auto put = [&](std::span<const int32_t> values, int32_t pad) {
+    std::copy(values.begin(), values.end(), host + at);
+    std::fill(host + at + values.size(), host + at + seqs, pad);
+    const int32_t* where = device + at;
+    at += seqs;
+    return where;
+  };
+  b.token_ids = put(in.token_ids, 0);
+  b.positions = put(in.positions, 0);
+  b.slot_mapping = put(in.slot_mapping, -1);
+  b.query_start = device + at;
+  for (int32_t s = 0; s <= seqs; ++s) host[at++] = s;
+  b.context_lens = device + at;
+  for (int32_t s = 0; s < seqs; ++s) host[at++] = s < real ? in.positions[s] + 1 : 0;
+  b.block_tables = device + at;
+  for (int32_t s = 0; s < seqs; ++s) {
+    int32_t* row = host + at;
+    if (s < real) {
+      const std::span<const int32_t>& table = in.block_tables[s];
+      std::fill(std::copy(table.begin(), table.end(), row), row + blocks, 0);
+    } else {
+      std::fill(row, row + blocks, 0);
+    }
+    at += blocks;
+  }
+  b.logits_rows = put(in.logits_rows, 0);
+  TANDEM_CHECK(at <= metadata_ints_) << "metadata overflow: " << at;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), host, at * 4,
+                                              cudaMemcpyHostToDevice, stream_.get()));
+  return b;
+}
+
+int64_t CudaModelRunner::num_cuda_graphs() const {
+  int64_t count = 0;
+  for (const auto& [key, entry] : graphs_) count += entry.exec.get() != nullptr ? 1 : 0;
+  return count;
+}
+
+// A decode step through its bucket's graph: eager the first time, captured the second.
+absl::Status CudaModelRunner::RunDecodeGraph(const ForwardInputs& in, Batch& batch) {
+  const auto cap = static_cast<int32_t>(
+      std::min({options_.max_num_seqs, options_.max_num_tokens, options_.max_logits_rows}));
+  const int32_t seqs = std::min(cap, RoundUpPowerOfTwo(static_cast<int32_t>(in.token_ids.size())));
+  int32_t longest = 1;
+  for (const std::span<const int32_t>& table : in.block_tables) {
+    longest = std::max(longest, static_cast<int32_t>(table.size()));
+  }
+  const int32_t blocks =
+      std::min(static_cast<int32_t>(max_blocks_per_seq_), RoundUpPowerOfTwo(longest));
+  TANDEM_ASSIGN_OR_RETURN(batch, UploadPaddedDecodeBatch(in, seqs, blocks));
+  GraphEntry& entry = graphs_[{seqs, blocks}];
+  if (entry.exec.get() == nullptr) {
+    if (!entry.warmed) {
+      entry.warmed = true;
+      return RunModel(batch);
+    }
+    TANDEM_ASSIGN_OR_RETURN(entry.exec, CudaGraphExec::Capture(stream_.get(), [&] {
+                              return RunModel(batch);
+                            }));
+  }
+  return entry.exec.Launch(stream_.get());
+}
+
 absl::StatusOr<LogitsView> CudaModelRunner::Forward(const ForwardInputs& in) {
   TANDEM_RETURN_IF_ERROR(ValidateForwardInputs(in, memory_.num_kv_blocks,
                                                layout_.block_size_tokens,
@@ -258,7 +346,27 @@ absl::StatusOr<LogitsView> CudaModelRunner::Forward(const ForwardInputs& in) {
                   .vocab_size = config_.vocab_size};
   if (in.token_ids.empty()) return view;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
-  TANDEM_ASSIGN_OR_RETURN(Batch batch, UploadBatch(in));
+  Batch batch;
+  if (options_.use_cuda_graphs && in.token_ids.size() == in.block_tables.size()) {
+    TANDEM_RETURN_IF_ERROR(RunDecodeGraph(in, batch));
+  } else {
+    TANDEM_ASSIGN_OR_RETURN(batch, UploadBatch(in));
+    TANDEM_RETURN_IF_ERROR(RunModel(batch));
+  }
+  // Only the requested rows come back (the first rows of the gathered logits).
+  if (view.num_rows > 0) {
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+        logits_host_.data(), logits_.data(),
+        static_cast<size_t>(view.num_rows * view.vocab_size) * sizeof(float),
+        cudaMemcpyDeviceToHost, stream_.get()));
+  }
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
+  view.values = std::span<const float>(logits_host_.as<float>(),
+                                       static_cast<size_t>(view.num_rows * view.vocab_size));
+  return view;
+}
+
+absl::Status CudaModelRunner::RunModel(const Batch& batch) {
   TANDEM_RETURN_IF_ERROR(LaunchEmbeddingGather(
       {.table = weights_->embed_tokens(), .token_ids = batch.token_ids,
        .vocab_size = config_.vocab_size, .dim = config_.hidden_size,
@@ -268,27 +376,63 @@ absl::StatusOr<LogitsView> CudaModelRunner::Forward(const ForwardInputs& in) {
     TANDEM_RETURN_IF_ERROR(AttentionBlock(layer, batch));
     TANDEM_RETURN_IF_ERROR(MlpBlock(layer, batch));
   }
-  TANDEM_RETURN_IF_ERROR(ComputeLogits(batch));
-  view.values = std::span<const float>(logits_host_.as<float>(),
-                                       static_cast<size_t>(view.num_rows * view.vocab_size));
-  return view;
+  return ComputeLogits(batch);
+}
+
+absl::Status CudaModelRunner::CopyBlocks(std::span<const BlockCopy> copies) {
+  for (const BlockCopy& copy : copies) {
+    if (copy.src < 0 || copy.src >= memory_.num_kv_blocks || copy.dst < 0 ||
+        copy.dst >= memory_.num_kv_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "copies: block ids must be in [0, ", memory_.num_kv_blocks, "), got ", copy.src,
+          " -> ", copy.dst));
+    }
+  }
+  if (copies.empty()) return absl::OkStatus();
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  const int64_t num_slots = memory_.num_kv_blocks * layout_.block_size_tokens;
+  const int64_t per_token = layout_.ElementsPerTokenPerLayer();
+  const size_t per_call = metadata_ints_ / 2;
+  for (size_t first = 0; first < copies.size(); first += per_call) {
+    const size_t count = std::min(per_call, copies.size() - first);
+    int32_t* host = metadata_host_.as<int32_t>();
+    for (size_t i = 0; i < count; ++i) {
+      host[2 * i] = static_cast<int32_t>(copies[first + i].src);
+      host[2 * i + 1] = static_cast<int32_t>(copies[first + i].dst);
+    }
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), host, count * 8,
+                                                cudaMemcpyHostToDevice, stream_.get()));
+    TANDEM_RETURN_IF_ERROR(LaunchCopyKvBlocks(
+        {.cache = kv_.as<bf16>(), .num_regions = 2 * config_.num_layers,
+         .region_elements = num_slots * per_token,
+         .block_elements = layout_.block_size_tokens * per_token,
+         .pairs = metadata_.as<int32_t>(), .num_copies = static_cast<int32_t>(count)},
+        stream_.get()));
+    // The pinned staging buffer is reused by the next chunk or Forward.
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::MatMul(const GemmArgs& args) {
+  if (args.m <= options_.gemv_max_rows && GemvSupports(args)) {
+    return LaunchGemv(args, stream_.get());
+  }
+  return gemm_->MatMulTransposed(args, stream_.get());
 }
 
 absl::Status CudaModelRunner::Gemm(const bf16* a, int64_t m, int64_t k, const bf16* w,
                                    int64_t n, void* out, GemmOutput output) {
-  return gemm_->MatMulTransposed({.a = a, .w = w, .out = out, .m = m, .n = n, .k = k,
-                                  .ldc = 0, .output = output},
-                                 stream_.get());
+  return MatMul({.a = a, .w = w, .out = out, .m = m, .n = n, .k = k, .ldc = 0,
+                 .output = output});
 }
 
 // residual[m][n] += a · wᵀ in the GEMM epilogue (fp32): no bf16 rounding of the branch
 // output before it joins the residual stream, and no separate add kernel.
 absl::Status CudaModelRunner::GemmIntoResidual(const bf16* a, int64_t m, int64_t k,
                                                const bf16* w) {
-  return gemm_->MatMulTransposed({.a = a, .w = w, .out = residual_.data(), .m = m,
-                                  .n = config_.hidden_size, .k = k, .ldc = 0,
-                                  .output = GemmOutput::kF32, .accumulate = true},
-                                 stream_.get());
+  return MatMul({.a = a, .w = w, .out = residual_.data(), .m = m, .n = config_.hidden_size,
+                 .k = k, .ldc = 0, .output = GemmOutput::kF32, .accumulate = true});
 }
 
 absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
@@ -348,30 +492,22 @@ absl::Status CudaModelRunner::MlpBlock(int64_t layer, const Batch& b) {
   return GemmIntoResidual(act_.as<bf16>(), b.num_tokens, c.intermediate_size, w.down_proj);
 }
 
-// Final norm, the requested rows gathered, the LM head in fp32 output, and
-// the logits copied to pinned host memory (the call returns when they are there).
+// Final norm, the requested rows gathered and the LM head in fp32 output (Forward copies
+// the rows to pinned host memory).
 absl::Status CudaModelRunner::ComputeLogits(const Batch& b) {
   const ModelConfig& c = config_;
+  if (b.num_logits_rows == 0) return absl::OkStatus();
   TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
       {.residual = residual_.as<float>(), .x = nullptr, .weight = weights_->final_norm(),
        .out = hidden_.as<bf16>(), .num_rows = b.num_tokens, .dim = c.hidden_size,
        .eps = c.rms_norm_eps},
       stream_.get()));
-  if (b.num_logits_rows > 0) {
-    TANDEM_RETURN_IF_ERROR(LaunchEmbeddingGather(
-        {.table = hidden_.as<bf16>(), .token_ids = b.logits_rows, .vocab_size = b.num_tokens,
-         .dim = c.hidden_size, .num_tokens = b.num_logits_rows},
-        last_hidden_.as<bf16>(), stream_.get()));
-    TANDEM_RETURN_IF_ERROR(Gemm(last_hidden_.as<bf16>(), b.num_logits_rows, c.hidden_size,
-                                weights_->lm_head(), c.vocab_size, logits_.data(),
-                                GemmOutput::kF32));
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-        logits_host_.data(), logits_.data(),
-        static_cast<size_t>(b.num_logits_rows * c.vocab_size) * sizeof(float),
-        cudaMemcpyDeviceToHost, stream_.get()));
-  }
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
-  return absl::OkStatus();
+  TANDEM_RETURN_IF_ERROR(LaunchEmbeddingGather(
+      {.table = hidden_.as<bf16>(), .token_ids = b.logits_rows, .vocab_size = b.num_tokens,
+       .dim = c.hidden_size, .num_tokens = b.num_logits_rows},
+      last_hidden_.as<bf16>(), stream_.get()));
+  return Gemm(last_hidden_.as<bf16>(), b.num_logits_rows, c.hidden_size, weights_->lm_head(),
+              c.vocab_size, logits_.data(), GemmOutput::kF32);
 }
 
 }  // namespace tandem

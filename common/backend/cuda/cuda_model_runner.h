@@ -5,14 +5,22 @@
 // Memory: weights are uploaded once (no host copy kept); activations are sized for
 // max_num_tokens rows; the KV pool takes what is left of gpu_memory_fraction of the
 // device's memory (or exactly num_kv_blocks when set) and is reported at start.
+// Decode steps (one token per sequence) run as CUDA graphs, one per (sequences, block-table
+// length) bucket, both rounded up to powers of two and padded: a bucket's first step runs
+// eagerly (warming cuBLASLt plans and kernel attributes), its second is captured, later ones
+// replay it after one metadata upload. GEMMs with at most gemv_max_rows rows use the
+// hand-written GEMV, the rest cuBLASLt.
 // Owned and called by one engine thread; every call runs on the runner's own stream.
 #pragma once
 
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -32,6 +40,11 @@ struct CudaRunnerOptions {
   int64_t max_num_tokens = 8192;      // token rows per Forward
   int64_t max_num_seqs = 256;         // sequences per Forward
   int64_t max_logits_rows = 256;      // logits rows per Forward
+  bool use_cuda_graphs = true;        // decode steps as CUDA graphs per batch bucket
+  // GEMMs with m <= this use the GEMV kernel (0: never). 1: on the H200 the GEMV beats
+  // cuBLASLt on every 8B decode shape at m = 1 and loses at m >= 2 but for the LM head
+  // (cuda_model_bench's gemm_decode_shapes; docs/cuda_backend.md).
+  int64_t gemv_max_rows = 1;
 };
 
 // What the runner holds on the device, reported at start.
@@ -56,6 +69,8 @@ class CudaModelRunner final : public ModelRunner {
   ~CudaModelRunner() override;
 
   absl::StatusOr<LogitsView> Forward(const ForwardInputs& inputs) override;
+  // Copies every layer's K and V of each src block into its dst block (one kernel).
+  absl::Status CopyBlocks(std::span<const BlockCopy> copies) override;
   const ModelConfig& config() const override { return config_; }
   const KvLayout& kv_layout() const override { return layout_; }
   int64_t num_kv_blocks() const override { return memory_.num_kv_blocks; }
@@ -64,6 +79,10 @@ class CudaModelRunner final : public ModelRunner {
   // Weight bytes one decode step reads (everything but an untied embedding table).
   size_t weight_bytes_read_per_step() const { return weights_->bytes_read_per_step(); }
   cudaStream_t stream() const { return stream_.get(); }
+  // Benchmarks switch these to attribute time; captured graphs are dropped.
+  void set_use_cuda_graphs(bool use) { options_.use_cuda_graphs = use; graphs_.clear(); }
+  void set_gemv_max_rows(int64_t rows) { options_.gemv_max_rows = rows; graphs_.clear(); }
+  int64_t num_cuda_graphs() const;
   // One layer's cache, [num_slots][num_kv_heads][head_dim] bf16 for K and V.
   PagedKvCache layer_kv(int64_t layer) const;
 
@@ -74,10 +93,18 @@ class CudaModelRunner final : public ModelRunner {
   absl::Status Allocate(const WeightStore& store);
   absl::Status CheckLimits(const ForwardInputs& in) const;
   absl::StatusOr<Batch> UploadBatch(const ForwardInputs& in);
+  // A decode-only batch padded to `seqs` sequences and `blocks` block-table entries, laid
+  // out at offsets that depend only on (seqs, blocks), so a captured graph can replay it.
+  absl::StatusOr<Batch> UploadPaddedDecodeBatch(const ForwardInputs& in, int32_t seqs,
+                                                int32_t blocks);
+  // Everything from the embedding to the logits on the device; no host synchronization.
+  absl::Status RunModel(const Batch& batch);
+  absl::Status RunDecodeGraph(const ForwardInputs& in, Batch& batch);
   absl::Status AttentionBlock(int64_t layer, const Batch& batch);
   absl::Status Attention(int64_t layer, const Batch& batch);
   absl::Status MlpBlock(int64_t layer, const Batch& batch);
   absl::Status ComputeLogits(const Batch& batch);
+  absl::Status MatMul(const GemmArgs& args);
   absl::Status Gemm(const __nv_bfloat16* a, int64_t m, int64_t k, const __nv_bfloat16* w,
                     int64_t n, void* out, GemmOutput output);
   absl::Status GemmIntoResidual(const __nv_bfloat16* a, int64_t m, int64_t k,
@@ -99,6 +126,12 @@ class CudaModelRunner final : public ModelRunner {
   DeviceBuffer attention_workspace_;   // decode split-K partials
   DeviceBuffer metadata_;              // int32 batch description, see UploadBatch
   PinnedBuffer metadata_host_, logits_host_;
+  size_t metadata_ints_ = 0;
+  struct GraphEntry {
+    bool warmed = false;  // ran eagerly once
+    CudaGraphExec exec;
+  };
+  std::map<std::pair<int32_t, int32_t>, GraphEntry> graphs_;  // (seqs, blocks) bucket
 };
 
 }  // namespace tandem

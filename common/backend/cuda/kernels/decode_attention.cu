@@ -4,20 +4,39 @@
 #include "absl/strings/str_cat.h"
 #include "common/backend/cuda/cuda_check.h"
 #include "common/backend/cuda/kernels/decode_attention.h"
-#include "common/backend/cuda/kernels/device_utils.cuh"
+#include "common/backend/cuda/kernels/mma.cuh"
 
 namespace tandem {
 namespace {
 
-constexpr int kThreads = 128;
-constexpr int kWarps = kThreads / 32;
-constexpr int kTileTokens = 64;
-constexpr int kMaxGroup = 8;
+using cuda_kernels::CpAsync16;
+using cuda_kernels::CpAsyncCommit;
+using cuda_kernels::CpAsyncWait;
+using cuda_kernels::LdMatrixX4;
+using cuda_kernels::LdMatrixX4Trans;
+using cuda_kernels::MmaBf16;
+using cuda_kernels::PackBf16x2;
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTileTokens = 16 * kWarps;  // 16 tokens per warp
+constexpr int kStages = 3;
+constexpr int kMaxGroup = 16;
 constexpr int kTargetBlocks = 264;  // ~2 waves of the H200's 132 SMs
 
+template <int kDim>
+constexpr int kRow = kDim + 8;  // padded shared rows: conflict-free ldmatrix
+
+template <int kDim>
+constexpr size_t SharedBytes() {
+  const size_t tiles = sizeof(__nv_bfloat16) * 2 * kStages * kTileTokens * kRow<kDim>;
+  const size_t merge = sizeof(float) * kWarps * kMaxGroup * (kDim + 2);
+  return tiles > merge ? tiles : merge;
+}
+
 struct Partials {
-  float* out;  // [num_seqs][num_heads][num_splits][head_dim]
-  float* max;  // [num_seqs][num_heads][num_splits]
+  float* out;  // [num_seqs][num_heads][num_splits][head_dim], normalized
+  float* max;  // [num_seqs][num_heads][num_splits], log2 units
   float* sum;  // [num_seqs][num_heads][num_splits]
 };
 
@@ -26,135 +45,206 @@ Partials SplitPartials(float* workspace, int64_t rows, int32_t num_splits, int32
   return {workspace, workspace + entries * head_dim, workspace + entries * (head_dim + 1)};
 }
 
-// Loads tokens [tile_begin, tile_begin + n) of one kv head into padded shared rows.
+// Gathers tokens [tile_begin, tile_begin + 64) of one kv head; tokens past `end` read as 0.
 template <int kDim>
 __device__ __forceinline__ void LoadKvTile(const DecodeAttentionArgs& a, const int32_t* table,
-                                           int kv_head, int tile_begin, int n,
-                                           __nv_bfloat16* k_tile, __nv_bfloat16* v_tile) {
-  constexpr int kChunks = kDim / 8, kRow = kDim + 8;
+                                           int kv_head, int tile_begin, int end,
+                                           __nv_bfloat16* k_s, __nv_bfloat16* v_s) {
+  constexpr int kChunks = kDim / 8;
   const int bs = a.cache.block_size;
-  for (int c = threadIdx.x; c < n * kChunks; c += kThreads) {
+#pragma unroll 4
+  for (int c = threadIdx.x; c < kTileTokens * kChunks; c += kThreads) {
     const int j = c / kChunks, part = c % kChunks, pos = tile_begin + j;
-    const int64_t slot = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
-    const int64_t offset = (slot * a.cache.num_kv_heads + kv_head) * kDim + part * 8;
-    *reinterpret_cast<uint4*>(k_tile + j * kRow + part * 8) =
-        *reinterpret_cast<const uint4*>(a.cache.k + offset);
-    *reinterpret_cast<uint4*>(v_tile + j * kRow + part * 8) =
-        *reinterpret_cast<const uint4*>(a.cache.v + offset);
+    const bool valid = pos < end;
+    int64_t offset = 0;
+    if (valid) {
+      const int64_t slot = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
+      offset = (slot * a.cache.num_kv_heads + kv_head) * kDim + part * 8;
+    }
+    CpAsync16(k_s + j * kRow<kDim> + part * 8, a.cache.k + offset, valid);
+    CpAsync16(v_s + j * kRow<kDim> + part * 8, a.cache.v + offset, valid);
   }
 }
 
-// grid (num_kv_heads, num_seqs, num_splits). Online softmax over 64-token tiles.
+// grid (num_kv_heads, num_seqs, num_splits).
 template <int kDim>
 __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentionArgs a,
-                                                                  int32_t split_tokens,
+                                                                  float scale_log2,
                                                                   Partials partials) {
-  constexpr int kRow = kDim + 8;  // +16 bytes per row: conflict-free 16-byte reads by row
-  constexpr int kAccPerThread = kMaxGroup * kDim / kThreads;
-  __shared__ __align__(16) __nv_bfloat16 k_tile[kTileTokens * kRow];
-  __shared__ __align__(16) __nv_bfloat16 v_tile[kTileTokens * kRow];
-  __shared__ __align__(16) float q_s[kMaxGroup * kDim];
-  __shared__ float scores[kMaxGroup * kTileTokens];
-  __shared__ float row_max[kMaxGroup], row_sum[kMaxGroup], row_alpha[kMaxGroup];
+  constexpr int R = kRow<kDim>;
+  constexpr int kSteps = kDim / 16;
+  constexpr int kDimTiles = kDim / 8;
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  __nv_bfloat16* k_s = reinterpret_cast<__nv_bfloat16*>(shared_raw);  // [stages][64][R]
+  __nv_bfloat16* v_s = k_s + kStages * kTileTokens * R;                // [stages][64][R]
 
   const int kv_head = blockIdx.x, seq = blockIdx.y, split = blockIdx.z;
+  const int num_splits = gridDim.z;
   const int group = a.num_heads / a.cache.num_kv_heads;
   const int first_head = kv_head * group;
   const int context = a.context_lens[seq];
+  const int split_tokens =
+      ((context + num_splits - 1) / num_splits + kTileTokens - 1) / kTileTokens * kTileTokens;
   const int begin = split * split_tokens;
   const int end = min(context, begin + split_tokens);
+  const int num_tiles = end > begin ? (end - begin + kTileTokens - 1) / kTileTokens : 0;
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
-  const __nv_bfloat16* q = a.q + (static_cast<int64_t>(seq) * a.num_heads + first_head) * kDim;
-  for (int i = threadIdx.x; i < group * kDim; i += kThreads) {
-    q_s[i] = __bfloat162float(q[i]) * a.scale;
-  }
-  if (threadIdx.x < group) {
-    row_max[threadIdx.x] = -INFINITY;
-    row_sum[threadIdx.x] = 0.0f;
-  }
-  float acc[kAccPerThread];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+
 #pragma unroll
-  for (int e = 0; e < kAccPerThread; ++e) acc[e] = 0.0f;
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < num_tiles) {
+      LoadKvTile<kDim>(a, table, kv_head, begin + st * kTileTokens, end,
+                       k_s + st * kTileTokens * R, v_s + st * kTileTokens * R);
+    }
+    CpAsyncCommit();
+  }
+
+  // The group's query rows g and g + 8 as A fragments (rows >= group are zero).
+  const __nv_bfloat16* q = a.q + (static_cast<int64_t>(seq) * a.num_heads + first_head) * kDim;
+  uint32_t q_frag[kSteps][4];
+#pragma unroll
+  for (int kk = 0; kk < kSteps; ++kk) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = g + (i % 2) * 8, col = kk * 16 + (i / 2) * 8 + 2 * t;
+      q_frag[kk][i] = r < group ? *reinterpret_cast<const uint32_t*>(q + r * kDim + col) : 0u;
+    }
+  }
+
+  float o[kDimTiles][4];
+#pragma unroll
+  for (int d = 0; d < kDimTiles; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+  for (int kt = 0; kt < num_tiles; ++kt) {
+    const int next = kt + kStages - 1;
+    if (next < num_tiles) {
+      const int st = next % kStages;
+      LoadKvTile<kDim>(a, table, kv_head, begin + next * kTileTokens, end,
+                       k_s + st * kTileTokens * R, v_s + st * kTileTokens * R);
+    }
+    CpAsyncCommit();
+    CpAsyncWait<kStages - 1>();
+    __syncthreads();
+    const int first_token = begin + kt * kTileTokens + warp * 16;
+    if (first_token < end) {
+      const int stage = kt % kStages;
+      const __nv_bfloat16* k_rows = k_s + (stage * kTileTokens + warp * 16) * R;
+      const __nv_bfloat16* v_rows = v_s + (stage * kTileTokens + warp * 16) * R;
+      float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+      for (int kk = 0; kk < kSteps; ++kk) {
+        uint32_t b[4];
+        LdMatrixX4(b, k_rows + (lane % 8 + (lane / 16) * 8) * R + kk * 16 + ((lane / 8) % 2) * 8);
+        MmaBf16(s[0], q_frag[kk], b[0], b[1]);
+        MmaBf16(s[1], q_frag[kk], b[2], b[3]);
+      }
+      float max0 = -INFINITY, max1 = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int token = first_token + j * 8 + 2 * t + (e & 1);
+          s[j][e] = token < end ? s[j][e] * scale_log2 : -INFINITY;
+        }
+        max0 = fmaxf(max0, fmaxf(s[j][0], s[j][1]));
+        max1 = fmaxf(max1, fmaxf(s[j][2], s[j][3]));
+      }
+      const float new0 = fmaxf(m0, cuda_kernels::QuadMax(max0));
+      const float new1 = fmaxf(m1, cuda_kernels::QuadMax(max1));
+      const float use0 = new0 == -INFINITY ? 0.0f : new0;
+      const float use1 = new1 == -INFINITY ? 0.0f : new1;
+      const float alpha0 = exp2f(m0 - use0), alpha1 = exp2f(m1 - use1);
+      m0 = new0;
+      m1 = new1;
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        s[j][0] = exp2f(s[j][0] - use0);
+        s[j][1] = exp2f(s[j][1] - use0);
+        s[j][2] = exp2f(s[j][2] - use1);
+        s[j][3] = exp2f(s[j][3] - use1);
+      }
+      l0 = l0 * alpha0 + s[0][0] + s[0][1] + s[1][0] + s[1][1];
+      l1 = l1 * alpha1 + s[0][2] + s[0][3] + s[1][2] + s[1][3];
+      const uint32_t p[4] = {PackBf16x2(s[0][0], s[0][1]), PackBf16x2(s[0][2], s[0][3]),
+                             PackBf16x2(s[1][0], s[1][1]), PackBf16x2(s[1][2], s[1][3])};
+#pragma unroll
+      for (int dp = 0; dp < kDim / 16; ++dp) {
+        uint32_t b[4];
+        LdMatrixX4Trans(b, v_rows + (lane % 8 + ((lane / 8) % 2) * 8) * R + dp * 16 +
+                               (lane / 16) * 8);
+        o[2 * dp][0] = o[2 * dp][0] * alpha0;
+        o[2 * dp][1] = o[2 * dp][1] * alpha0;
+        o[2 * dp][2] = o[2 * dp][2] * alpha1;
+        o[2 * dp][3] = o[2 * dp][3] * alpha1;
+        o[2 * dp + 1][0] = o[2 * dp + 1][0] * alpha0;
+        o[2 * dp + 1][1] = o[2 * dp + 1][1] * alpha0;
+        o[2 * dp + 1][2] = o[2 * dp + 1][2] * alpha1;
+        o[2 * dp + 1][3] = o[2 * dp + 1][3] * alpha1;
+        MmaBf16(o[2 * dp], p, b[0], b[1]);
+        MmaBf16(o[2 * dp + 1], p, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // this stage is consumed before a later iteration refills it
+  }
+  CpAsyncWait<0>();
   __syncthreads();
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int tile_begin = begin; tile_begin < end; tile_begin += kTileTokens) {
-    const int n = min(kTileTokens, end - tile_begin);
-    LoadKvTile<kDim>(a, table, kv_head, tile_begin, n, k_tile, v_tile);
-    __syncthreads();
-    // scores[g][j] = q_g · k_j
-    for (int pair = threadIdx.x; pair < group * n; pair += kThreads) {
-      const int g = pair / n, j = pair % n;
-      float s = 0.0f;
+  // Merge the warps (each saw different tokens) through shared memory.
+  float* o_s = reinterpret_cast<float*>(shared_raw);  // [warps][16][kDim]
+  float* m_s = o_s + kWarps * kMaxGroup * kDim;        // [warps][16]
+  float* l_s = m_s + kWarps * kMaxGroup;               // [warps][16]
+  l0 = cuda_kernels::QuadSum(l0);
+  l1 = cuda_kernels::QuadSum(l1);
 #pragma unroll
-      for (int part = 0; part < kDim / 8; ++part) {
-        float k8[8];
-        cuda_kernels::LoadBf16x8(k_tile + j * kRow + part * 8, k8);
+  for (int half = 0; half < 2; ++half) {
+    const int r = g + 8 * half;
+    if (r >= group) continue;
+    float* row = o_s + (warp * kMaxGroup + r) * kDim + 2 * t;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) s += q_s[g * kDim + part * 8 + e] * k8[e];
-      }
-      scores[g * kTileTokens + j] = s;
+    for (int d = 0; d < kDimTiles; ++d) {
+      row[d * 8] = o[d][2 * half];
+      row[d * 8 + 1] = o[d][2 * half + 1];
     }
-    __syncthreads();
-    // online softmax: one warp per head of the group
-    for (int g = warp; g < group; g += kWarps) {
-      float* s = scores + g * kTileTokens;
-      const float s0 = lane < n ? s[lane] : -INFINITY;
-      const float s1 = lane + 32 < n ? s[lane + 32] : -INFINITY;
-      const float m_old = row_max[g], l_old = row_sum[g];
-      const float m_new = fmaxf(m_old, cuda_kernels::WarpMax(fmaxf(s0, s1)));
-      const float p0 = lane < n ? expf(s0 - m_new) : 0.0f;
-      const float p1 = lane + 32 < n ? expf(s1 - m_new) : 0.0f;
-      const float tile_sum = cuda_kernels::WarpSum(p0 + p1);
-      if (lane < n) s[lane] = p0;
-      if (lane + 32 < n) s[lane + 32] = p1;
-      __syncwarp();  // every lane has read row_max/row_sum before lane 0 rewrites them
-      if (lane == 0) {
-        const float alpha = expf(m_old - m_new);
-        row_alpha[g] = alpha;
-        row_sum[g] = l_old * alpha + tile_sum;
-        row_max[g] = m_new;
-      }
+    if (t == 0) {
+      m_s[warp * kMaxGroup + r] = half == 0 ? m0 : m1;
+      l_s[warp * kMaxGroup + r] = half == 0 ? l0 : l1;
     }
-    __syncthreads();
-    // acc[g][d] = acc * alpha_g + sum_j p[g][j] * v[j][d]
-#pragma unroll
-    for (int e = 0; e < kAccPerThread; ++e) {
-      const int idx = threadIdx.x + e * kThreads;
-      if (idx < group * kDim) {
-        const int g = idx / kDim, d = idx % kDim;
-        float value = acc[e] * row_alpha[g];
-        for (int j = 0; j < n; ++j) {
-          value += scores[g * kTileTokens + j] * __bfloat162float(v_tile[j * kRow + d]);
-        }
-        acc[e] = value;
-      }
-    }
-    __syncthreads();
   }
-
-  const int num_splits = gridDim.z;
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < group * kDim; idx += kThreads) {
+    const int r = idx / kDim, d = idx % kDim;
+    float global_max = -INFINITY;
 #pragma unroll
-  for (int e = 0; e < kAccPerThread; ++e) {
-    const int idx = threadIdx.x + e * kThreads;
-    if (idx >= group * kDim) continue;
-    const int g = idx / kDim, d = idx % kDim;
-    const int64_t row = static_cast<int64_t>(seq) * a.num_heads + first_head + g;
-    const float sum = row_sum[g];
-    const float value = sum > 0.0f ? acc[e] / sum : 0.0f;
+    for (int w = 0; w < kWarps; ++w) {
+      if (l_s[w * kMaxGroup + r] > 0.0f) global_max = fmaxf(global_max, m_s[w * kMaxGroup + r]);
+    }
+    float sum = 0.0f, value = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float l = l_s[w * kMaxGroup + r];
+      if (l <= 0.0f) continue;
+      const float weight = exp2f(m_s[w * kMaxGroup + r] - global_max);
+      sum += l * weight;
+      value += o_s[(w * kMaxGroup + r) * kDim + d] * weight;
+    }
+    const float result = sum > 0.0f ? value / sum : 0.0f;
+    const int64_t row = static_cast<int64_t>(seq) * a.num_heads + first_head + r;
     if (num_splits == 1) {
-      a.out[row * kDim + d] = __float2bfloat16(value);
+      a.out[row * kDim + d] = __float2bfloat16(result);
     } else {
-      partials.out[(row * num_splits + split) * kDim + d] = value;
+      partials.out[(row * num_splits + split) * kDim + d] = result;
       if (d == 0) {
-        partials.max[row * num_splits + split] = row_max[g];
+        partials.max[row * num_splits + split] = global_max;
         partials.sum[row * num_splits + split] = sum;
       }
     }
   }
 }
 
-// grid (num_heads, num_seqs), head_dim threads: weights each split by sum * e^(max - M).
+// grid (num_heads, num_seqs), head_dim threads: weights each split by sum * 2^(max - M).
 __global__ void CombineSplitsKernel(DecodeAttentionArgs a, int32_t num_splits,
                                     Partials partials) {
   const int64_t row = static_cast<int64_t>(blockIdx.y) * a.num_heads + blockIdx.x;
@@ -169,26 +259,26 @@ __global__ void CombineSplitsKernel(DecodeAttentionArgs a, int32_t num_splits,
     float total = 0.0f, value = 0.0f;
     for (int s = 0; s < num_splits; ++s) {
       if (sums[s] <= 0.0f) continue;
-      const float weight = sums[s] * expf(maxes[s] - global_max);
+      const float weight = sums[s] * exp2f(maxes[s] - global_max);
       total += weight;
       value += weight * partials.out[(row * num_splits + s) * dim + d];
     }
-    a.out[row * dim + d] = __float2bfloat16(value / total);
+    a.out[row * dim + d] = __float2bfloat16(total > 0.0f ? value / total : 0.0f);
   }
-}
-
-int32_t SplitTokens(int32_t max_context_len, int32_t num_splits) {
-  int32_t per_split = (max_context_len + num_splits - 1) / num_splits;
-  return (per_split + kTileTokens - 1) / kTileTokens * kTileTokens;
 }
 
 template <int kDim>
 void Launch(const DecodeAttentionArgs& a, int32_t num_splits, cudaStream_t stream) {
-  const int32_t split_tokens = SplitTokens(a.max_context_len, num_splits);
+  constexpr size_t kShared = SharedBytes<kDim>();
+  static const cudaError_t attribute = cudaFuncSetAttribute(
+      DecodeAttentionKernel<kDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      static_cast<int>(kShared));
+  TANDEM_CUDA_CHECK(attribute);
   const int64_t rows = static_cast<int64_t>(a.num_seqs) * a.num_heads;
   Partials partials = SplitPartials(a.workspace, rows, num_splits, kDim);
   dim3 grid(a.cache.num_kv_heads, a.num_seqs, num_splits);
-  DecodeAttentionKernel<kDim><<<grid, kThreads, 0, stream>>>(a, split_tokens, partials);
+  const float scale_log2 = a.scale * 1.4426950408889634f;
+  DecodeAttentionKernel<kDim><<<grid, kThreads, kShared, stream>>>(a, scale_log2, partials);
   TANDEM_CUDA_CHECK_LAUNCH();
   if (num_splits > 1) {
     CombineSplitsKernel<<<dim3(a.num_heads, a.num_seqs), kDim, 0, stream>>>(a, num_splits,

@@ -3,13 +3,19 @@
 //
 // GQA-aware: a thread block owns one (kv head, sequence, context split) and computes every
 // query head of that kv head's group from one pass over the K/V tiles, so each KV byte is
-// read from memory once per step. Split-K: long contexts with few (sequence, kv head) pairs
-// are cut into splits whose partial softmax results (max, sum, normalized output) are
-// combined by a second kernel.
+// read from memory once per step. The group's query rows (padded to 16) are the A operand of
+// tensor-core products (mma.sync m16n8k16, bf16 in, fp32 accumulate): each of 4 warps takes
+// 16 tokens of a 64-token tile, S = Q·Kᵀ and O += P·V per warp with its own online softmax,
+// the warps merged at the end. Tiles are gathered through the block table with cp.async,
+// 3 stages deep. Split-K: every sequence's context is cut into num_splits ranges (from its
+// own context length, on the device, so a captured CUDA graph stays valid for any lengths
+// up to max_context_len); partial results (max, sum, normalized output) are combined by a
+// second kernel. A sequence with context_lens[s] == 0 (graph padding) gets zeros.
 //
 // q, out: [num_seqs][num_heads][head_dim] bf16; block_tables: [num_seqs][max_blocks_per_seq];
-// head_dim in {32, 64, 128}; num_heads / num_kv_heads <= 8. Scores, softmax and the output
-// accumulate in fp32. Reference: reference::PagedAttention with one token per sequence.
+// head_dim in {32, 64, 128}; num_heads / num_kv_heads <= 16. Scores, softmax and the output
+// accumulate in fp32; P is rounded to bf16 for the second product. Reference:
+// reference::PagedAttention with one token per sequence.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -26,12 +32,12 @@ namespace tandem {
 struct DecodeAttentionArgs {
   const __nv_bfloat16* q = nullptr;      // [num_seqs][num_heads][head_dim]
   __nv_bfloat16* out = nullptr;          // [num_seqs][num_heads][head_dim]
-  const int32_t* context_lens = nullptr;  // [num_seqs], in [1, max_context_len]
+  const int32_t* context_lens = nullptr;  // [num_seqs], in [0, max_context_len]
   const int32_t* block_tables = nullptr;  // [num_seqs][max_blocks_per_seq]
   int32_t num_seqs = 0;
   int32_t num_heads = 0;
   int32_t max_blocks_per_seq = 0;
-  int32_t max_context_len = 0;  // host-side bound, picks the number of splits
+  int32_t max_context_len = 0;  // host-side bound of context_lens, picks the number of splits
   float scale = 1.0f;
   PagedKvCache cache;
   float* workspace = nullptr;  // split-K partials; DecodeAttentionWorkspaceBytes

@@ -4,10 +4,12 @@
 // Sequence s owns token rows query_start[s]..query_start[s+1] with consecutive positions;
 // each row attends to its sequence's cached tokens at positions <= its own (its K/V, and
 // those of earlier chunks, were written by the RoPE/KV-write kernel before this runs).
-// Work is cut into tiles of 32 (token, head-of-group) rows of one sequence and one kv head,
-// so a K/V tile loaded into shared memory serves every query head of its group. This first
-// version accumulates on CUDA cores in fp32 (flash-style online softmax); the tensor-core
-// version is the next milestone.
+// Work is cut into tiles of 64 (token, head-of-group) rows of one sequence and one kv head,
+// so a K/V tile loaded into shared memory serves every query head of its group. Flash-
+// attention-2 style on tensor cores: each of 4 warps owns 16 rows; S = Q·Kᵀ and O += P·V are
+// mma.sync m16n8k16 (bf16 operands, fp32 accumulators), the online softmax stays in fp32
+// registers, P is rounded to bf16 for the second product; 64-token K/V tiles are gathered
+// through the block table with cp.async, double-buffered.
 //
 // q, out: [num_tokens][num_heads][head_dim] bf16; head_dim in {32, 64, 128}.
 // Reference: reference::PagedAttention.
@@ -24,7 +26,7 @@
 
 namespace tandem {
 
-constexpr int32_t kPrefillRowsPerTile = 32;
+constexpr int32_t kPrefillRowsPerTile = 64;
 
 struct PrefillAttentionArgs {
   const __nv_bfloat16* q = nullptr;      // [num_tokens][num_heads][head_dim]

@@ -40,7 +40,40 @@ __global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeKvWriteArgs ar
   for (int i = threadIdx.x; i < kv_heads * dim; i += kThreads) args.cache.v[kv_row + i] = v[i];
 }
 
+// grid (num_copies, num_regions): one block copies one KV block of one region.
+__global__ void __launch_bounds__(kThreads) CopyKvBlocksKernel(CopyKvBlocksArgs args) {
+  const int64_t src = args.pairs[2 * blockIdx.x], dst = args.pairs[2 * blockIdx.x + 1];
+  __nv_bfloat16* region = args.cache + static_cast<int64_t>(blockIdx.y) * args.region_elements;
+  const __nv_bfloat16* from = region + src * args.block_elements;
+  __nv_bfloat16* to = region + dst * args.block_elements;
+  if (args.block_elements % 8 == 0) {
+    const uint4* from4 = reinterpret_cast<const uint4*>(from);
+    uint4* to4 = reinterpret_cast<uint4*>(to);
+    for (int64_t i = threadIdx.x; i < args.block_elements / 8; i += kThreads) to4[i] = from4[i];
+  } else {
+    for (int64_t i = threadIdx.x; i < args.block_elements; i += kThreads) to[i] = from[i];
+  }
+}
+
 }  // namespace
+
+absl::Status LaunchCopyKvBlocks(const CopyKvBlocksArgs& args, cudaStream_t stream) {
+  if (args.num_copies < 0 || args.num_regions <= 0 || args.block_elements <= 0 ||
+      args.region_elements < args.block_elements || args.num_regions > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "copy_kv_blocks: bad shape: copies ", args.num_copies, ", regions ", args.num_regions,
+        ", region ", args.region_elements, ", block ", args.block_elements));
+  }
+  if (args.num_copies == 0) return absl::OkStatus();
+  if (args.cache == nullptr || args.pairs == nullptr) {
+    return absl::InvalidArgumentError("copy_kv_blocks: null pointer");
+  }
+  CopyKvBlocksKernel<<<dim3(static_cast<unsigned>(args.num_copies),
+                            static_cast<unsigned>(args.num_regions)),
+                       kThreads, 0, stream>>>(args);
+  TANDEM_CUDA_CHECK_LAUNCH();
+  return absl::OkStatus();
+}
 
 absl::Status LaunchRopeKvWrite(const RopeKvWriteArgs& args, cudaStream_t stream) {
   const PagedKvCache& c = args.cache;

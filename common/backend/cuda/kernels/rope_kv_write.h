@@ -32,4 +32,19 @@ struct RopeKvWriteArgs {
 
 absl::Status LaunchRopeKvWrite(const RopeKvWriteArgs& args, cudaStream_t stream);
 
+// Copy-on-write forks: for each (src, dst) block pair, every region's block `src` is copied
+// to block `dst`. The cache is num_regions regions (layers x K|V) of region_elements bf16
+// each; a block is block_elements consecutive elements of a region. Destinations must be
+// distinct and no destination may be a source of the same call.
+struct CopyKvBlocksArgs {
+  __nv_bfloat16* cache = nullptr;
+  int64_t num_regions = 0;
+  int64_t region_elements = 0;
+  int64_t block_elements = 0;
+  const int32_t* pairs = nullptr;  // [num_copies][2] (src, dst) block ids, on the device
+  int32_t num_copies = 0;
+};
+
+absl::Status LaunchCopyKvBlocks(const CopyKvBlocksArgs& args, cudaStream_t stream);
+
 }  // namespace tandem

@@ -1,6 +1,7 @@
 // Every CUDA kernel against its CPU reference (common/backend/reference/) on fresh random
 // bf16 inputs of several sizes, odd ones included, with poisoned outputs.
 #include <algorithm>
+#include <cstdlib>
 #include <numeric>
 #include <tuple>
 
@@ -8,6 +9,7 @@
 #include "common/backend/cuda/kernels/add_rms_norm.h"
 #include "common/backend/cuda/kernels/decode_attention.h"
 #include "common/backend/cuda/kernels/embedding.h"
+#include "common/backend/cuda/kernels/gemv.h"
 #include "common/backend/cuda/kernels/prefill_attention.h"
 #include "common/backend/cuda/kernels/rope_kv_write.h"
 #include "common/backend/cuda/kernels/silu_mul.h"
@@ -137,6 +139,61 @@ TEST_F(KernelTest, GemmMatchesReference) {
   }
 }
 
+// The batch-1..8 GEMV against the reference, every epilogue, odd n and k, a padded ldc.
+TEST_F(KernelTest, GemvMatchesReference) {
+  for (auto [m, n, k, ldc] : {std::tuple{1, 4096, 1024, 0}, {2, 97, 136, 0}, {3, 1000, 4096, 0},
+                              {5, 13, 8, 16}, {8, 333, 2056, 340}, {7, 6144, 4096, 0},
+                              {4, 64, 14336, 0}}) {
+    SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k << " ldc " << ldc);
+    std::vector<uint16_t> a = RandomBf16(size_t(m) * k, rng_), w = RandomBf16(size_t(n) * k, rng_);
+    std::vector<float> product(size_t(m) * n);
+    reference::MatMulTransposed(Widen(a), m, k, Widen(w), n, product);
+    const int64_t stride = ldc == 0 ? n : ldc;
+    // Expected output buffers [m][stride]: columns past n stay poisoned (NaN).
+    auto strided = [&](const std::vector<float>& values) {
+      std::vector<float> out(size_t(m) * stride, NAN);
+      for (int64_t i = 0; i < m; ++i) {
+        std::copy_n(values.begin() + i * n, n, out.begin() + i * stride);
+      }
+      return out;
+    };
+    auto valid = [&](const std::vector<float>& values) {
+      std::vector<float> out;
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = stride; j-- > n;) {
+          EXPECT_TRUE(std::isnan(values[i * stride + j])) << "wrote past n at " << i << "," << j;
+        }
+        out.insert(out.end(), values.begin() + i * stride, values.begin() + i * stride + n);
+      }
+      return out;
+    };
+    DeviceArray<uint16_t> d_a(a), d_w(w);
+    auto out_f32 = DeviceArray<float>::Poisoned(size_t(m) * stride);
+    auto out_bf16 = DeviceArray<uint16_t>::Poisoned(size_t(m) * stride);
+    GemmArgs args{.a = AsBf16(d_a.get()), .w = AsBf16(d_w.get()), .out = out_f32.get(),
+                  .m = m, .n = n, .k = k, .ldc = ldc, .output = GemmOutput::kF32};
+    ASSERT_TRUE(GemvSupports(args));
+    ASSERT_TRUE(LaunchGemv(args, nullptr).ok());
+    args.out = out_bf16.get();
+    args.output = GemmOutput::kBF16;
+    ASSERT_TRUE(LaunchGemv(args, nullptr).ok());
+    EXPECT_LE(RelativeError(valid(out_f32.Download()), product), kF32Tolerance);
+    EXPECT_LE(RelativeError(valid(Widen(out_bf16.Download())), product), kBf16Tolerance);
+
+    std::vector<float> initial = Widen(RandomBf16(product.size(), rng_, 8.0f)), sum = product;
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += initial[i];
+    DeviceArray<float> accumulated(strided(initial));
+    args.out = accumulated.get();
+    args.output = GemmOutput::kF32;
+    args.accumulate = true;
+    ASSERT_TRUE(LaunchGemv(args, nullptr).ok());
+    EXPECT_LE(RelativeError(valid(accumulated.Download()), sum), kF32Tolerance);
+  }
+  GemmArgs bad{.a = nullptr, .w = nullptr, .out = nullptr, .m = 9, .n = 8, .k = 8};
+  EXPECT_FALSE(GemvSupports(bad));
+  EXPECT_EQ(LaunchGemv(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
 // A shuffled pool of KV blocks, its fp32 mirror for the reference, and block tables.
 struct KvFixture {
   int64_t num_blocks, block_size, kv_heads, dim;
@@ -243,6 +300,8 @@ void CheckAttention(const AttentionCase& c, bool decode, std::mt19937& rng) {
   for (int32_t len : c.context_lens) total_blocks += (len + block_size - 1) / block_size + 1;
   for (int32_t len : c.query_lens) num_tokens += len;
   for (int32_t len : c.context_lens) max_context = std::max<int64_t>(max_context, len);
+  // Under compute-sanitizer (scripts/gpu_check.sh sets this) the long cases take minutes.
+  if (std::getenv("TANDEM_SANITIZER_SMALL_CASES") != nullptr && num_tokens > 1024) return;
   KvFixture kv(total_blocks + 3, block_size, c.kv_heads, c.dim, rng);
   std::vector<std::vector<int32_t>> tables;
   std::vector<int32_t> query_start{0}, positions;
@@ -317,6 +376,8 @@ TEST_F(KernelTest, DecodeAttentionMatchesReference) {
       {3, 3, 64, {1, 1}, {33, 300}, 1},              // MHA, no split
       {8, 1, 64, {1, 1}, {513, 77}, 3},              // MQA (group 8), forced splits
       {6, 2, 128, {1, 1, 1}, {1000, 1, 250}, 7},     // group 3
+      {16, 1, 64, {1, 1}, {70, 3}, 2},              // group 16 (both mma row halves)
+      {32, 8, 128, {1, 1, 1, 1}, {2048, 129, 1, 4000}, 40},  // more splits than tiles
   };
   for (const AttentionCase& c : cases) CheckAttention(c, /*decode=*/true, rng_);
 }
@@ -329,6 +390,9 @@ TEST_F(KernelTest, PrefillAttentionMatchesReference) {
       {3, 3, 64, {33, 17}, {33, 50}},
       {6, 2, 128, {129, 3}, {200, 3}},
       {8, 1, 64, {20}, {99}},
+      {32, 8, 128, {1000}, {1000}},                  // the 8B shape, a long prompt
+      {32, 8, 128, {100, 1, 1}, {1100, 5, 2000}},    // chunk after a long prefix, decode rows
+      {5, 5, 32, {77}, {77}},                        // MHA, odd heads and length
   };
   for (const AttentionCase& c : cases) CheckAttention(c, /*decode=*/false, rng_);
 }
@@ -347,9 +411,70 @@ TEST_F(KernelTest, LaunchersRejectBadShapes) {
                                   nullptr).code(),
             absl::StatusCode::kUnimplemented);
   EXPECT_EQ(LaunchDecodeAttention({.num_seqs = 1, .num_heads = 32,
-                                   .cache = {.num_kv_heads = 2, .head_dim = 64}},
+                                   .cache = {.num_kv_heads = 1, .head_dim = 64}},
                                   nullptr).code(),
-            absl::StatusCode::kInvalidArgument);  // group 16 > 8
+            absl::StatusCode::kInvalidArgument);  // group 32 > 16
+  EXPECT_EQ(LaunchCopyKvBlocks({.num_regions = 2, .region_elements = 4, .block_elements = 8,
+                                .num_copies = 1},
+                               nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Padding rows of a CUDA-graph decode batch (context 0) get zeros, the rest the reference.
+TEST_F(KernelTest, DecodeAttentionZeroContextRowsAreZero) {
+  const int32_t heads = 8, kv_heads = 2, dim = 128, block_size = 16, blocks = 8;
+  KvFixture kv(blocks, block_size, kv_heads, dim, rng_);
+  std::vector<int32_t> table = kv.Take(100), context{100, 0};
+  std::vector<int32_t> tables(2 * table.size(), 0);
+  std::copy(table.begin(), table.end(), tables.begin());
+  std::vector<uint16_t> q = RandomBf16(size_t(2) * heads * dim, rng_);
+  DeviceArray<uint16_t> d_q(q), d_k(kv.k), d_v(kv.v);
+  DeviceArray<int32_t> d_tables(tables), d_context(context);
+  auto out = DeviceArray<uint16_t>::Poisoned(q.size());
+  for (int32_t splits : {1, 3}) {
+    const size_t bytes = DecodeAttentionWorkspaceBytes(2, heads, kv_heads, dim, 112, splits);
+    auto workspace = DeviceArray<float>::Poisoned(bytes / 4 + 1);
+    PagedKvCache cache{.k = reinterpret_cast<__nv_bfloat16*>(d_k.get()),
+                       .v = reinterpret_cast<__nv_bfloat16*>(d_v.get()),
+                       .num_slots = blocks * block_size, .num_kv_heads = kv_heads,
+                       .head_dim = dim, .block_size = block_size};
+    ASSERT_TRUE(LaunchDecodeAttention(
+                    {.q = AsBf16(d_q.get()), .out = reinterpret_cast<__nv_bfloat16*>(out.get()),
+                     .context_lens = d_context.get(), .block_tables = d_tables.get(),
+                     .num_seqs = 2, .num_heads = heads,
+                     .max_blocks_per_seq = int32_t(table.size()), .max_context_len = 112,
+                     .scale = 0.1f, .cache = cache, .workspace = workspace.get(),
+                     .workspace_bytes = bytes, .num_splits = splits},
+                    nullptr).ok());
+    std::vector<float> got = Widen(out.Download());
+    for (size_t i = size_t(heads) * dim; i < got.size(); ++i) ASSERT_EQ(got[i], 0.0f) << i;
+    for (size_t i = 0; i < size_t(heads) * dim; ++i) ASSERT_TRUE(std::isfinite(got[i])) << i;
+  }
+}
+
+// Copy-on-write forks: the named blocks of every region are copied exactly; others untouched.
+TEST_F(KernelTest, CopyKvBlocksCopiesEveryRegion) {
+  for (auto [regions, block_elements, num_blocks] : {std::tuple{6, 2048, 9}, {3, 13 * 16, 5}}) {
+    const int64_t region = int64_t(block_elements) * num_blocks;
+    std::vector<uint16_t> cache = RandomBf16(size_t(regions) * region, rng_);
+    std::vector<int32_t> pairs{0, 3, 2, 1};  // (src, dst)
+    if (num_blocks > 5) pairs.insert(pairs.end(), {8, 5});
+    std::vector<uint16_t> want = cache;
+    for (int64_t r = 0; r < regions; ++r) {
+      for (size_t i = 0; i < pairs.size(); i += 2) {
+        std::copy_n(cache.begin() + r * region + pairs[i] * block_elements, block_elements,
+                    want.begin() + r * region + pairs[i + 1] * block_elements);
+      }
+    }
+    DeviceArray<uint16_t> d_cache(cache);
+    DeviceArray<int32_t> d_pairs(pairs);
+    ASSERT_TRUE(LaunchCopyKvBlocks({.cache = reinterpret_cast<__nv_bfloat16*>(d_cache.get()),
+                                    .num_regions = regions, .region_elements = region,
+                                    .block_elements = block_elements, .pairs = d_pairs.get(),
+                                    .num_copies = int32_t(pairs.size() / 2)},
+                                   nullptr).ok());
+    EXPECT_EQ(d_cache.Download(), want);
+  }
 }
 
 }  // namespace

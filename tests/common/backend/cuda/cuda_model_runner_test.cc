@@ -19,11 +19,16 @@ using ::tandem::testing::BatchBuilder;
 using ::tandem::testing::LogitsFor;
 using ::tandem::testing::ShuffledBlocks;
 
-// Per logits row, ||Δ|| / ||ref||. DESIGN asks 1e-2; the worst rows of these fixtures sit
-// above that for any bf16 forward: Hugging Face transformers itself in bf16 on the H200
-// reaches 3.8e-2 (llama3-tiny) and 4.0e-2 (llama2-tiny) against the same fp32 goldens
-// (scripts/gpu_check.sh measures it), this backend 1.5e-2 and 2.5e-2 (F16 weights rounded to
-// bf16). So the bound is the bf16 floor, and the mean row error is reported beside it.
+// Two metrics (docs/cuda_backend.md, "Accuracy"):
+// - whole-tensor: ||out - ref|| / ||ref|| over every logit of every position of every
+//   prompt: DESIGN's and the "teacher-forced relative error <= 1e-2".
+// - per row: ||Δ|| / ||ref|| of each position's logits vector. The worst rows of these
+//   fixtures sit above 1e-2 for any bf16 forward: Hugging Face transformers itself in bf16
+//   on the H200 reaches 3.8e-2 (llama3-tiny) and 4.0e-2 (llama2-tiny) against the same fp32
+//   goldens (scripts/gpu_check.sh measures it), this backend 1.5e-2 and 2.5e-2 (F16 weights
+//   rounded to bf16). So every row is bounded at that bf16 floor, and the mean row error is
+//   reported beside it.
+constexpr double kWholeTensorTolerance = 1e-2;
 constexpr double kRelativeTolerance = 3e-2;
 
 struct Golden {
@@ -71,7 +76,7 @@ class CudaRunnerTest : public ::testing::TestWithParam<std::string> {
   // records the largest absolute logit error in `max_abs_error`.
   double TeacherForcedError(float& max_abs_error) {
     ShuffledBlocks blocks(runner_->num_kv_blocks(), /*seed=*/1);
-    double worst = 0.0, sum = 0.0;
+    double worst = 0.0, sum = 0.0, diff_squares = 0.0, ref_squares = 0.0;
     size_t rows = 0;
     max_abs_error = 0.0f;
     for (size_t p = 0; p < golden_.prompts.size(); ++p) {
@@ -89,14 +94,18 @@ class CudaRunnerTest : public ::testing::TestWithParam<std::string> {
         sum += error;
         ++rows;
         for (int64_t i = 0; i < vocab(); ++i) {
-          max_abs_error = std::max(max_abs_error, std::abs(logits->Row(r)[i] - want[i]));
+          const double diff = static_cast<double>(logits->Row(r)[i]) - want[i];
+          max_abs_error = std::max(max_abs_error, static_cast<float>(std::abs(diff)));
+          diff_squares += diff * diff;
+          ref_squares += static_cast<double>(want[i]) * want[i];
         }
       }
     }
     mean_error_ = rows > 0 ? sum / rows : 0.0;
+    whole_error_ = std::sqrt(diff_squares / std::max(ref_squares, 1e-30));
     return worst;
   }
-  double mean_error_ = 0.0;
+  double mean_error_ = 0.0, whole_error_ = 0.0;
 
   std::unique_ptr<CudaModelRunner> runner_;
   Golden golden_;
@@ -105,8 +114,11 @@ class CudaRunnerTest : public ::testing::TestWithParam<std::string> {
 TEST_P(CudaRunnerTest, PromptLogitsMatchReference) {
   float max_abs = 0.0f;
   double worst = TeacherForcedError(max_abs);
-  std::cout << GetParam() << ": teacher-forced logits, worst row relative error " << worst
-            << ", mean " << mean_error_ << ", max |dlogit| " << max_abs << "\n";
+  std::cout << GetParam() << ": teacher-forced logits, whole-tensor relative error "
+            << whole_error_ << "; worst row " << worst << ", mean row " << mean_error_
+            << ", max |dlogit| " << max_abs << "\n";
+  EXPECT_LE(whole_error_, kWholeTensorTolerance);
+  RecordProperty("whole_tensor_relative_error", std::to_string(whole_error_));
   RecordProperty("worst_relative_error", std::to_string(worst));
 }
 
@@ -177,6 +189,74 @@ TEST_P(CudaRunnerTest, ChunkedPrefillMatchesReference) {
           << "position " << begin + r;
     }
   }
+}
+
+// Decode steps through CUDA graphs (eager first step, captured second, replays after) give
+// the logits of eager decode steps on the same inputs.
+TEST_P(CudaRunnerTest, DecodeGraphsMatchEagerDecode) {
+  const size_t num_seqs = golden_.prompts.size();
+  ShuffledBlocks blocks(runner_->num_kv_blocks(), /*seed=*/5);
+  std::vector<std::vector<int32_t>> tables;
+  BatchBuilder prefill(16);
+  for (size_t s = 0; s < num_seqs; ++s) {
+    tables.push_back(blocks.Take(golden_.prompts[s].size() + 8, 16));
+    prefill.Add(golden_.prompts[s], 0, tables[s], LogitsFor::kNone);
+  }
+  ASSERT_TRUE(runner_->Forward(prefill.inputs()).ok());
+  constexpr size_t kSteps = 5;
+  std::vector<std::vector<float>> logits[2];
+  for (int pass = 0; pass < 2; ++pass) {
+    runner_->set_use_cuda_graphs(pass == 0);
+    for (size_t step = 0; step < kSteps; ++step) {
+      BatchBuilder decode(16);
+      for (size_t s = 0; s < num_seqs; ++s) {
+        int32_t pos = static_cast<int32_t>(golden_.prompts[s].size() + step);
+        decode.Add(std::span(&golden_.greedy[s][step], 1), pos, tables[s], LogitsFor::kLast);
+      }
+      auto out = runner_->Forward(decode.inputs());
+      ASSERT_TRUE(out.ok()) << out.status();
+      logits[pass].emplace_back(out->values.begin(), out->values.end());
+    }
+    if (pass == 0) {
+      EXPECT_EQ(runner_->num_cuda_graphs(), 1);
+    }
+  }
+  for (size_t step = 0; step < kSteps; ++step) {
+    EXPECT_LE(testing::RelativeError(logits[0][step], logits[1][step]), 2e-3) << "step " << step;
+  }
+}
+
+// A fork: the prompt's blocks copied with CopyBlocks, the last token decoded against the
+// copy, matches the reference; the copied K is bit-identical; bad block ids are refused.
+TEST_P(CudaRunnerTest, CopyBlocksForksASequence) {
+  const std::vector<int32_t>& ids = golden_.prompts.back();
+  const size_t n = ids.size();
+  ShuffledBlocks blocks(runner_->num_kv_blocks(), /*seed=*/6);
+  std::vector<int32_t> original = blocks.Take(n, 16), fork = blocks.Take(n, 16);
+  BatchBuilder prefill(16);
+  prefill.Add(std::span(ids).subspan(0, n - 1), 0, original, LogitsFor::kNone);
+  ASSERT_TRUE(runner_->Forward(prefill.inputs()).ok());
+  std::vector<BlockCopy> copies;
+  for (size_t i = 0; i < original.size(); ++i) copies.push_back({original[i], fork[i]});
+  ASSERT_TRUE(runner_->CopyBlocks(copies).ok());
+  const PagedKvCache kv = runner_->layer_kv(runner_->config().num_layers - 1);
+  const size_t block_elements = 16 * kv.num_kv_heads * kv.head_dim;
+  std::vector<uint16_t> a(block_elements), b(block_elements);
+  ASSERT_EQ(cudaMemcpy(a.data(), kv.k + original[0] * block_elements, block_elements * 2,
+                       cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(b.data(), kv.k + fork[0] * block_elements, block_elements * 2,
+                       cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(a, b);
+  BatchBuilder decode(16);
+  decode.Add(std::span(ids).subspan(n - 1, 1), static_cast<int32_t>(n - 1), fork,
+             LogitsFor::kLast);
+  auto logits = runner_->Forward(decode.inputs());
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  std::span<const float> want = std::span(golden_.logits.back()).subspan((n - 1) * vocab(), vocab());
+  EXPECT_LE(testing::RelativeError(logits->Row(0), want), kRelativeTolerance);
+  const int32_t past = static_cast<int32_t>(runner_->num_kv_blocks());
+  EXPECT_EQ(runner_->CopyBlocks(std::vector<BlockCopy>{{0, past}}).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_P(CudaRunnerTest, RejectsBatchesOverItsLimits) {
