@@ -78,9 +78,11 @@ void LoadPoller::Loop() {
 
 void LoadPoller::Tick() {
   std::vector<std::pair<std::string, WorkerRole>> due;
+  bool any_prefill_target = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [address, target] : targets_) {
+      any_prefill_target = any_prefill_target || target.role_hint != WorkerRole::kDecode;
       if (target.in_flight) continue;  // a slow worker gets one poll at a time
       target.in_flight = true;
       ++outstanding_;
@@ -89,8 +91,10 @@ void LoadPoller::Tick() {
   }
   for (const auto& [address, hint] : due) Poll(address, hint);
   absl::Time now = absl::Now();
-  bool serving = !registry_->Candidates(WorkerRole::kPrefill, now).empty() &&
-                 !registry_->Candidates(WorkerRole::kDecode, now).empty();
+  // Without any prefill worker configured, decode workers run whole requests (colocated
+  // path), so they alone make the router ready.
+  bool prefill_ok = !any_prefill_target || !registry_->Candidates(WorkerRole::kPrefill, now).empty();
+  bool serving = prefill_ok && !registry_->Candidates(WorkerRole::kDecode, now).empty();
   on_health_(serving);
 }
 

@@ -4,7 +4,7 @@
 // worker is removed; failed polls count against the worker's circuit breaker and a worker
 // whose reports stop goes stale (RegistryOptions::report_timeout). After each tick
 // `on_health(serving)` says whether a prefill-capable and a decode-capable worker are
-// healthy. Callbacks run on gRPC or poller threads and must not block.
+// healthy (a decode worker alone when no prefill worker is known: it runs whole requests). Callbacks run on gRPC or poller threads and must not block.
 #pragma once
 
 #include <condition_variable>

@@ -132,7 +132,7 @@ void RouterRequest::OnReserveDone(int32_t number, const std::string& address,
   Scope scope(this);
   bool current = phase_ == Phase::kRouting && number == attempt_.number && !attempt_.failing;
   if (!current) {
-    if (status.ok()) {  // nobody will use it: give it back now rather than at lease expiry
+    if (status.ok()) {  // nobody will use it: give it back now, not at lease expiry
       effects_.push_back([clients = ctx_->clients, address, id = request_id,
                           reservation = response.reservation().reservation_id()] {
         SendDecodeAbort(*clients, address, id, reservation, "attempt abandoned");

@@ -185,7 +185,8 @@ void RouterRequest::CountMigrationLocked() {
 void RouterRequest::StopAttemptLocked(const std::string& reason) {
   Attempt& a = attempt_;
   WorkerClients* clients = ctx_->clients;
-  if (a.reserve) effects_.push_back([call = a.reserve] { call->Cancel(); });
+  // An in-flight Reserve is left to finish (it is short): its answer is the only reliable
+  // way to learn the reservation id, which OnReserveDone then aborts.
   if (a.decode_call) effects_.push_back([call = a.decode_call] { call->Cancel(); });
   if (a.prefill_call) effects_.push_back([call = a.prefill_call] { call->Cancel(); });
   bool reserved = !a.reservation.reservation_id().empty();

@@ -110,7 +110,8 @@ TEST(RouterClusterTest, TwoHundredConcurrentStreamsCompleteAndFreeEveryBlock) {
     ASSERT_TRUE(out.status.ok()) << i << ": " << out.status.error_message();
     EXPECT_EQ(out.tokens, std::vector<int32_t>(p.greedy.begin(), p.greedy.begin() + 8)) << i;
   }
-  EXPECT_TRUE(cluster->WaitAllBlocksFree().ok());
+  absl::Status freed = cluster->WaitAllBlocksFree();
+  EXPECT_TRUE(freed.ok()) << freed;
 }
 
 TEST(RouterClusterTest, HostileRequestsThroughTheServiceNameTheField) {
@@ -123,9 +124,16 @@ TEST(RouterClusterTest, HostileRequestsThroughTheServiceNameTheField) {
   };
   std::vector<Case> cases;
   cases.push_back({v1::GenerateRequest(), grpc::StatusCode::INVALID_ARGUMENT, "prompt"});
-  v1::GenerateRequest bad_text;
-  bad_text.set_text("\xff\xfe");
-  cases.push_back({bad_text, grpc::StatusCode::INVALID_ARGUMENT, "text"});
+  v1::GenerateRequest bad_id = GreedyRequest({0, 5000}, 4);
+  cases.push_back({bad_id, grpc::StatusCode::INVALID_ARGUMENT, "token_ids.ids[1]"});
+  v1::GenerateRequest bad_request_id = GreedyRequest({0, 5}, 4);
+  bad_request_id.set_request_id("no spaces allowed");
+  cases.push_back({bad_request_id, grpc::StatusCode::INVALID_ARGUMENT, "request_id"});
+  v1::GenerateRequest long_prompt = GreedyRequest(std::vector<int32_t>(1100, 5), 4);
+  cases.push_back({long_prompt, grpc::StatusCode::INVALID_ARGUMENT, "prompt"});
+  v1::GenerateRequest stops = GreedyRequest({0, 5}, 4);
+  for (int i = 0; i < 17; ++i) stops.mutable_sampling()->add_stop(absl::StrCat("s", i));
+  cases.push_back({stops, grpc::StatusCode::INVALID_ARGUMENT, "sampling.stop"});
   v1::GenerateRequest big_max = GreedyRequest({0, 5}, 5000);
   cases.push_back({big_max, grpc::StatusCode::INVALID_ARGUMENT, "sampling.max_tokens"});
   v1::GenerateRequest bad_top_p = GreedyRequest({0, 5}, 4);

@@ -66,7 +66,8 @@ TEST(RouterFailuresTest, ClientCancelMidDecodeFreesEveryBlock) {
   while (reader->Read(&event)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  EXPECT_TRUE(cluster->WaitAllBlocksFree().ok());
+  absl::Status freed = cluster->WaitAllBlocksFree();
+  EXPECT_TRUE(freed.ok()) << freed;
 }
 
 TEST(RouterFailuresTest, CancelAndDeadlineDuringPrefillFreeEveryBlock) {
@@ -92,7 +93,8 @@ TEST(RouterFailuresTest, CancelAndDeadlineDuringPrefillFreeEveryBlock) {
     EXPECT_TRUE(s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED || s.ok())
         << s.error_message();
   }
-  EXPECT_TRUE(cluster->WaitAllBlocksFree().ok());
+  absl::Status freed = cluster->WaitAllBlocksFree();
+  EXPECT_TRUE(freed.ok()) << freed;
 }
 
 TEST(RouterFailuresTest, DeadlineMidDecodeFreesEveryBlock) {
@@ -101,7 +103,8 @@ TEST(RouterFailuresTest, DeadlineMidDecodeFreesEveryBlock) {
   StreamOutput out = cluster->Stream(SeededLongRequest(1000 - 10), absl::Milliseconds(300));
   EXPECT_EQ(out.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
       << out.status.error_message() << " tokens=" << out.tokens.size();
-  EXPECT_TRUE(cluster->WaitAllBlocksFree().ok());
+  absl::Status freed = cluster->WaitAllBlocksFree();
+  EXPECT_TRUE(freed.ok()) << freed;
 }
 
 TEST(RouterFailuresTest, DecodeWorkerKilledMidStreamMigratesWithIdenticalTokens) {
@@ -138,7 +141,8 @@ TEST(RouterFailuresTest, DecodeWorkerKilledMidStreamMigratesWithIdenticalTokens)
   EXPECT_GE(migrated.finished.served_by().migrations(), 1);
   EXPECT_EQ(migrated.finished.seed(), 1234u);
   EXPECT_EQ(migrated.finished.usage().completion_tokens(), 600);
-  EXPECT_TRUE(cluster->WaitAllBlocksFree().ok());
+  absl::Status freed = cluster->WaitAllBlocksFree();
+  EXPECT_TRUE(freed.ok()) << freed;
   (void)victim_name;
 }
 
@@ -154,7 +158,8 @@ TEST(RouterFailuresTest, PrefillWorkerKilledRequestsAreRetriedElsewhere) {
     EXPECT_EQ(out.tokens, std::vector<int32_t>(greedy.begin(), greedy.begin() + 16));
     EXPECT_EQ(out.finished.served_by().prefill_worker(), "prefill-1");
   }
-  EXPECT_TRUE(cluster->WaitAllBlocksFree().ok());
+  absl::Status freed = cluster->WaitAllBlocksFree();
+  EXPECT_TRUE(freed.ok()) << freed;
 }
 
 TEST(RouterFailuresTest, WorkerRestartedOnSamePortIsANewIncarnation) {
@@ -213,7 +218,8 @@ TEST(RouterFailuresTest, OverloadBeyondTheQueueIsRejectedQuicklyAndRecovers) {
   EXPECT_GE(rejected, 1);
   StreamOutput after = cluster->Stream(GreedyRequest(GoldenIds(0), 8));
   EXPECT_TRUE(after.status.ok()) << after.status.error_message();
-  EXPECT_TRUE(cluster->WaitAllBlocksFree().ok());
+  absl::Status freed = cluster->WaitAllBlocksFree();
+  EXPECT_TRUE(freed.ok()) << freed;
 }
 
 TEST(RouterFailuresTest, SigtermDrainsInFlightAndExitsZero) {
