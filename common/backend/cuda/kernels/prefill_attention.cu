@@ -36,16 +36,18 @@ template <int kDim>
 __device__ __forceinline__ void LoadKvTile(const PrefillAttentionArgs& a, const int32_t* table,
                                            int kv_head, int tile_begin, int end,
                                            __nv_bfloat16* k_s, __nv_bfloat16* v_s) {
-  constexpr int kChunks = kDim / 8;
-  const int bs = a.cache.block_size;
-  for (int c = threadIdx.x; c < kKvTile * kChunks; c += kThreads) {
-    const int j = c / kChunks, part = c % kChunks, pos = tile_begin + j;
+  // Each thread owns one 16-byte column (part) of every 8th (D = 128) token row: the
+  // address arithmetic and block-table lookups are per row, not per chunk.
+  constexpr int kChunks = kDim / 8, kRowsPerPass = kThreads / kChunks;
+  const int bs = a.cache.block_size, part = threadIdx.x % kChunks;
+  const int64_t token_stride = static_cast<int64_t>(a.cache.num_kv_heads) * kDim;
+  const int64_t column = static_cast<int64_t>(kv_head) * kDim + part * 8;
+#pragma unroll
+  for (int i = 0; i < kKvTile / kRowsPerPass; ++i) {
+    const int j = threadIdx.x / kChunks + i * kRowsPerPass, pos = tile_begin + j;
     const bool valid = pos < end;
-    int64_t offset = 0;
-    if (valid) {
-      const int64_t slot = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
-      offset = (slot * a.cache.num_kv_heads + kv_head) * kDim + part * 8;
-    }
+    const int64_t slot = valid ? static_cast<int64_t>(table[pos / bs]) * bs + pos % bs : 0;
+    const int64_t offset = slot * token_stride + column;
     CpAsync16(k_s + j * kRow<kDim> + part * 8, a.cache.k + offset, valid);
     CpAsync16(v_s + j * kRow<kDim> + part * 8, a.cache.v + offset, valid);
   }
