@@ -202,6 +202,8 @@ void RouterRequest::StartPrefillLocked() {
   *r.mutable_reservation() = attempt_.reservation;
   call->context.set_deadline(absl::ToChronoTime(deadline_));
   attempt_.prefill_call = call;
+  // Named now: D may finish a short request before P's response reaches the router.
+  prefill_worker_ = attempt_.prefill->name;
   ctx_->registry->AddInflight(attempt_.prefill->name, 1);
   auto* stub = ctx_->clients->Get(attempt_.prefill->grpc_address).prefill.get();
   effects_.push_back([self = shared_from_this(), stub, call, number = attempt_.number] {

@@ -177,7 +177,7 @@ void RouterRequest::CountMigrationLocked() {
   if (!tracker_.AnyRelayed()) return;
   ++migrations_;
   TANDEM_LOG(INFO) << "event=migrate request_id=" << request_.request_id
-                   << " from=" << attempt_.decode.name
+                   << " from=" << (attempt_.decode.name.empty() ? last_decode_ : attempt_.decode.name)
                    << " relayed_tokens=" << tracker_.total_tokens();
 }
 
@@ -201,7 +201,10 @@ void RouterRequest::StopAttemptLocked(const std::string& reason) {
                         reason] { SendPrefillAbort(*clients, address, id, reason); });
     ctx_->registry->AddInflight(a.prefill->name, -1);
   }
-  if (!a.decode.name.empty()) ctx_->registry->AddInflight(a.decode.name, -1);
+  if (!a.decode.name.empty()) {
+    ctx_->registry->AddInflight(a.decode.name, -1);
+    last_decode_ = a.decode.name;
+  }
   a.reserve.reset();
   a.decode_call.reset();
   a.prefill_call.reset();

@@ -133,6 +133,7 @@ class RouterRequest : public std::enable_shared_from_this<RouterRequest> {
   double kv_transfer_ms_ ABSL_GUARDED_BY(mu_) = 0;
   int32_t cached_prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   std::string prefill_worker_ ABSL_GUARDED_BY(mu_);
+  std::string last_decode_ ABSL_GUARDED_BY(mu_);  // decode worker of the last stopped attempt
 };
 
 // Holds mu_ for one entry point; on exit unlocks, then runs the queued gRPC side effects.

@@ -44,7 +44,14 @@ absl::Status RouterServer::Build() {
   for (const std::string& a : options_.decode_addresses) poller_->AddTarget(a, WorkerRole::kDecode);
   service_ = std::make_unique<TandemService>(&ctx_);
   registry_service_ = std::make_unique<RegistryService>(poller_.get(), options_.poll_interval);
+  if (absl::Status s = StartGrpc(); !s.ok()) return s;
+  poller_->Start();
+  if (options_.prefill_addresses.empty() && options_.decode_addresses.empty()) OnHealth(false);
+  return absl::OkStatus();
+}
 
+// Tandem + Registry services, health (NOT_SERVING until workers are healthy), reflection.
+absl::Status RouterServer::StartGrpc() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -62,8 +69,6 @@ absl::Status RouterServer::Build() {
   TANDEM_LOG(INFO) << "event=listening address=" << address_ << " model=" << model_->name
                    << " prefill=" << options_.prefill_addresses.size()
                    << " decode=" << options_.decode_addresses.size();
-  poller_->Start();
-  if (options_.prefill_addresses.empty() && options_.decode_addresses.empty()) OnHealth(false);
   return absl::OkStatus();
 }
 

@@ -30,6 +30,7 @@ class RouterServer {
  private:
   RouterServer() = default;
   absl::Status Build();
+  absl::Status StartGrpc();
   void OnHealth(bool serving);
   void OnWorkerRestarted(const std::string& name);
 
