@@ -139,12 +139,12 @@ TEST_P(WorkersTest, CancellingMidPrefillFreesEverything) {
 }
 
 TEST_P(WorkersTest, ExpiredReservationIsFreed) {
-  auto reservation = pair_->Reserve("never-prefilled", 40, /*lease_ms=*/300);
+  auto reservation = pair_->Reserve("never-prefilled", 40, /*lease_ms=*/1500);
   ASSERT_TRUE(reservation.ok()) << reservation.status();
   auto load = pair_->Load(/*decode=*/true);
   ASSERT_TRUE(load.ok());
   EXPECT_EQ(load->num_reserved_blocks(), 3);
-  absl::Status free = pair_->WaitAllBlocksFree(absl::Seconds(3));  // lease, not lease + grace
+  absl::Status free = pair_->WaitAllBlocksFree(absl::Seconds(5));  // lease, not lease + grace
   EXPECT_TRUE(free.ok()) << free;
   grpc::ClientContext context;
   SetDeadline(context, absl::Seconds(5));
