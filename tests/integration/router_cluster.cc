@@ -25,35 +25,52 @@ absl::StatusOr<WorkerProcess> RouterCluster::StartOne(bool prefill, int index,
 absl::StatusOr<std::unique_ptr<RouterCluster>> RouterCluster::Start(RouterClusterOptions o) {
   auto c = std::unique_ptr<RouterCluster>(new RouterCluster());
   c->options_ = o;
-  std::vector<std::string> prefill, decode;
-  for (int i = 0; i < o.num_decode; ++i) {
-    auto w = c->StartOne(false, i, "127.0.0.1:0");
-    if (!w.ok()) return w.status();
-    decode.push_back(w->grpc_address);
-    c->decode_.push_back(*std::move(w));
+  if (o.workers_register) {
+    if (absl::Status s = c->StartRouter(); !s.ok()) return s;
+    c->options_.worker_flags.push_back("--router=" + c->router_address_);
+    if (absl::Status s = c->StartWorkers(); !s.ok()) return s;
+    if (absl::Status s = c->WaitServing(); !s.ok()) return s;
+  } else {
+    if (absl::Status s = c->StartWorkers(); !s.ok()) return s;
+    if (absl::Status s = c->StartRouter(); !s.ok()) return s;
   }
-  for (int i = 0; i < o.num_prefill; ++i) {
-    auto w = c->StartOne(true, i, "127.0.0.1:0");
-    if (!w.ok()) return w.status();
-    prefill.push_back(w->grpc_address);
-    c->prefill_.push_back(*std::move(w));
-  }
-  std::string dir = MakeTempDir("router");
-  std::vector<std::string> argv = {TANDEM_ROUTER_BINARY,
-                                   "--model=" + FixturePath("models/" + o.model),
-                                   "--listen=127.0.0.1:0", "--ready_file=" + dir + "/ready.json",
-                                   "--prefill=" + absl::StrJoin(prefill, ","),
-                                   "--decode=" + absl::StrJoin(decode, ",")};
-  argv.insert(argv.end(), o.router_flags.begin(), o.router_flags.end());
-  auto router = ChildProcess::Start(argv, dir + "/log.txt");
-  if (!router.ok()) return router.status();
-  c->router_ = *std::move(router);
-  auto ready = WaitForReadyFile(dir + "/ready.json", *c->router_, absl::Seconds(30));
-  if (!ready.ok()) return ready.status();
-  c->router_address_ = (*ready)["grpc"].get<std::string>();
   c->stub_ = tandem::v1::Tandem::NewStub(
       grpc::CreateChannel(c->router_address_, grpc::InsecureChannelCredentials()));
   return c;
+}
+
+absl::Status RouterCluster::StartWorkers() {
+  for (int i = 0; i < options_.num_decode; ++i) {
+    auto w = StartOne(false, i, "127.0.0.1:0");
+    if (!w.ok()) return w.status();
+    decode_.push_back(*std::move(w));
+  }
+  for (int i = 0; i < options_.num_prefill; ++i) {
+    auto w = StartOne(true, i, "127.0.0.1:0");
+    if (!w.ok()) return w.status();
+    prefill_.push_back(*std::move(w));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RouterCluster::StartRouter() {
+  std::vector<std::string> prefill, decode;
+  for (const WorkerProcess& w : prefill_) prefill.push_back(w.grpc_address);
+  for (const WorkerProcess& w : decode_) decode.push_back(w.grpc_address);
+  std::string dir = MakeTempDir("router");
+  std::vector<std::string> argv = {TANDEM_ROUTER_BINARY,
+                                   "--model=" + FixturePath("models/" + options_.model),
+                                   "--listen=127.0.0.1:0", "--ready_file=" + dir + "/ready.json",
+                                   "--prefill=" + absl::StrJoin(prefill, ","),
+                                   "--decode=" + absl::StrJoin(decode, ",")};
+  argv.insert(argv.end(), options_.router_flags.begin(), options_.router_flags.end());
+  auto router = ChildProcess::Start(argv, dir + "/log.txt");
+  if (!router.ok()) return router.status();
+  router_ = *std::move(router);
+  auto ready = WaitForReadyFile(dir + "/ready.json", *router_, absl::Seconds(30));
+  if (!ready.ok()) return ready.status();
+  router_address_ = (*ready)["grpc"].get<std::string>();
+  return absl::OkStatus();
 }
 
 absl::Status RouterCluster::RestartDecode(int i) {

@@ -22,6 +22,9 @@ struct RouterClusterOptions {
   std::string model = "llama3-tiny";
   std::vector<std::string> worker_flags;  // added to every worker
   std::vector<std::string> router_flags;  // added to the router
+  // Start the router first without --prefill/--decode; workers join with --router=ADDR
+  // (Registry.Register) instead of static addresses.
+  bool workers_register = false;
 };
 
 // What one GenerateStream call delivered.
@@ -60,6 +63,8 @@ class RouterCluster {
 
  private:
   absl::StatusOr<WorkerProcess> StartOne(bool prefill, int index, const std::string& listen);
+  absl::Status StartWorkers();
+  absl::Status StartRouter();
 
   RouterClusterOptions options_;
   std::vector<WorkerProcess> prefill_;

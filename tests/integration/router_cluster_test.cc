@@ -176,5 +176,18 @@ TEST(RouterClusterTest, TokenizeAndModelInfo) {
   EXPECT_EQ(info.num_decode_workers(), 1);
 }
 
+TEST(RouterClusterTest, WorkersThatRegisterAreRouted) {
+  RouterClusterOptions o;
+  o.workers_register = true;
+  auto cluster = RouterCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  GoldenPrompt p = Golden()[1];
+  StreamOutput out = (*cluster)->Stream(GreedyRequest(p.ids, 16));
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.tokens, std::vector<int32_t>(p.greedy.begin(), p.greedy.begin() + 16));
+  EXPECT_EQ(out.finished.served_by().prefill_worker(), "prefill-0");
+  EXPECT_EQ(out.finished.served_by().decode_worker(), "decode-0");
+}
+
 }  // namespace
 }  // namespace tandem::testing
