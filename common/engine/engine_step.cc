@@ -288,8 +288,9 @@ void Engine::MaybeRetire(Record& record) {
       ++it;
     }
   }
-  if (seqs.empty() && record.phase == Record::Phase::kActive) Retire(record.request.request_id);
-  if (seqs.empty() && record.phase == Record::Phase::kHeld) scheduler_.Remove(&record.group);
+  if (!seqs.empty()) return;
+  if (record.phase == Record::Phase::kHeld) scheduler_.Remove(&record.group);
+  if (record.phase == Record::Phase::kActive) Retire(record.request.request_id);  // deletes it
 }
 
 }  // namespace tandem
