@@ -4,7 +4,7 @@
 #include "common/api/api_convert.h"
 #include "common/logging.h"
 #include "decode_worker/decode_stream.h"
-#include "decode_worker/worker_common/rpc_util.h"
+#include "common/service/worker/rpc_util.h"
 
 namespace tandem {
 namespace {

@@ -2,7 +2,7 @@
 
 #include "common/api/api_convert.h"
 #include "common/logging.h"
-#include "decode_worker/worker_common/rpc_util.h"
+#include "common/service/worker/rpc_util.h"
 
 namespace tandem {
 

@@ -11,9 +11,9 @@
 #include "decode_worker/decode_context.h"
 #include "decode_worker/decode_service.h"
 #include "decode_worker/kv_arrival_poller.h"
-#include "decode_worker/worker_common/grpc_server.h"
-#include "decode_worker/worker_common/worker_main.h"
-#include "decode_worker/worker_common/worker_model.h"
+#include "common/service/worker/grpc_server.h"
+#include "common/service/worker/worker_main.h"
+#include "common/service/worker/worker_model.h"
 #include "kv_transfer/tcp/tcp_kv_receiver.h"
 
 namespace tandem {

@@ -8,7 +8,7 @@
 #include "common/logging.h"
 #include "common/service/process_identity.h"
 #include "decode_worker/decode_worker.h"
-#include "decode_worker/worker_common/worker_flags.h"
+#include "common/service/worker/worker_flags.h"
 
 ABSL_FLAG(std::string, kv_listen, "127.0.0.1:0",
           "host:port of the KV receiver prefill workers push into; port 0 picks a free port");

@@ -18,25 +18,10 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/kv_cache/kv_cache_view.h"
 #include "common/kv_cache/kv_layout.h"
 
 namespace tandem {
-
-// Where a worker's KV bytes live in host memory: per layer a K and a V region of
-// [num_blocks][block_size][num_kv_heads][head_dim] elements of layout.dtype.
-struct KvCacheView {
-  KvLayout layout;
-  int64_t num_blocks = 0;
-  std::vector<std::byte*> k;  // [num_layers] base of each layer's K region
-  std::vector<std::byte*> v;  // [num_layers]
-
-  std::byte* KBlock(int64_t layer, int64_t block) const {
-    return k[layer] + block * layout.BytesPerBlockPerLayer();
-  }
-  std::byte* VBlock(int64_t layer, int64_t block) const {
-    return v[layer] + block * layout.BytesPerBlockPerLayer();
-  }
-};
 
 // Who a transfer peer is; both sides compare these at handshake.
 struct KvPeerIdentity {

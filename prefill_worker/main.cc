@@ -5,7 +5,7 @@
 #include "absl/flags/usage.h"
 #include "common/logging.h"
 #include "common/service/process_identity.h"
-#include "decode_worker/worker_common/worker_flags.h"
+#include "common/service/worker/worker_flags.h"
 #include "prefill_worker/prefill_worker.h"
 
 int main(int argc, char** argv) {

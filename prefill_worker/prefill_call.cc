@@ -3,7 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/api/api_convert.h"
 #include "common/logging.h"
-#include "decode_worker/worker_common/rpc_util.h"
+#include "common/service/worker/rpc_util.h"
 
 namespace tandem {
 

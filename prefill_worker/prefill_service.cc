@@ -4,7 +4,7 @@
 #include "common/api/api_convert.h"
 #include "common/logging.h"
 #include "common/status.h"
-#include "decode_worker/worker_common/rpc_util.h"
+#include "common/service/worker/rpc_util.h"
 #include "prefill_worker/prefill_call.h"
 
 namespace tandem {

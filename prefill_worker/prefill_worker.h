@@ -8,9 +8,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "decode_worker/worker_common/grpc_server.h"
-#include "decode_worker/worker_common/worker_main.h"
-#include "decode_worker/worker_common/worker_model.h"
+#include "common/service/worker/grpc_server.h"
+#include "common/service/worker/worker_main.h"
+#include "common/service/worker/worker_model.h"
 #include "kv_transfer/tcp/tcp_kv_sender.h"
 #include "prefill_worker/prefill_context.h"
 #include "prefill_worker/prefill_service.h"

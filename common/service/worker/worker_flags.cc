@@ -1,4 +1,4 @@
-#include "decode_worker/worker_common/worker_flags.h"
+#include "common/service/worker/worker_flags.h"
 
 #include <string>
 

@@ -1,4 +1,4 @@
-#include "decode_worker/worker_common/rpc_util.h"
+#include "common/service/worker/rpc_util.h"
 
 #include <chrono>
 

@@ -8,8 +8,8 @@
 
 #include "absl/status/statusor.h"
 #include "common/engine/engine.h"
-#include "decode_worker/worker_common/worker_options.h"
-#include "kv_transfer/kv_transfer.h"
+#include "common/service/worker/worker_options.h"
+#include "common/kv_cache/kv_cache_view.h"
 
 namespace tandem {
 

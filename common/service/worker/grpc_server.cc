@@ -1,7 +1,7 @@
-#include "decode_worker/worker_common/grpc_server.h"
+#include "common/service/worker/grpc_server.h"
 
 #include "absl/strings/str_cat.h"
-#include "decode_worker/worker_common/worker_options.h"
+#include "common/service/worker/worker_options.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 

@@ -2,7 +2,7 @@
 // them, adds its own (tandem-decode: --kv_listen), then validates the WorkerOptions.
 #pragma once
 
-#include "decode_worker/worker_common/worker_options.h"
+#include "common/service/worker/worker_options.h"
 
 namespace tandem {
 

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "decode_worker/worker_common/worker_options.h"
+#include "common/service/worker/worker_options.h"
 #include "tandem/internal/v1/worker.pb.h"
 
 namespace tandem {

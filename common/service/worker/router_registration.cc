@@ -1,4 +1,4 @@
-#include "decode_worker/worker_common/router_registration.h"
+#include "common/service/worker/router_registration.h"
 
 #include <random>
 

@@ -1,4 +1,4 @@
-#include "decode_worker/worker_common/worker_options.h"
+#include "common/service/worker/worker_options.h"
 
 #include <filesystem>
 

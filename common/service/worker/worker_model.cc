@@ -1,4 +1,4 @@
-#include "decode_worker/worker_common/worker_model.h"
+#include "common/service/worker/worker_model.h"
 
 #include <fstream>
 #include <sstream>

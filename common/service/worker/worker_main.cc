@@ -1,10 +1,10 @@
-#include "decode_worker/worker_common/worker_main.h"
+#include "common/service/worker/worker_main.h"
 
 #include <optional>
 
 #include "common/logging.h"
 #include "common/service/process_identity.h"
-#include "decode_worker/worker_common/router_registration.h"
+#include "common/service/worker/router_registration.h"
 
 namespace tandem {
 
