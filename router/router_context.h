@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -11,6 +12,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/time/time.h"
 #include "router/admission.h"
 #include "router/model_context.h"
 #include "router/router_options.h"
@@ -47,11 +49,24 @@ class ActiveRequests {
     std::lock_guard<std::mutex> lock(mu_);
     return requests_.size();
   }
+  // RouterRequest objects alive (finished ones live on until their last worker callback).
+  void AddLive(int delta) {
+    std::lock_guard<std::mutex> lock(mu_);
+    live_ += delta;
+    if (live_ == 0) cv_.notify_all();
+  }
+  // Shutdown: waits until no request object (and so no worker callback) remains.
+  bool WaitNoneLive(absl::Duration timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [this] { return live_ == 0; });
+  }
 
  private:
   std::atomic<uint64_t> next_serial_{0};
   mutable std::mutex mu_;
   absl::flat_hash_map<uint64_t, std::weak_ptr<RouterRequest>> requests_ ABSL_GUARDED_BY(mu_);
+  int64_t live_ ABSL_GUARDED_BY(mu_) = 0;
+  std::condition_variable cv_;
 };
 
 struct RouterContext {

@@ -19,7 +19,9 @@ RouterRequest::RouterRequest(RouterContext* ctx, PreparedRequest request, absl::
       deadline_(deadline),
       serial_(serial),
       observer_(observer),
-      tracker_(request_.num_outputs()) {}
+      tracker_(request_.num_outputs()) {
+  ctx_->active->AddLive(1);
+}
 
 void RouterRequest::Start() {
   ctx_->active->Add(serial_, weak_from_this());

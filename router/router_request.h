@@ -40,6 +40,7 @@ class RouterRequest : public std::enable_shared_from_this<RouterRequest> {
   // `observer` must outlive the request's OnComplete call.
   RouterRequest(RouterContext* ctx, PreparedRequest request, absl::Time arrival,
                 absl::Time deadline, uint64_t serial, RequestObserver* observer);
+  ~RouterRequest() { ctx_->active->AddLive(-1); }
 
   // Admission, then routing. Registers with ctx->active.
   void Start();

@@ -102,6 +102,10 @@ void RouterServer::Shutdown() {
   server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.drain_timeout));
   server_->Wait();
   poller_->Stop();
+  // Finished requests may still await a worker's late callback; they touch clients_.
+  if (!active_.WaitNoneLive(absl::Seconds(5))) {
+    TANDEM_LOG(WARNING) << "event=shutdown_wait_timeout what=worker_callbacks";
+  }
   TANDEM_LOG(INFO) << "event=stopped";
 }
 
