@@ -85,6 +85,12 @@ bool Engine::Step() {
   for (const auto& [id, record] : records_) {
     if (record->phase == Record::Phase::kReserved) ++stats_.num_reserved;
   }
+  constexpr int64_t kHashRefreshSteps = 16;  // O(num_blocks) walk: not every step
+  constexpr size_t kMaxReportedHashes = 4096;
+  if (num_steps_ % kHashRefreshSteps == 1) {
+    cached_block_hashes_ = blocks_.CachedBlockHashes(kMaxReportedHashes);
+  }
+  stats_.cached_block_hashes = cached_block_hashes_;
   return scheduler_.has_work();
 }
 

@@ -130,6 +130,7 @@ class Engine {
   int64_t num_steps_ = 0;
   int64_t num_preemptions_ = 0;
   int64_t num_computed_tokens_ = 0;
+  std::vector<uint64_t> cached_block_hashes_;
 
   std::mutex mu_;  // the inbox
   std::condition_variable wake_;

@@ -86,6 +86,8 @@ struct EngineStats {
   int64_t num_steps = 0;
   int64_t num_preemptions = 0;
   int64_t num_computed_tokens = 0;     // tokens through the model, all steps
+  // Prefix-cache summary (BlockManager::CachedBlockHashes), refreshed every few steps.
+  std::vector<uint64_t> cached_block_hashes;
 };
 
 }  // namespace tandem

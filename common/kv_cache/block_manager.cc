@@ -126,6 +126,14 @@ int32_t BlockManager::Slot(SeqId seq_id, int64_t position) const {
                               position % block_size);
 }
 
+std::vector<uint64_t> BlockManager::CachedBlockHashes(size_t max_hashes) const {
+  std::vector<uint64_t> hashes;
+  for (BlockId id = 0; id < pool_.num_blocks_total() && hashes.size() < max_hashes; ++id) {
+    if (pool_.is_cached(id)) hashes.push_back(pool_.cached_key(id).lo);
+  }
+  return hashes;
+}
+
 KvCacheStats BlockManager::stats() const {
   return KvCacheStats{.num_blocks_total = pool_.num_blocks_total(),
                       .num_blocks_free = pool_.num_blocks_free(),

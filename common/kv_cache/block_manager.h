@@ -83,6 +83,9 @@ class BlockManager {
   int32_t num_blocks_total() const { return pool_.num_blocks_total(); }
   int32_t num_blocks_free() const { return pool_.num_blocks_free(); }
   KvCacheStats stats() const;
+  // Low 64 bits of the chained keys of up to `max_hashes` cached blocks (in use or free):
+  // the prefix-cache summary a router's prefix-affinity policy scores workers by.
+  std::vector<uint64_t> CachedBlockHashes(size_t max_hashes) const;
   const BlockPool& pool() const { return pool_; }
 
   // Ref counts equal the number of tables holding each block; the free list holds exactly

@@ -48,6 +48,7 @@ internal::v1::LoadReport MakeLoadReport(const EngineStats& stats,
   report.set_num_reserved_blocks(num_reserved_blocks);
   report.set_unix_ms(absl::ToUnixMillis(absl::Now()));
   report.set_draining(draining);
+  for (uint64_t hash : stats.cached_block_hashes) report.add_cached_block_hashes(hash);
   return report;
 }
 

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/backend/cpu/cpu_model_runner.h"
+#include "common/kv_cache/block_hash.h"
 #include "common/sampling/selection.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -162,6 +163,12 @@ TEST_P(EngineTest, PrefixCacheComputesOnlyNewTokens) {
             static_cast<int64_t>(prompt.size()) - cached + 3);
   EXPECT_EQ(second->Tokens(), first->Tokens());
   EXPECT_EQ(first->Tokens(), Reference(f_, num_prompts() - 1, 4));
+  // The prefix-cache summary a router scores workers by holds the prompt's first block.
+  for (int i = 0; i < 16; ++i) engine->Step();
+  std::vector<uint64_t> hashes = engine->stats().cached_block_hashes;
+  uint64_t first_block =
+      HashBlockTokens(kRootBlockHash, std::span(prompt).subspan(0, 16)).lo;
+  EXPECT_NE(std::find(hashes.begin(), hashes.end(), first_block), hashes.end());
 }
 
 // n > 1: each sample is reproducible and independent of the batch; samples differ.
