@@ -1,0 +1,65 @@
+// The NCCL transport's control channel: one small TCP connection per (sender, receiver)
+// pair, opened by the sender to the receiver's kv_endpoint. It carries the handshake (peer
+// identities, model + KvLayout fingerprint, expected receiver incarnation, and the
+// ncclUniqueId the sender made for the pair's 2-rank communicator) and then one header per
+// transfer (sequence number, reservation, block count, first token). KV bytes never go over
+// it: they follow the header on the communicator, one NCCL message per chunk.
+//
+// For this milestone the channel is its own TCP connection (not the gRPC control plane):
+// the unique id must reach the one receiver process that will be rank 1, and the sender must
+// learn at once when that process dies (the connection closes) to abort the communicator.
+//
+// Framing: a 4-byte little-endian length, then a message type byte and its fields
+// (integers little-endian, strings length-prefixed). Frames over 64 KiB are refused.
+#pragma once
+
+#include <nccl.h>
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "kv_transfer/tcp/socket.h"
+
+namespace tandem::nccl_control {
+
+struct Hello {
+  std::string sender_name;
+  uint64_t sender_incarnation = 0;
+  uint64_t expected_receiver_incarnation = 0;  // 0: any
+  std::string model_fingerprint;
+  std::string layout;  // KvLayout::Describe() of the sender's cache
+  ncclUniqueId unique_id{};
+};
+
+struct HelloAck {
+  bool accepted = false;
+  std::string error;
+  uint64_t receiver_incarnation = 0;
+  uint64_t max_chunk_bytes = 0;  // the receiver's staging slot: the sender's chunks fit in it
+};
+
+struct TransferHeader {
+  uint64_t sequence = 0;  // per pair, from 0; both sides check it
+  std::string reservation_id;
+  int32_t num_blocks = 0;
+  int32_t blocks_per_chunk = 0;  // chunks are (layer, blocks [i, i + blocks_per_chunk))
+  int32_t num_tokens = 0;
+  int32_t first_token_id = -1;
+  float first_logprob = 0.0f;
+};
+
+absl::Status Write(const tcp::Socket& socket, const Hello& hello, absl::Time deadline);
+absl::Status Write(const tcp::Socket& socket, const HelloAck& ack, absl::Time deadline);
+absl::Status Write(const tcp::Socket& socket, const TransferHeader& header, absl::Time deadline);
+
+absl::StatusOr<Hello> ReadHello(const tcp::Socket& socket, absl::Time deadline);
+absl::StatusOr<HelloAck> ReadHelloAck(const tcp::Socket& socket, absl::Time deadline);
+absl::StatusOr<TransferHeader> ReadTransferHeader(const tcp::Socket& socket, absl::Time deadline);
+
+// Whether the peer closed the connection or it failed (not merely readable: a header for
+// the next transfer may be waiting). Does not block.
+bool PeerClosed(const tcp::Socket& socket);
+
+}  // namespace tandem::nccl_control

@@ -1,0 +1,109 @@
+#include "kv_transfer/nccl/kv_pack_kernels.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/backend/cuda/cuda_check.h"
+
+namespace tandem {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kUnroll = 4;
+
+// One CTA copies one 16-byte-word slice of one block (K or V: blockIdx.y). gridDim.z slices
+// a block so that small chunks still spread over the SMs. kUnroll independent loads are in
+// flight per thread before the stores.
+template <bool kGather>
+__global__ void PackKernel(KvPackArgs args, int64_t words_per_block, int64_t words_per_slice) {
+  const int64_t i = blockIdx.x;
+  const bool is_v = blockIdx.y == 1;
+  const int64_t block = args.block_ids[i];
+  uint4* cache = reinterpret_cast<uint4*>(is_v ? args.v : args.k) + block * words_per_block;
+  uint4* staging = reinterpret_cast<uint4*>(args.staging) +
+                   ((is_v ? args.count : 0) + i) * words_per_block;
+  const uint4* __restrict__ src = kGather ? cache : staging;
+  uint4* __restrict__ dst = kGather ? staging : cache;
+  const int64_t begin = blockIdx.z * words_per_slice;
+  const int64_t end = min(words_per_block, begin + words_per_slice);
+  for (int64_t w = begin + threadIdx.x; w < end; w += kThreads * kUnroll) {
+    uint4 r[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      int64_t j = w + u * kThreads;
+      if (j < end) r[u] = src[j];
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      int64_t j = w + u * kThreads;
+      if (j < end) dst[j] = r[u];
+    }
+  }
+}
+
+template <bool kGather>
+void LaunchPack(const KvPackArgs& args, cudaStream_t stream) {
+  if (args.count == 0) return;
+  const int64_t words_per_block = static_cast<int64_t>(args.block_bytes / 16);
+  // Aim for at least ~512 CTAs so the copy fills 132 SMs even for a few blocks.
+  int64_t slices = std::clamp<int64_t>(512 / (2 * args.count), 1,
+                                       std::max<int64_t>(1, words_per_block / (kThreads * kUnroll)));
+  slices = std::min<int64_t>(slices, 65535);
+  const int64_t words_per_slice = (words_per_block + slices - 1) / slices;
+  dim3 grid(static_cast<unsigned>(args.count), 2, static_cast<unsigned>(slices));
+  PackKernel<kGather><<<grid, kThreads, 0, stream>>>(args, words_per_block, words_per_slice);
+  TANDEM_CUDA_CHECK_LAUNCH();
+}
+
+__device__ __forceinline__ uint64_t SplitMix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+__global__ void FillPatternKernel(uint64_t* dst, int64_t words, uint64_t seed,
+                                  uint64_t first_word) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < words;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    dst[i] = SplitMix64(seed * 0xD1B54A32D192ED03ull + first_word + static_cast<uint64_t>(i));
+  }
+}
+
+bool Aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+absl::Status ValidateKvPackArgs(const KvPackArgs& args) {
+  if (args.count < 0) return absl::InvalidArgumentError("kv pack: negative block count");
+  if (args.block_bytes == 0 || args.block_bytes % 16 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv pack: block_bytes ", args.block_bytes, " is not a multiple of 16"));
+  }
+  if (!Aligned(args.k) || !Aligned(args.v) || !Aligned(args.staging) ||
+      args.k == nullptr || args.v == nullptr || args.staging == nullptr ||
+      (args.count > 0 && args.block_ids == nullptr)) {
+    return absl::InvalidArgumentError("kv pack: null or misaligned (16 bytes) pointer");
+  }
+  return absl::OkStatus();
+}
+
+void LaunchKvGather(const KvPackArgs& args, cudaStream_t stream) {
+  LaunchPack<true>(args, stream);
+}
+
+void LaunchKvScatter(const KvPackArgs& args, cudaStream_t stream) {
+  LaunchPack<false>(args, stream);
+}
+
+void LaunchFillPattern(std::byte* dst, size_t bytes, uint64_t seed, uint64_t first_word,
+                       cudaStream_t stream) {
+  const int64_t words = static_cast<int64_t>(bytes / 8);
+  if (words == 0) return;
+  const int64_t blocks = std::min<int64_t>((words + 255) / 256, 4096);
+  FillPatternKernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+      reinterpret_cast<uint64_t*>(dst), words, seed, first_word);
+  TANDEM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace tandem

@@ -1,0 +1,55 @@
+// An owned NCCL communicator, created non-blocking so that a peer that never joins (dead,
+// frozen) costs a deadline instead of a hang, and torn down with ncclCommAbort, which never
+// waits for the peer: every path that drops a communicator (error, timeout, eviction from the
+// pool, normal shutdown) goes through the destructor.
+#pragma once
+
+#include <nccl.h>
+
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace tandem {
+
+// UNAVAILABLE naming `what` and NCCL's error text (remote errors, system errors); INTERNAL
+// for our own misuse (invalid argument/usage).
+absl::Status NcclErrorToStatus(ncclResult_t result, const char* what);
+
+// Sets NCCL_NVLS_ENABLE=0 unless the environment already says otherwise: NVLink multicast
+// is never used by KV transfer and must stay off on shared hosts.
+void DisableNcclMulticastUnlessSet();
+
+class NcclComm {
+ public:
+  static absl::StatusOr<ncclUniqueId> NewUniqueId();
+  // Joins rank `rank` of a `world_size` communicator on the current CUDA device. Waits for
+  // every rank until `deadline`; a communicator that is not ready by then is aborted and
+  // DEADLINE_EXCEEDED returned.
+  static absl::StatusOr<NcclComm> Create(int world_size, int rank, const ncclUniqueId& id,
+                                         absl::Time deadline);
+
+  NcclComm() = default;
+  NcclComm(NcclComm&& other) noexcept : comm_(std::exchange(other.comm_, nullptr)) {}
+  NcclComm& operator=(NcclComm&& other) noexcept;
+  ~NcclComm() { Abort(); }
+
+  ncclComm_t get() const { return comm_; }
+  bool valid() const { return comm_ != nullptr; }
+
+  // The result of a call on this (non-blocking) communicator: OK once its host-side part has
+  // finished (polling ncclCommGetAsyncError while it reports ncclInProgress), the error
+  // otherwise, DEADLINE_EXCEEDED when `deadline` passes first.
+  absl::Status Finish(ncclResult_t result, const char* what, absl::Time deadline) const;
+  // OK while the communicator has no asynchronous error (ncclInProgress counts as none).
+  absl::Status AsyncError() const;
+  // ncclCommAbort: frees the communicator and stops its kernels without the peer. Idempotent.
+  void Abort();
+
+ private:
+  explicit NcclComm(ncclComm_t comm) : comm_(comm) {}
+  ncclComm_t comm_ = nullptr;
+};
+
+}  // namespace tandem

@@ -1,0 +1,365 @@
+#include "kv_transfer/nccl/nccl_kv_receiver.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/backend/cuda/cuda_check.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "kv_transfer/nccl/kv_pack_kernels.h"
+
+namespace tandem {
+
+// One accepted sender: its communicator (rank 1), streams and staging ring. The
+// communicator is declared last so it is aborted first.
+class NcclKvReceiver::Session {
+ public:
+  CudaStream nccl_stream, scatter_stream;
+  DeviceBuffer staging, block_ids;
+  PinnedBuffer block_ids_host;
+  std::vector<CudaEvent> received, scattered;
+  size_t slot_bytes = 0;
+  uint64_t expected_sequence = 0;
+  std::string sender_name;
+  NcclComm comm;
+};
+
+absl::StatusOr<std::unique_ptr<NcclKvReceiver>> NcclKvReceiver::Start(
+    KvCacheView cache, NcclKvReceiverOptions options) {
+  TANDEM_RETURN_IF_ERROR(cache.layout.Validate());
+  if (cache.memory != KvMemory::kCudaDevice || cache.cuda_device < 0) {
+    return absl::InvalidArgumentError("NcclKvReceiver needs a KV cache in CUDA device memory");
+  }
+  if (options.num_staging_slots < 1) {
+    return absl::InvalidArgumentError("num_staging_slots must be at least 1");
+  }
+  for (int64_t l = 0; l < cache.layout.num_layers; ++l) {
+    TANDEM_RETURN_IF_ERROR(ValidateKvPackArgs({.k = cache.k[l], .v = cache.v[l], .count = 0,
+                                               .block_bytes = cache.layout.BytesPerBlockPerLayer(),
+                                               .staging = reinterpret_cast<std::byte*>(16)}));
+  }
+  DisableNcclMulticastUnlessSet();
+  TANDEM_ASSIGN_OR_RETURN(auto listener, tcp::Listen(options.listen_host, options.port));
+  return std::unique_ptr<NcclKvReceiver>(new NcclKvReceiver(
+      std::move(cache), std::move(options), std::move(listener.first), listener.second));
+}
+
+NcclKvReceiver::NcclKvReceiver(KvCacheView cache, NcclKvReceiverOptions options,
+                               tcp::Socket listener, int port)
+    : cache_(std::move(cache)), options_(std::move(options)), listener_(std::move(listener)) {
+  std::string host =
+      options_.advertise_host.empty() ? options_.listen_host : options_.advertise_host;
+  endpoint_ = absl::StrCat(host, ":", port);
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
+}
+
+NcclKvReceiver::~NcclKvReceiver() {
+  stopping_ = true;
+  accept_thread_.join();
+  ReapConnections(/*all=*/true);
+}
+
+void NcclKvReceiver::ReapConnections(bool all) {
+  std::lock_guard<std::mutex> lock(connections_mu_);
+  for (auto it = connections_.begin(); it != connections_.end();) {
+    Connection& c = **it;
+    if (!all && !c.done) {
+      ++it;
+      continue;
+    }
+    c.socket->Shutdown();
+    c.thread.join();
+    it = connections_.erase(it);
+  }
+}
+
+void NcclKvReceiver::AcceptLoop() {
+  while (!stopping_) {
+    absl::StatusOr<tcp::Socket> socket = tcp::Accept(listener_, absl::Milliseconds(200));
+    ReapConnections(/*all=*/false);
+    if (!socket.ok()) continue;
+    auto connection = std::make_unique<Connection>();
+    connection->socket = std::make_shared<tcp::Socket>(*std::move(socket));
+    Connection* c = connection.get();
+    c->thread = std::thread([this, c] {
+      Serve(*c->socket);
+      c->done = true;
+    });
+    std::lock_guard<std::mutex> lock(connections_mu_);
+    connections_.push_back(std::move(connection));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handshake(
+    tcp::Socket& socket) {
+  const absl::Time deadline = absl::Now() + options_.init_timeout;
+  TANDEM_ASSIGN_OR_RETURN(nccl_control::Hello hello, nccl_control::ReadHello(socket, deadline));
+  nccl_control::HelloAck ack{.receiver_incarnation = options_.identity.incarnation};
+  auto session = std::make_unique<Session>();
+  session->sender_name = hello.sender_name;
+  if (hello.model_fingerprint != options_.identity.model_fingerprint) {
+    ack.error = absl::StrCat("kv_layout mismatch: receiver has \"",
+                             options_.identity.model_fingerprint, "\", sender has \"",
+                             hello.model_fingerprint, "\"");
+  } else if (hello.layout != cache_.layout.Describe()) {
+    ack.error = absl::StrCat("cache layout mismatch: receiver has \"", cache_.layout.Describe(),
+                             "\", sender has \"", hello.layout, "\"");
+  } else if (hello.expected_receiver_incarnation != 0 &&
+             hello.expected_receiver_incarnation != options_.identity.incarnation) {
+    ack.error = absl::StrCat("receiver incarnation is ", options_.identity.incarnation,
+                             ", sender expected ", hello.expected_receiver_incarnation);
+  } else if (sessions_.load() > options_.max_senders) {  // counts this one
+    ack.error = absl::StrCat("receiver already serves ", options_.max_senders, " senders");
+  } else {
+    absl::Status allocated = [&]() -> absl::Status {
+      const size_t pair_bytes = 2 * cache_.layout.BytesPerBlockPerLayer();
+      int64_t blocks = std::clamp<int64_t>(
+          static_cast<int64_t>(options_.max_chunk_bytes / pair_bytes), 1,
+          std::max<int64_t>(1, cache_.num_blocks));
+      session->slot_bytes = static_cast<size_t>(blocks) * pair_bytes;
+      TANDEM_ASSIGN_OR_RETURN(session->nccl_stream, CudaStream::Create());
+      TANDEM_ASSIGN_OR_RETURN(session->scatter_stream, CudaStream::Create());
+      TANDEM_ASSIGN_OR_RETURN(session->staging, DeviceBuffer::Allocate(
+                                                    session->slot_bytes * options_.num_staging_slots));
+      size_t ids_bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(1, cache_.num_blocks));
+      TANDEM_ASSIGN_OR_RETURN(session->block_ids, DeviceBuffer::Allocate(ids_bytes));
+      TANDEM_ASSIGN_OR_RETURN(session->block_ids_host, PinnedBuffer::Allocate(ids_bytes));
+      for (int s = 0; s < options_.num_staging_slots; ++s) {
+        TANDEM_ASSIGN_OR_RETURN(CudaEvent received, CudaEvent::Create());
+        TANDEM_ASSIGN_OR_RETURN(CudaEvent scattered, CudaEvent::Create());
+        session->received.push_back(std::move(received));
+        session->scattered.push_back(std::move(scattered));
+      }
+      return absl::OkStatus();
+    }();
+    if (allocated.ok()) {
+      ack.accepted = true;
+      ack.max_chunk_bytes = session->slot_bytes;
+    } else {
+      ack.error = absl::StrCat("receiver could not allocate staging: ", allocated.ToString());
+    }
+  }
+  TANDEM_RETURN_IF_ERROR(nccl_control::Write(socket, ack, deadline));
+  if (!ack.accepted) return absl::FailedPreconditionError(ack.error);
+  TANDEM_ASSIGN_OR_RETURN(session->comm, NcclComm::Create(/*world_size=*/2, /*rank=*/1,
+                                                          hello.unique_id, deadline));
+  return session;
+}
+
+void NcclKvReceiver::Serve(tcp::Socket& socket) {
+  TANDEM_CUDA_CHECK(cudaSetDevice(cache_.cuda_device));
+  ++sessions_;
+  absl::StatusOr<std::unique_ptr<Session>> session = Handshake(socket);
+  while (session.ok() && !stopping_) {
+    absl::Status ready = tcp::WaitReadable(socket, absl::Milliseconds(200));
+    if (absl::IsDeadlineExceeded(ready)) continue;  // idle pair: keep it
+    absl::StatusOr<nccl_control::TransferHeader> header =
+        nccl_control::ReadTransferHeader(socket, absl::Now() + options_.recv_timeout);
+    if (!header.ok()) break;  // sender gone (evicted, restarted, dead) or garbage
+    if (!Receive(**session, socket, *header).ok()) break;
+  }
+  session = absl::CancelledError("closed");  // aborts the communicator, frees the ring
+  --sessions_;
+}
+
+absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
+                                     const nccl_control::TransferHeader& header) {
+  const size_t block_bytes = cache_.layout.BytesPerBlockPerLayer();
+  if (header.sequence != session.expected_sequence++) {
+    return absl::DataLossError(absl::StrCat("kv header sequence ", header.sequence, ", expected ",
+                                            session.expected_sequence - 1));
+  }
+  if (header.num_blocks < 0 || header.num_blocks > cache_.num_blocks ||
+      header.blocks_per_chunk < 1 ||
+      2 * static_cast<size_t>(header.blocks_per_chunk) * block_bytes > session.slot_bytes) {
+    return absl::DataLossError("kv header does not fit this receiver");  // cannot even drain
+  }
+  bool writing = false;
+  uint64_t generation = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pending_.find(header.reservation_id);
+    if (it != pending_.end()) {
+      Pending& p = it->second;
+      const int64_t block_size = cache_.layout.block_size_tokens;
+      const int64_t blocks_needed = (header.num_tokens + block_size - 1) / block_size;
+      if (header.num_tokens <= 0 || header.num_blocks != blocks_needed ||
+          header.num_blocks > static_cast<int64_t>(p.block_ids.size())) {
+        arrivals_.push_back({.reservation_id = header.reservation_id,
+                             .status = absl::InvalidArgumentError(absl::StrCat(
+                                 "kv transfer of ", header.num_blocks, " blocks for ",
+                                 header.num_tokens, " tokens does not fit a reservation of ",
+                                 p.block_ids.size(), " blocks"))});
+        Forget(it);
+        arrived_.notify_all();
+      } else {
+        writing = true;
+        generation = p.generation;
+        p.writing_stream = session.scatter_stream.get();
+        std::memcpy(session.block_ids_host.data(), p.block_ids.data(),
+                    sizeof(int32_t) * header.num_blocks);
+        TANDEM_CUDA_CHECK(cudaMemcpyAsync(session.block_ids.data(), session.block_ids_host.data(),
+                                          sizeof(int32_t) * header.num_blocks,
+                                          cudaMemcpyHostToDevice, session.scatter_stream.get()));
+      }
+    }
+  }
+  // Still expected, the same reservation (not cancelled and expected again). Requires mu_.
+  auto still_writing = [&]() {
+    if (!writing) return false;
+    auto it = pending_.find(header.reservation_id);
+    return it != pending_.end() && it->second.generation == generation;
+  };
+
+  const int slots = options_.num_staging_slots;
+  const int64_t bpc = header.blocks_per_chunk;
+  const int64_t chunks_per_layer = (header.num_blocks + bpc - 1) / bpc;
+  const int64_t num_chunks = chunks_per_layer * cache_.layout.num_layers;
+  auto chunk_count = [&](int64_t c) {
+    return static_cast<int32_t>(std::min<int64_t>(bpc, header.num_blocks - (c % chunks_per_layer) * bpc));
+  };
+  auto staging = [&](int64_t c) {
+    return session.staging.as<std::byte>() + (c % slots) * session.slot_bytes;
+  };
+  auto post = [&](int64_t c) -> absl::Status {
+    TANDEM_RETURN_IF_ERROR(session.comm.Finish(
+        ncclRecv(staging(c), 2 * chunk_count(c) * block_bytes, ncclUint8, /*peer=*/0,
+                 session.comm.get(), session.nccl_stream.get()),
+        "ncclRecv", absl::Now() + options_.recv_timeout));
+    session.received[c % slots].Record(session.nccl_stream.get());
+    return absl::OkStatus();
+  };
+  auto wait = [&](const CudaEvent& event) -> absl::Status {
+    const absl::Time deadline = absl::Now() + options_.recv_timeout;
+    absl::Time next_check = absl::Now();
+    int64_t spins = 0;
+    while (true) {
+      cudaError_t query = cudaEventQuery(event.get());
+      if (query == cudaSuccess) return absl::OkStatus();
+      if (query != cudaErrorNotReady) TANDEM_CUDA_CHECK(query);
+      absl::Time now = absl::Now();
+      if (now >= next_check) {
+        next_check = now + absl::Milliseconds(1);
+        TANDEM_RETURN_IF_ERROR(session.comm.AsyncError());
+        if (nccl_control::PeerClosed(socket)) {
+          return absl::UnavailableError(absl::StrCat(
+              "kv sender ", session.sender_name, " closed its connection mid-transfer (died?)"));
+        }
+        if (stopping_) return absl::CancelledError("kv receiver stopping");
+        if (now >= deadline) {
+          return absl::DeadlineExceededError(absl::StrCat(
+              "no kv data from sender ", session.sender_name, " within ",
+              absl::FormatDuration(options_.recv_timeout)));
+        }
+      }
+      if (++spins > 2000) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  };
+
+  absl::Status status = [&]() -> absl::Status {
+    for (int64_t c = 0; c < std::min<int64_t>(slots, num_chunks); ++c) {
+      TANDEM_RETURN_IF_ERROR(post(c));
+    }
+    for (int64_t c = 0; c < num_chunks; ++c) {
+      const int slot = static_cast<int>(c % slots);
+      TANDEM_RETURN_IF_ERROR(wait(session.received[slot]));
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (still_writing()) {
+          const int64_t layer = c / chunks_per_layer;
+          const int64_t first = (c % chunks_per_layer) * bpc;
+          LaunchKvScatter({.k = cache_.k[layer], .v = cache_.v[layer],
+                           .block_ids = session.block_ids.as<int32_t>() + first,
+                           .count = chunk_count(c), .block_bytes = block_bytes,
+                           .staging = staging(c)},
+                          session.scatter_stream.get());
+        }
+        session.scattered[slot].Record(session.scatter_stream.get());
+      }
+      if (c + slots < num_chunks) {
+        TANDEM_CUDA_CHECK(cudaStreamWaitEvent(session.nccl_stream.get(),
+                                              session.scattered[slot].get(), 0));
+        TANDEM_RETURN_IF_ERROR(post(c + slots));
+      }
+    }
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) session.comm.Abort();  // stops our receive kernels; the pair is rebuilt
+  session.nccl_stream.Synchronize();
+  session.scatter_stream.Synchronize();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (still_writing()) {
+    auto it = pending_.find(header.reservation_id);
+    it->second.writing_stream = nullptr;
+    if (status.ok()) {
+      arrivals_.push_back({.reservation_id = header.reservation_id,
+                           .status = absl::OkStatus(),
+                           .num_tokens = header.num_tokens,
+                           .first_token_id = header.first_token_id,
+                           .first_logprob = header.first_logprob});
+    } else {
+      arrivals_.push_back({.reservation_id = header.reservation_id, .status = status});
+    }
+    pending_.erase(it);
+    arrived_.notify_all();
+  }
+  return status;
+}
+
+void NcclKvReceiver::Forget(std::map<std::string, Pending>::iterator it) {
+  // A connection thread launches scatters into this reservation only under mu_ (held here),
+  // so once the ones already launched finish, none of its bytes is written again.
+  if (it->second.writing_stream != nullptr) cudaStreamSynchronize(it->second.writing_stream);
+  pending_.erase(it);
+}
+
+void NcclKvReceiver::Expect(const std::string& reservation_id, std::vector<int32_t> block_ids,
+                            absl::Time deadline) {
+  for (int32_t b : block_ids) TANDEM_CHECK(b >= 0 && b < cache_.num_blocks) << "block " << b;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = pending_.find(reservation_id); it != pending_.end()) Forget(it);
+  pending_[reservation_id] = Pending{.block_ids = std::move(block_ids), .deadline = deadline,
+                                     .generation = next_generation_++};
+}
+
+void NcclKvReceiver::ExpireLeases(absl::Time now) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    arrivals_.push_back({.reservation_id = it->first,
+                         .status = absl::DeadlineExceededError(absl::StrCat(
+                             "no complete KV for reservation ", it->first, " before its lease"))});
+    auto next = std::next(it);
+    Forget(it);
+    it = next;
+  }
+}
+
+std::vector<KvArrival> NcclKvReceiver::PollArrivals() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ExpireLeases(absl::Now());
+  return std::exchange(arrivals_, {});
+}
+
+std::vector<KvArrival> NcclKvReceiver::WaitForArrivals(absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  absl::Time wake = absl::Now() + timeout;
+  for (const auto& [id, pending] : pending_) wake = std::min(wake, pending.deadline);
+  absl::Duration left = wake - absl::Now();
+  if (arrivals_.empty() && left > absl::ZeroDuration()) {
+    arrived_.wait_for(lock, absl::ToChronoMicroseconds(left) + std::chrono::milliseconds(1),
+                      [this] { return !arrivals_.empty(); });
+  }
+  ExpireLeases(absl::Now());
+  return std::exchange(arrivals_, {});
+}
+
+void NcclKvReceiver::Cancel(const std::string& reservation_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = pending_.find(reservation_id); it != pending_.end()) Forget(it);
+}
+
+}  // namespace tandem

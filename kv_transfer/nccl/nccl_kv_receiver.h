@@ -1,0 +1,106 @@
+// The decode side of the NCCL KV transport (KV in CUDA device memory).
+//
+// Listens for control connections (control_channel.h) from prefill workers, checks each
+// handshake (model + KvLayout fingerprint, layout, this receiver's incarnation, the bound on
+// senders), joins the pair's communicator as rank 1 and then serves transfers on that
+// connection's own thread, streams and staging ring: for each header it checks the pair's
+// sequence number, posts ncclRecv for the first `num_staging_slots` chunks, and as each
+// chunk lands launches the scatter kernel into the reservation's blocks and posts the
+// receive that reuses the slot. Every chunk must land within `recv_timeout` (the deadline
+// on every receive); a timeout, a communicator error or a closed connection aborts the
+// communicator (ncclCommAbort), fails the reservation being received with UNAVAILABLE or
+// DEADLINE_EXCEEDED, and closes the connection; the sender rebuilds on its next transfer.
+//
+// Cancel and lease semantics are the TCP receiver's: chunks for cancelled, expired or
+// unknown reservations are received into staging and dropped (the pair stays in step); the
+// scatter is launched under the lock only while the reservation is expected, and Cancel
+// waits for scatters already launched, so no byte of a cancelled reservation is written
+// after Cancel returns.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/backend/cuda/cuda_handles.h"
+#include "kv_transfer/kv_transfer.h"
+#include "kv_transfer/nccl/control_channel.h"
+#include "kv_transfer/nccl/nccl_comm.h"
+#include "kv_transfer/tcp/socket.h"
+
+namespace tandem {
+
+struct NcclKvReceiverOptions {
+  std::string listen_host = "127.0.0.1";
+  int port = 0;                     // 0 picks a free port
+  std::string advertise_host;       // host in endpoint(); defaults to listen_host
+  KvPeerIdentity identity;          // this worker
+  size_t max_chunk_bytes = 32u << 20;  // staging slot per connection (senders chunk to fit)
+  int num_staging_slots = 3;
+  int max_senders = 8;              // connections (communicators) at once; more are refused
+  absl::Duration recv_timeout = absl::Seconds(10);  // each chunk, once its header arrived
+  absl::Duration init_timeout = absl::Seconds(20);  // handshake + communicator init
+};
+
+class NcclKvReceiver final : public KvReceiver {
+ public:
+  // `cache` must be a KvMemory::kCudaDevice view.
+  static absl::StatusOr<std::unique_ptr<NcclKvReceiver>> Start(KvCacheView cache,
+                                                               NcclKvReceiverOptions options);
+  ~NcclKvReceiver() override;
+
+  std::string endpoint() const override { return endpoint_; }
+  void Expect(const std::string& reservation_id, std::vector<int32_t> block_ids,
+              absl::Time deadline) override;
+  std::vector<KvArrival> PollArrivals() override;
+  std::vector<KvArrival> WaitForArrivals(absl::Duration timeout) override;
+  void Cancel(const std::string& reservation_id) override;
+
+ private:
+  struct Pending {
+    std::vector<int32_t> block_ids;
+    absl::Time deadline;
+    uint64_t generation = 0;
+    cudaStream_t writing_stream = nullptr;  // a connection's scatter stream while it writes
+  };
+  struct Connection {
+    std::shared_ptr<tcp::Socket> socket;
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+  class Session;  // one connection's communicator, streams, staging ring
+
+  NcclKvReceiver(KvCacheView cache, NcclKvReceiverOptions options, tcp::Socket listener, int port);
+  void AcceptLoop();
+  void Serve(tcp::Socket& socket);
+  absl::StatusOr<std::unique_ptr<Session>> Handshake(tcp::Socket& socket);
+  absl::Status Receive(Session& session, tcp::Socket& socket,
+                       const nccl_control::TransferHeader& header);
+  // Forgets a pending reservation; waits for scatters it has in flight. Requires mu_.
+  void Forget(std::map<std::string, Pending>::iterator it);
+  void ExpireLeases(absl::Time now);  // requires mu_
+  void ReapConnections(bool all);
+
+  const KvCacheView cache_;
+  const NcclKvReceiverOptions options_;
+  tcp::Socket listener_;
+  std::string endpoint_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> sessions_{0};
+  std::thread accept_thread_;
+  std::mutex connections_mu_;
+  std::vector<std::unique_ptr<Connection>> connections_;  // guarded by connections_mu_
+  std::mutex mu_;
+  std::map<std::string, Pending> pending_;  // guarded by mu_
+  std::vector<KvArrival> arrivals_;         // guarded by mu_
+  uint64_t next_generation_ = 1;            // guarded by mu_
+  std::condition_variable arrived_;
+};
+
+}  // namespace tandem

@@ -1,0 +1,268 @@
+#include "kv_transfer/nccl/nccl_kv_sender.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/backend/cuda/cuda_check.h"
+#include "common/status.h"
+#include "kv_transfer/nccl/control_channel.h"
+#include "kv_transfer/nccl/kv_pack_kernels.h"
+
+namespace tandem {
+namespace {
+
+// Restores the calling thread's current CUDA device on scope exit.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    cudaGetDevice(&previous_);
+    cudaSetDevice(device);
+  }
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+
+ private:
+  int previous_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<NcclKvSender>> NcclKvSender::Create(KvCacheView cache,
+                                                                   NcclKvSenderOptions options) {
+  TANDEM_RETURN_IF_ERROR(cache.layout.Validate());
+  if (cache.memory != KvMemory::kCudaDevice || cache.cuda_device < 0) {
+    return absl::InvalidArgumentError("NcclKvSender needs a KV cache in CUDA device memory");
+  }
+  if (options.num_staging_slots < 1) {
+    return absl::InvalidArgumentError("num_staging_slots must be at least 1");
+  }
+  std::unique_ptr<NcclKvSender> sender(new NcclKvSender(std::move(cache), std::move(options)));
+  TANDEM_RETURN_IF_ERROR(sender->Init());
+  sender->thread_ = std::thread([s = sender.get()] { s->Loop(); });
+  return sender;
+}
+
+NcclKvSender::NcclKvSender(KvCacheView cache, NcclKvSenderOptions options)
+    : cache_(std::move(cache)), options_(std::move(options)) {}
+
+absl::Status NcclKvSender::Init() {
+  DisableNcclMulticastUnlessSet();
+  DeviceGuard guard(cache_.cuda_device);
+  const size_t pair_bytes = 2 * cache_.layout.BytesPerBlockPerLayer();
+  int64_t blocks = std::clamp<int64_t>(static_cast<int64_t>(options_.max_chunk_bytes / pair_bytes),
+                                       1, std::max<int64_t>(1, cache_.num_blocks));
+  slot_bytes_ = static_cast<size_t>(blocks) * pair_bytes;
+  for (int64_t l = 0; l < cache_.layout.num_layers; ++l) {
+    TANDEM_RETURN_IF_ERROR(ValidateKvPackArgs({.k = cache_.k[l], .v = cache_.v[l],
+                                               .block_ids = nullptr, .count = 0,
+                                               .block_bytes = cache_.layout.BytesPerBlockPerLayer(),
+                                               .staging = reinterpret_cast<std::byte*>(16)}));
+  }
+  TANDEM_ASSIGN_OR_RETURN(gather_stream_, CudaStream::Create());
+  TANDEM_ASSIGN_OR_RETURN(nccl_stream_, CudaStream::Create());
+  TANDEM_ASSIGN_OR_RETURN(staging_, DeviceBuffer::Allocate(slot_bytes_ * options_.num_staging_slots));
+  size_t ids_bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(1, cache_.num_blocks));
+  TANDEM_ASSIGN_OR_RETURN(block_ids_, DeviceBuffer::Allocate(ids_bytes));
+  TANDEM_ASSIGN_OR_RETURN(block_ids_host_, PinnedBuffer::Allocate(ids_bytes));
+  for (int s = 0; s < options_.num_staging_slots; ++s) {
+    TANDEM_ASSIGN_OR_RETURN(CudaEvent gathered, CudaEvent::Create());
+    TANDEM_ASSIGN_OR_RETURN(CudaEvent sent, CudaEvent::Create());
+    gathered_.push_back(std::move(gathered));
+    sent_.push_back(std::move(sent));
+  }
+  TANDEM_ASSIGN_OR_RETURN(done_, CudaEvent::Create());
+  return absl::OkStatus();
+}
+
+NcclKvSender::~NcclKvSender() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  DeviceGuard guard(cache_.cuda_device);
+  peers_.clear();  // aborts the communicators
+}
+
+uint64_t NcclKvSender::StartSend(KvSendRequest request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t id = next_id_++;
+  queue_.emplace_back(id, std::move(request));
+  wake_.notify_all();
+  return id;
+}
+
+std::optional<absl::Status> NcclKvSender::Poll(uint64_t transfer_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = done_status_.find(transfer_id);
+  if (it == done_status_.end()) return std::nullopt;
+  absl::Status status = std::move(it->second);
+  done_status_.erase(it);
+  return status;
+}
+
+void NcclKvSender::Cancel(uint64_t transfer_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!done_status_.contains(transfer_id)) cancelled_.insert(transfer_id);
+}
+
+bool NcclKvSender::Cancelled(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cancelled_.contains(id);
+}
+
+void NcclKvSender::Loop() {
+  TANDEM_CUDA_CHECK(cudaSetDevice(cache_.cuda_device));
+  while (true) {
+    std::pair<uint64_t, KvSendRequest> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    absl::Status status = Send(job.first, job.second);
+    if (!status.ok() && !absl::IsCancelled(status) && !absl::IsInvalidArgument(status)) {
+      // The pair may be mid-message: abort the communicator (stops our kernels), wait until
+      // nothing reads the source blocks any more, and rebuild on the next transfer.
+      peers_.erase(job.second.endpoint);
+      gather_stream_.Synchronize();
+      nccl_stream_.Synchronize();
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (status.ok() && cancelled_.contains(job.first)) {
+      status = absl::CancelledError("kv transfer cancelled (after it was sent)");
+    }
+    cancelled_.erase(job.first);
+    done_status_[job.first] = std::move(status);
+  }
+}
+
+absl::StatusOr<NcclKvSender::Peer*> NcclKvSender::Connected(const KvSendRequest& request) {
+  auto it = peers_.find(request.endpoint);
+  if (it != peers_.end() && it->second.receiver_incarnation == request.receiver_incarnation &&
+      !nccl_control::PeerClosed(it->second.socket) && it->second.comm.AsyncError().ok()) {
+    it->second.last_used = ++use_clock_;
+    return &it->second;
+  }
+  peers_.erase(request.endpoint);
+  while (!peers_.empty() && peers_.size() >= options_.max_communicators) {
+    auto lru = peers_.begin();
+    for (auto p = peers_.begin(); p != peers_.end(); ++p) {
+      if (p->second.last_used < lru->second.last_used) lru = p;
+    }
+    peers_.erase(lru);  // aborts its communicator; the receiver sees the connection close
+  }
+  absl::Time deadline = std::min(request.deadline, absl::Now() + options_.connect_timeout);
+  TANDEM_ASSIGN_OR_RETURN(tcp::Socket socket, tcp::Connect(request.endpoint, deadline));
+  nccl_control::Hello hello{.sender_name = options_.identity.name,
+                            .sender_incarnation = options_.identity.incarnation,
+                            .expected_receiver_incarnation = request.receiver_incarnation,
+                            .model_fingerprint = options_.identity.model_fingerprint,
+                            .layout = cache_.layout.Describe()};
+  TANDEM_ASSIGN_OR_RETURN(hello.unique_id, NcclComm::NewUniqueId());
+  TANDEM_RETURN_IF_ERROR(nccl_control::Write(socket, hello, deadline));
+  TANDEM_ASSIGN_OR_RETURN(nccl_control::HelloAck ack, nccl_control::ReadHelloAck(socket, deadline));
+  if (!ack.accepted) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("kv peer ", request.endpoint, " refused: ", ack.error));
+  }
+  const size_t pair_bytes = 2 * cache_.layout.BytesPerBlockPerLayer();
+  int64_t blocks_per_chunk =
+      static_cast<int64_t>(std::min<uint64_t>(ack.max_chunk_bytes, slot_bytes_) / pair_bytes);
+  if (blocks_per_chunk < 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "kv peer ", request.endpoint, " stages ", ack.max_chunk_bytes, " bytes per chunk, below one block"));
+  }
+  TANDEM_ASSIGN_OR_RETURN(NcclComm comm, NcclComm::Create(/*world_size=*/2, /*rank=*/0,
+                                                          hello.unique_id, deadline));
+  Peer& peer = peers_[request.endpoint];
+  peer.socket = std::move(socket);
+  peer.comm = std::move(comm);
+  peer.receiver_incarnation = request.receiver_incarnation;
+  peer.blocks_per_chunk = static_cast<int32_t>(blocks_per_chunk);
+  peer.last_used = ++use_clock_;
+  return &peer;
+}
+
+absl::Status NcclKvSender::WaitDone(Peer& peer, absl::Time deadline) {
+  int64_t spins = 0;
+  absl::Time next_check = absl::Now();
+  while (true) {
+    cudaError_t query = cudaEventQuery(done_.get());
+    if (query == cudaSuccess) return absl::OkStatus();
+    if (query != cudaErrorNotReady) TANDEM_CUDA_CHECK(query);
+    absl::Time now = absl::Now();
+    if (now >= next_check) {
+      next_check = now + absl::Milliseconds(1);
+      TANDEM_RETURN_IF_ERROR(peer.comm.AsyncError());
+      if (nccl_control::PeerClosed(peer.socket)) {
+        return absl::UnavailableError("kv receiver closed its connection mid-transfer (died?)");
+      }
+      if (now >= deadline) {
+        return absl::DeadlineExceededError("kv transfer deadline passed before the receiver took the KV");
+      }
+    }
+    if (++spins > 2000) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request) {
+  if (Cancelled(id)) return absl::CancelledError("kv transfer cancelled");  // before connecting
+  const int64_t num_blocks = static_cast<int64_t>(request.src_blocks.size());
+  for (int32_t b : request.src_blocks) {
+    if (b < 0 || b >= cache_.num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat("src block ", b, " outside the cache"));
+    }
+  }
+  TANDEM_ASSIGN_OR_RETURN(Peer * peer, Connected(request));
+  if (Cancelled(id)) return absl::CancelledError("kv transfer cancelled");  // last chance
+  if (absl::Now() >= request.deadline) {
+    return absl::DeadlineExceededError("kv transfer deadline passed before it started");
+  }
+  // The previous transfer finished (WaitDone), so the pinned ids are free to overwrite.
+  std::memcpy(block_ids_host_.data(), request.src_blocks.data(), sizeof(int32_t) * num_blocks);
+  TANDEM_CUDA_CHECK(cudaMemcpyAsync(block_ids_.data(), block_ids_host_.data(),
+                                    sizeof(int32_t) * num_blocks, cudaMemcpyHostToDevice,
+                                    gather_stream_.get()));
+  nccl_control::TransferHeader header{.sequence = peer->next_sequence++,
+                                      .reservation_id = request.reservation_id,
+                                      .num_blocks = static_cast<int32_t>(num_blocks),
+                                      .blocks_per_chunk = peer->blocks_per_chunk,
+                                      .num_tokens = request.num_tokens,
+                                      .first_token_id = request.first_token_id,
+                                      .first_logprob = request.first_logprob};
+  TANDEM_RETURN_IF_ERROR(nccl_control::Write(peer->socket, header, request.deadline));
+
+  const size_t block_bytes = cache_.layout.BytesPerBlockPerLayer();
+  const int slots = options_.num_staging_slots;
+  int64_t index = 0;
+  for (int64_t layer = 0; layer < cache_.layout.num_layers; ++layer) {
+    for (int64_t first = 0; first < num_blocks; first += peer->blocks_per_chunk, ++index) {
+      if (options_.before_chunk_for_test) options_.before_chunk_for_test(index);
+      const int32_t count =
+          static_cast<int32_t>(std::min<int64_t>(peer->blocks_per_chunk, num_blocks - first));
+      const int slot = static_cast<int>(index % slots);
+      std::byte* staging = staging_.as<std::byte>() + slot * slot_bytes_;
+      // The slot is free once the send that last used it completed.
+      TANDEM_CUDA_CHECK(cudaStreamWaitEvent(gather_stream_.get(), sent_[slot].get(), 0));
+      LaunchKvGather({.k = cache_.k[layer], .v = cache_.v[layer],
+                      .block_ids = block_ids_.as<int32_t>() + first, .count = count,
+                      .block_bytes = block_bytes, .staging = staging},
+                     gather_stream_.get());
+      gathered_[slot].Record(gather_stream_.get());
+      TANDEM_CUDA_CHECK(cudaStreamWaitEvent(nccl_stream_.get(), gathered_[slot].get(), 0));
+      TANDEM_RETURN_IF_ERROR(peer->comm.Finish(
+          ncclSend(staging, 2 * count * block_bytes, ncclUint8, /*peer=*/1, peer->comm.get(),
+                   nccl_stream_.get()),
+          "ncclSend", request.deadline));
+      sent_[slot].Record(nccl_stream_.get());
+    }
+  }
+  done_.Record(nccl_stream_.get());
+  return WaitDone(*peer, request.deadline);
+}
+
+}  // namespace tandem

@@ -1,0 +1,100 @@
+// The prefill side of the NCCL KV transport (KV in CUDA device memory).
+//
+// One I/O thread sends queued transfers in order. Per receiver endpoint it keeps a control
+// connection (control_channel.h) and a 2-rank communicator (this sender rank 0, the
+// receiver rank 1), created lazily on the first transfer to that endpoint from a unique id
+// sent in the handshake, and kept in a pool of at most `max_communicators` (least recently
+// used evicted). A transfer sends its header on the control connection, then for each layer
+// and each chunk of whole blocks: a gather kernel packs the chunk's K and V blocks into a
+// staging slot (ring of `num_staging_slots`, on its own stream) and ncclSend ships it (on
+// the communicator's stream) while the next chunk is gathered. The transfer is done when the
+// last send completes; the thread polls that with the request's deadline, the
+// communicator's asynchronous error and the control connection (a closed one: the receiver
+// died). Any failure aborts the communicator (ncclCommAbort) and drops the pair; the next
+// transfer builds a new one.
+//
+// Once its header is sent a transfer runs to its end (a few milliseconds at most): Cancel
+// stops a transfer that has not started; one in flight finishes and reports CANCELLED.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/backend/cuda/cuda_handles.h"
+#include "kv_transfer/kv_transfer.h"
+#include "kv_transfer/nccl/nccl_comm.h"
+#include "kv_transfer/tcp/socket.h"
+
+namespace tandem {
+
+struct NcclKvSenderOptions {
+  KvPeerIdentity identity;               // this worker
+  size_t max_chunk_bytes = 32u << 20;    // K+V bytes per NCCL message (whole blocks of a layer)
+  int num_staging_slots = 3;             // gather runs this many chunks ahead of the sends
+  size_t max_communicators = 8;          // receivers with a live communicator at once
+  absl::Duration connect_timeout = absl::Seconds(20);  // TCP connect + communicator init
+  // Tests: called on the I/O thread before chunk `index` of every transfer is enqueued.
+  std::function<void(int64_t index)> before_chunk_for_test;
+};
+
+class NcclKvSender final : public KvSender {
+ public:
+  // `cache` must be a KvMemory::kCudaDevice view. Allocates the staging ring and streams.
+  static absl::StatusOr<std::unique_ptr<NcclKvSender>> Create(KvCacheView cache,
+                                                              NcclKvSenderOptions options);
+  ~NcclKvSender() override;
+
+  uint64_t StartSend(KvSendRequest request) override;
+  std::optional<absl::Status> Poll(uint64_t transfer_id) override;
+  void Cancel(uint64_t transfer_id) override;
+
+ private:
+  struct Peer {
+    tcp::Socket socket;
+    NcclComm comm;
+    uint64_t receiver_incarnation = 0;
+    uint64_t next_sequence = 0;
+    int32_t blocks_per_chunk = 0;
+    uint64_t last_used = 0;
+  };
+
+  NcclKvSender(KvCacheView cache, NcclKvSenderOptions options);
+  absl::Status Init();
+  void Loop();
+  absl::Status Send(uint64_t id, const KvSendRequest& request);
+  absl::StatusOr<Peer*> Connected(const KvSendRequest& request);
+  absl::Status WaitDone(Peer& peer, absl::Time deadline);
+  bool Cancelled(uint64_t id);
+
+  const KvCacheView cache_;
+  const NcclKvSenderOptions options_;
+  size_t slot_bytes_ = 0;
+  // Owned by the I/O thread after Init.
+  CudaStream gather_stream_, nccl_stream_;
+  DeviceBuffer staging_, block_ids_;
+  PinnedBuffer block_ids_host_;
+  std::vector<CudaEvent> gathered_, sent_;
+  CudaEvent done_;
+  std::map<std::string, Peer> peers_;
+  uint64_t use_clock_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::pair<uint64_t, KvSendRequest>> queue_;  // guarded by mu_
+  std::map<uint64_t, absl::Status> done_status_;           // guarded by mu_
+  std::set<uint64_t> cancelled_;                           // guarded by mu_
+  uint64_t next_id_ = 1;                                   // guarded by mu_
+  bool stopping_ = false;                                  // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace tandem
