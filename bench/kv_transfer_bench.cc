@@ -92,9 +92,11 @@ double TimePair(int iters, F0 rank0, F1 rank1) {
   return Median(seconds);
 }
 
-void CheckNccl(ncclResult_t r) {
-  if (r != ncclSuccess) {
-    std::fprintf(stderr, "nccl error %s\n", ncclGetErrorString(r));
+// Communicators are non-blocking (NcclComm): a call may answer ncclInProgress.
+void CheckNccl(const NcclComm& comm, ncclResult_t r) {
+  absl::Status s = comm.Finish(r, "nccl", absl::Now() + absl::Seconds(60));
+  if (!s.ok()) {
+    std::fprintf(stderr, "nccl error %s\n", s.ToString().c_str());
     std::abort();
   }
 }
@@ -155,18 +157,18 @@ int main(int argc, char** argv) {
     DeviceBuffer b = *DeviceBuffer::Allocate(bytes);
     double raw_one = TimePair(
         iters,
-        [&](NcclComm& c, cudaStream_t s) { CheckNccl(ncclSend(a.data(), bytes, ncclUint8, 1, c.get(), s)); },
-        [&](NcclComm& c, cudaStream_t s) { CheckNccl(ncclRecv(b.data(), bytes, ncclUint8, 0, c.get(), s)); });
+        [&](NcclComm& c, cudaStream_t s) { CheckNccl(c, ncclSend(a.data(), bytes, ncclUint8, 1, c.get(), s)); },
+        [&](NcclComm& c, cudaStream_t s) { CheckNccl(c, ncclRecv(b.data(), bytes, ncclUint8, 0, c.get(), s)); });
     double raw_layers = TimePair(
         iters,
         [&](NcclComm& c, cudaStream_t s) {
           for (int64_t l = 0; l < layout.num_layers; ++l) {
-            CheckNccl(ncclSend(a.as<std::byte>() + l * layer_bytes, layer_bytes, ncclUint8, 1, c.get(), s));
+            CheckNccl(c, ncclSend(a.as<std::byte>() + l * layer_bytes, layer_bytes, ncclUint8, 1, c.get(), s));
           }
         },
         [&](NcclComm& c, cudaStream_t s) {
           for (int64_t l = 0; l < layout.num_layers; ++l) {
-            CheckNccl(ncclRecv(b.as<std::byte>() + l * layer_bytes, layer_bytes, ncclUint8, 0, c.get(), s));
+            CheckNccl(c, ncclRecv(b.as<std::byte>() + l * layer_bytes, layer_bytes, ncclUint8, 0, c.get(), s));
           }
         });
     const double raw_best = std::min(raw_one, raw_layers);
@@ -223,18 +225,18 @@ int main(int argc, char** argv) {
             LaunchKvGather({.k = src.view.k[l], .v = src.view.v[l], .block_ids = ids.as<int32_t>(),
                             .count = static_cast<int32_t>(blocks), .block_bytes = block_bytes,
                             .staging = slot}, s);
-            CheckNccl(ncclGroupStart());
-            CheckNccl(ncclSend(slot, layer_bytes / 2, ncclUint8, 1, c.get(), s));
-            CheckNccl(ncclSend(slot + layer_bytes / 2, layer_bytes / 2, ncclUint8, 1, c.get(), s));
-            CheckNccl(ncclGroupEnd());
+            CheckNccl(c, ncclGroupStart());
+            CheckNccl(c, ncclSend(slot, layer_bytes / 2, ncclUint8, 1, c.get(), s));
+            CheckNccl(c, ncclSend(slot + layer_bytes / 2, layer_bytes / 2, ncclUint8, 1, c.get(), s));
+            CheckNccl(c, ncclGroupEnd());
           }
         },
         [&](NcclComm& c, cudaStream_t s) {
           for (int64_t l = 0; l < layout.num_layers; ++l) {
-            CheckNccl(ncclGroupStart());
-            CheckNccl(ncclRecv(dst.view.k[l] + first_dst * block_bytes, layer_bytes / 2, ncclUint8, 0, c.get(), s));
-            CheckNccl(ncclRecv(dst.view.v[l] + first_dst * block_bytes, layer_bytes / 2, ncclUint8, 0, c.get(), s));
-            CheckNccl(ncclGroupEnd());
+            CheckNccl(c, ncclGroupStart());
+            CheckNccl(c, ncclRecv(dst.view.k[l] + first_dst * block_bytes, layer_bytes / 2, ncclUint8, 0, c.get(), s));
+            CheckNccl(c, ncclRecv(dst.view.v[l] + first_dst * block_bytes, layer_bytes / 2, ncclUint8, 0, c.get(), s));
+            CheckNccl(c, ncclGroupEnd());
           }
         });
     (void)ev;

@@ -18,7 +18,7 @@ OUT=${OUT:-/tmp/multi_gpu_check}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nccl_dir=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)
-export LD_LIBRARY_PATH="$PWD/.bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}${nccl_dir:+:$nccl_dir}"
+export LD_LIBRARY_PATH="$PWD/$BIN/lib:$PWD/.bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}${nccl_dir:+:$nccl_dir}"
 export TANDEM_NCCL_PEER_BIN="$BIN/nccl_kv_test_peer"
 
 { nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv; nvidia-smi topo -m; } \
@@ -26,12 +26,12 @@ export TANDEM_NCCL_PEER_BIN="$BIN/nccl_kv_test_peer"
 cat "$OUT/gpu.txt"
 ldd "$BIN/nccl_kv_transfer_test" | grep -E "nccl|not found"
 
-timeout 300 "$BIN/nccl_kv_transfer_test" --gtest_output="json:$OUT/nccl_test.json" \
+NCCL_DEBUG=${NCCL_DEBUG:-WARN} timeout 200 "$BIN/nccl_kv_transfer_test" --gtest_output="json:$OUT/nccl_test.json" \
   > "$OUT/nccl_test.log" 2>&1
 echo "nccl_kv_transfer_test rc=$?"
 
 if [ -z "${SKIP_BENCH:-}" ]; then
-  timeout 240 "$BIN/kv_transfer_bench" ${BENCH_ARGS:-} > "$OUT/kv_bench.json" 2> "$OUT/kv_bench.log"
+  timeout 120 "$BIN/kv_transfer_bench" ${BENCH_ARGS:-} > "$OUT/kv_bench.json" 2> "$OUT/kv_bench.log"
   echo "kv_transfer_bench rc=$?"
 fi
 

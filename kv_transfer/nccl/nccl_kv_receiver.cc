@@ -285,9 +285,16 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
     }
     return absl::OkStatus();
   }();
-  if (!status.ok()) session.comm.Abort();  // stops our receive kernels; the pair is rebuilt
-  session.nccl_stream.Synchronize();
-  session.scatter_stream.Synchronize();
+  if (status.ok()) {
+    session.nccl_stream.Synchronize();
+  } else {
+    TANDEM_LOG(WARNING) << "kv receiver: transfer of " << header.reservation_id << " from "
+                        << session.sender_name << " failed (" << status
+                        << "); aborting the communicator";
+    session.comm.Abort();  // stops our receive kernels; the sender rebuilds the pair
+    TANDEM_LOG(INFO) << "kv receiver: communicator aborted";
+  }
+  session.scatter_stream.Synchronize();  // scatters wait on nothing but the host
   std::lock_guard<std::mutex> lock(mu_);
   if (still_writing()) {
     auto it = pending_.find(header.reservation_id);

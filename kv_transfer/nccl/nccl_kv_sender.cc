@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/backend/cuda/cuda_check.h"
+#include "common/logging.h"
 #include "common/status.h"
 #include "kv_transfer/nccl/control_channel.h"
 #include "kv_transfer/nccl/kv_pack_kernels.h"
@@ -125,6 +126,9 @@ void NcclKvSender::Loop() {
     }
     absl::Status status = Send(job.first, job.second);
     if (!status.ok() && !absl::IsCancelled(status) && !absl::IsInvalidArgument(status)) {
+      TANDEM_LOG(WARNING) << "kv sender: transfer of " << job.second.reservation_id << " to "
+                          << job.second.endpoint << " failed (" << status
+                          << "); aborting the communicator";
       // The pair may be mid-message: abort the communicator (stops our kernels), wait until
       // nothing reads the source blocks any more, and rebuild on the next transfer.
       peers_.erase(job.second.endpoint);

@@ -294,15 +294,19 @@ TEST_F(NcclKvTransferTest, CancelledAndUnknownReservationsAreDrainedNotWritten) 
 }
 
 TEST_F(NcclKvTransferTest, FrozenThenKilledReceiverIsDetectedAndThePairRebuilt) {
+  // The 8B shape: a 2k-token transfer (256 MiB) is far more than NCCL buffers for a peer
+  // that posted no receive, so a frozen receiver really stops it.
   std::string endpoint;
-  auto receiver = Receiver(&endpoint);
-  auto sender = Sender();
+  auto receiver = Receiver(&endpoint, {"--shape=8b", "--blocks=160"});
+  auto sender = Sender({"--shape=8b", "--blocks=160"});
   EXPECT_EQ(receiver->Ask("EXPECT a 60000 1,2"), "OK");
   EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "a", 20, {3, 4})), "0 ");
   // Frozen receiver: the send cannot complete; its 2 s deadline is enforced.
   receiver->Signal(SIGSTOP);
   absl::Time start = absl::Now();
-  std::string stuck = Send(*sender, endpoint, 1, "b", 300, std::vector<int32_t>(19, 5), 2000);
+  std::vector<int32_t> many(128);
+  for (int i = 0; i < 128; ++i) many[i] = i;
+  std::string stuck = Send(*sender, endpoint, 1, "b", 2048, many, 2000);
   std::string queued = Send(*sender, endpoint, 1, "c", 20, {3, 4});
   EXPECT_EQ(sender->Ask("CANCEL " + queued), "OK");
   std::string status = Status(*sender, stuck);
@@ -318,7 +322,7 @@ TEST_F(NcclKvTransferTest, FrozenThenKilledReceiverIsDetectedAndThePairRebuilt) 
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   // A restarted receiver: same sender process, new communicator.
   std::string endpoint2;
-  auto receiver2 = Receiver(&endpoint2, {"--incarnation=2"});
+  auto receiver2 = Receiver(&endpoint2, {"--incarnation=2", "--shape=8b", "--blocks=160"});
   for (int r = 0; r < 3; ++r) {
     std::string id = "after" + std::to_string(r);
     EXPECT_EQ(receiver2->Ask(absl::StrCat("EXPECT ", id, " 60000 ", 10 + r, ",", 20 + r)), "OK");
