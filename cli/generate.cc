@@ -5,7 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
-#include "common/backend/cpu/cpu_model_runner.h"
+#include "common/backend/cuda/backend_select.h"
 #include "common/engine/engine.h"
 #include "common/engine/output_queue.h"
 #include "common/sampling/sampler.h"
@@ -49,12 +49,19 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& options, std::ostr
                                       prompt.size() + options.sampling.max_tokens);
   int64_t fan_out = std::max(options.sampling.n, options.sampling.num_beams);
   int64_t num_blocks = fan_out * ((longest + kBlockSizeTokens - 1) / kBlockSizeTokens) + 1;
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<CpuModelRunner> runner,
-                          CpuModelRunner::Load(options.model_dir,
-                                               {.num_kv_blocks = num_blocks,
-                                                .block_size_tokens = kBlockSizeTokens,
-                                                .num_threads = options.num_threads}));
-  Engine engine({.role = EngineRole::kColocated}, std::move(runner), tokenizer);
+  TANDEM_ASSIGN_OR_RETURN(BackendKind backend, ParseBackendKind(options.backend));
+  const EngineOptions engine_options{.role = EngineRole::kColocated};
+  TANDEM_ASSIGN_OR_RETURN(
+      SelectedRunner selected,
+      LoadSelectedRunner(options.model_dir,
+                         {.backend = backend,
+                          .device = options.device,
+                          .num_kv_blocks = num_blocks,
+                          .block_size_tokens = kBlockSizeTokens,
+                          .num_threads = options.num_threads,
+                          .max_num_tokens = engine_options.scheduler.max_num_batched_tokens,
+                          .max_num_seqs = engine_options.scheduler.max_num_seqs}));
+  Engine engine(engine_options, std::move(selected.runner), tokenizer);
   engine.Start();
   auto queue = std::make_shared<OutputQueue>();
   EngineRequest request{.request_id = "generate", .prompt_ids = prompt,

@@ -19,6 +19,8 @@ struct GenerateOptions {
   std::string prompt;
   SamplingParams sampling;
   int num_threads = 0;     // CPU threads (0: all)
+  std::string backend = "cpu";  // model runner: "cpu" or "cuda"
+  int device = 0;               // cuda: device ordinal
 };
 
 struct GenerateStats {

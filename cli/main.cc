@@ -38,6 +38,9 @@ ABSL_FLAG(std::vector<std::string>, stop, {}, "comma-separated stop strings");
 ABSL_FLAG(int32_t, n, 1, "independent samples, in [1, 16] (needs temperature > 0)");
 ABSL_FLAG(int32_t, num_beams, 1, "beam search width, in [1, 16] (needs temperature 0)");
 ABSL_FLAG(int32_t, threads, 0, "generate: CPU threads for the model, >= 0 (0: all cores)");
+ABSL_FLAG(std::string, backend, "cpu",
+          "generate (in-process) and up (every worker): model runner, cpu or cuda");
+ABSL_FLAG(int32_t, device, 0, "generate/up with --backend=cuda: CUDA device ordinal");
 // up
 ABSL_FLAG(int32_t, num_prefill, 1, "up: prefill workers, >= 0 (0: decode workers run whole "
           "requests)");
@@ -64,7 +67,9 @@ namespace {
 constexpr char kUsage[] =
     "tandem: LLM serving with disaggregated prefill and decode.\n"
     "  tandem up [--num_prefill=N] [--num_decode=M] [--listen=HOST:PORT] [--model=DIR]\n"
-    "  tandem generate [--server=HOST:PORT] [--prompt=TEXT] [--max_tokens=N] [sampling flags]\n"
+    "            [--backend=cpu|cuda --device=N]\n"
+    "  tandem generate [--server=HOST:PORT | --backend=cpu|cuda --device=N] [--prompt=TEXT]\n"
+    "                  [--max_tokens=N] [sampling flags]\n"
     "  tandem bench --server=HOST:PORT [--requests=N] [--rate=R | --concurrency=C]\n"
     "               [--prompt_len=N|A:B] [--output_len=N|A:B] [--json_out=FILE]\n"
     "sampling flags: --temperature --top_k --top_p --min_p --repetition_penalty\n"
@@ -116,7 +121,9 @@ int RunGenerate() {
   }
   tandem::cli::GenerateOptions options{.model_dir = absl::GetFlag(FLAGS_model), .prompt = prompt,
                                        .sampling = *sampling,
-                                       .num_threads = absl::GetFlag(FLAGS_threads)};
+                                       .num_threads = absl::GetFlag(FLAGS_threads),
+                                       .backend = absl::GetFlag(FLAGS_backend),
+                                       .device = absl::GetFlag(FLAGS_device)};
   if (options.num_threads < 0) return Fail(absl::InvalidArgumentError("threads must be >= 0"));
   auto stats = tandem::cli::Generate(options, std::cout);
   std::cout << "\n";
@@ -141,7 +148,9 @@ int RunUp() {
       .bin_dir = absl::GetFlag(FLAGS_bin_dir), .model_dir = absl::GetFlag(FLAGS_model),
       .num_prefill = absl::GetFlag(FLAGS_num_prefill), .num_decode = absl::GetFlag(FLAGS_num_decode),
       .router_listen = absl::GetFlag(FLAGS_listen),
-      .worker_flags = {absl::StrCat("--threads=", threads), absl::StrCat("--num_kv_blocks=", blocks)},
+      .worker_flags = {absl::StrCat("--threads=", threads), absl::StrCat("--num_kv_blocks=", blocks),
+                       "--backend=" + absl::GetFlag(FLAGS_backend),
+                       absl::StrCat("--device=", absl::GetFlag(FLAGS_device))},
       .log_dir = log_dir};
   std::cerr << "starting " << options.num_prefill << " prefill + " << options.num_decode
             << " decode workers and a router (logs in " << log_dir << ")\n";

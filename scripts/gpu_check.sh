@@ -61,6 +61,55 @@ if [ -z "${SKIP_SANITIZER:-}" ] && command -v compute-sanitizer > /dev/null; the
   unset TANDEM_SANITIZER_SMALL_CASES
 fi
 
+# End to end with --backend=cuda (needs tandem, tandem-router, tandem-prefill, tandem-decode in
+# $BIN): in-process greedy generation of the fixture prompts against the reference text, then a
+# local cluster (colocated: 0 prefill + 1 decode; disaggregated: 1 + 1, KV over TCP through the
+# managed-memory host view) streaming one greedy completion.
+if [ -z "${SKIP_E2E:-}" ] && [ -x "$BIN/tandem" ]; then
+  python3 - "$BIN" "$OUT" > "$OUT/e2e.txt" 2>&1 <<'PY'
+import json, subprocess, sys, time, os, signal
+bin_dir, out = sys.argv[1], sys.argv[2]
+model = "tests/fixtures/models/llama3-tiny"
+golden = json.load(open(f"{model}/golden.json"))
+def gen(args, prompt):
+    r = subprocess.run([f"{bin_dir}/tandem", "generate", f"--prompt={prompt}", "--max_tokens=32",
+                        "--ignore_eos", f"--model={model}"] + args,
+                       capture_output=True, text=True, timeout=120)
+    return r.returncode, r.stdout, r.stderr.strip().splitlines()[-1:] if r.stderr else []
+for i, p in enumerate(golden["prompts"]):
+    rc, text, err = gen(["--backend=cuda"], p["text"])
+    want = p["text"] + p["greedy_text"] + "\n"
+    same = next((k for k in range(min(len(text), len(want))) if text[k] != want[k]), min(len(text), len(want)))
+    print(f"generate --backend=cuda prompt {i}: rc={rc} {'IDENTICAL' if text == want else f'differs at char {same} of {len(want)}'} {err}")
+    if text != want:
+        print("   got: " + repr(text[len(p['text']):]))
+        print("  want: " + repr(p["greedy_text"]))
+for prefill in (0, 1):
+    ready = f"{out}/up{prefill}.ready"
+    if os.path.exists(ready): os.remove(ready)
+    up = subprocess.Popen([f"{bin_dir}/tandem", "up", f"--model={model}", "--backend=cuda",
+                           f"--num_prefill={prefill}", "--num_decode=1", "--num_kv_blocks=256",
+                           f"--log_dir={out}/up{prefill}", f"--ready_file={ready}"],
+                          stdout=subprocess.DEVNULL, stderr=open(f"{out}/up{prefill}.err", "w"))
+    for _ in range(600):
+        if os.path.exists(ready) and os.path.getsize(ready) > 0: break
+        time.sleep(0.1)
+    try:
+        addr = json.load(open(ready))["grpc"]
+        p = golden["prompts"][0]
+        rc, text, err = gen([f"--server={addr}"], p["text"])
+        want = p["text"] + p["greedy_text"] + "\n"
+        print(f"tandem up --backend=cuda prefill={prefill} decode=1: rc={rc} "
+              f"{'IDENTICAL' if text == want else 'DIFFERS: ' + repr(text)} {err}")
+    except Exception as e:
+        print(f"tandem up --backend=cuda prefill={prefill}: no cluster ({e})")
+    up.send_signal(signal.SIGINT)
+    try: up.wait(30)
+    except subprocess.TimeoutExpired: up.kill()
+PY
+  echo "e2e rc=$?"
+fi
+
 if [ -z "${SKIP_BENCH:-}" ]; then
   [ -f "$MODEL/config.json" ] || PYTHONUNBUFFERED=1 python3 tools/make_random_llama8b.py --out "$MODEL" 2>&1 | tail -2
   "$BIN/cuda_model_bench" --model="$MODEL" ${BENCH_ARGS:-} > "$OUT/bench.json" 2> "$OUT/bench.log"
@@ -95,6 +144,11 @@ if os.path.exists(runner_log):
     for line in open(runner_log):
         if "teacher-forced" in line or "near-tie" in line and " seq 0:" in line:
             print("  " + line.strip())
+e2e = os.path.join(out, "e2e.txt")
+if os.path.exists(e2e):
+    print("\n== end to end (--backend=cuda)")
+    for line in open(e2e):
+        print("  " + line.rstrip())
 path = os.path.join(out, "bench.json")
 if os.path.exists(path) and os.path.getsize(path) > 0:
     b = json.load(open(path))

@@ -54,6 +54,28 @@ float CudaEvent::ElapsedMsSince(const CudaEvent& start) const {
   return ms;
 }
 
+absl::StatusOr<DeviceBuffer> DeviceBuffer::AllocateManaged(size_t size_bytes, int device) {
+  if (size_bytes == 0) return DeviceBuffer();
+  int concurrent = 0;
+  TANDEM_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&concurrent, cudaDevAttrConcurrentManagedAccess, device));
+  if (concurrent == 0) {
+    return absl::FailedPreconditionError(
+        "device has no concurrent managed access: host-visible KV memory is unavailable");
+  }
+  void* data = nullptr;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocManaged(&data, size_bytes, cudaMemAttachGlobal));
+  DeviceBuffer buffer(data, size_bytes);  // owns it from here on
+  cudaMemLocation location{.type = cudaMemLocationTypeDevice, .id = device};
+  TANDEM_CUDA_RETURN_IF_ERROR(
+      cudaMemAdvise(data, size_bytes, cudaMemAdviseSetPreferredLocation, location));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemAdvise(data, size_bytes, cudaMemAdviseSetAccessedBy, location));
+  // Populate it on the device now, so kernels do not fault pages in one by one later.
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemPrefetchAsync(data, size_bytes, location, 0, nullptr));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  return buffer;
+}
+
 absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t size_bytes) {
   if (size_bytes == 0) return DeviceBuffer();
   void* data = nullptr;

@@ -53,6 +53,10 @@ class CudaEvent {
 class DeviceBuffer {
  public:
   static absl::StatusOr<DeviceBuffer> Allocate(size_t size_bytes);
+  // Managed memory (cudaMallocManaged) that lives on `device` but that host code may also
+  // read and write (pages migrate on touch); needs concurrent managed access, else
+  // FAILED_PRECONDITION. Freed the same way (cudaFree).
+  static absl::StatusOr<DeviceBuffer> AllocateManaged(size_t size_bytes, int device);
   DeviceBuffer() = default;
   DeviceBuffer(DeviceBuffer&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), size_bytes_(std::exchange(other.size_bytes_, 0)) {}

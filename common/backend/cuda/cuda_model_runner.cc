@@ -172,8 +172,27 @@ absl::Status CudaModelRunner::Allocate(const WeightStore& store) {
   memory_.num_kv_blocks = num_blocks;
   memory_.num_kv_tokens = num_blocks * layout_.block_size_tokens;
   memory_.kv_pool_bytes = static_cast<size_t>(num_blocks) * block_bytes;
-  TANDEM_ASSIGN_OR_RETURN(kv_, DeviceBuffer::Allocate(memory_.kv_pool_bytes));
+  if (options_.host_visible_kv) {
+    TANDEM_ASSIGN_OR_RETURN(kv_,
+                            DeviceBuffer::AllocateManaged(memory_.kv_pool_bytes, options_.device));
+  } else {
+    TANDEM_ASSIGN_OR_RETURN(kv_, DeviceBuffer::Allocate(memory_.kv_pool_bytes));
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<KvCacheView> CudaModelRunner::host_kv_view() const {
+  if (!options_.host_visible_kv) {
+    return absl::FailedPreconditionError(
+        "the CUDA KV pool is device memory (host_visible_kv is off): no host view");
+  }
+  KvCacheView view{.layout = layout_, .num_blocks = memory_.num_kv_blocks};
+  for (int64_t layer = 0; layer < layout_.num_layers; ++layer) {
+    PagedKvCache kv = layer_kv(layer);
+    view.k.push_back(reinterpret_cast<std::byte*>(kv.k));
+    view.v.push_back(reinterpret_cast<std::byte*>(kv.v));
+  }
+  return view;
 }
 
 PagedKvCache CudaModelRunner::layer_kv(int64_t layer) const {

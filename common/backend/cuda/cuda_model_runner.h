@@ -29,6 +29,7 @@
 #include "common/backend/cuda/cuda_weights.h"
 #include "common/backend/cuda/kernels/paged_kv.h"
 #include "common/backend/model_runner.h"
+#include "common/kv_cache/kv_cache_view.h"
 
 namespace tandem {
 
@@ -45,6 +46,10 @@ struct CudaRunnerOptions {
   // cuBLASLt on every 8B decode shape at m = 1 and loses at m >= 2 but for the LM head
   // (cuda_model_bench's gemm_decode_shapes; docs/cuda_backend.md).
   int64_t gemv_max_rows = 1;
+  // The KV pool in managed memory, so host code (the TCP KV transport, which reads and
+  // writes KvCacheView byte ranges) can reach it through host_kv_view(). Off: plain device
+  // memory, no host view (the NCCL transport of issue 7 is the GPU-native path).
+  bool host_visible_kv = false;
 };
 
 // What the runner holds on the device, reported at start.
@@ -85,6 +90,10 @@ class CudaModelRunner final : public ModelRunner {
   int64_t num_cuda_graphs() const;
   // One layer's cache, [num_slots][num_kv_heads][head_dim] bf16 for K and V.
   PagedKvCache layer_kv(int64_t layer) const;
+  // The KV pool as host-addressable bytes (host_visible_kv only, else FAILED_PRECONDITION).
+  // Host writes must happen between Forward calls for the blocks they touch, as on the CPU
+  // backend; Forward synchronizes before it returns, so its KV writes are visible after.
+  absl::StatusOr<KvCacheView> host_kv_view() const;
 
  private:
   struct Batch;  // the device-side view of one ForwardInputs

@@ -14,7 +14,13 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:0", "gRPC host:port; port 0 picks a fr
 ABSL_FLAG(std::string, name, "", "worker name, unique in the cluster (default: role@address)");
 ABSL_FLAG(std::string, ready_file, "",
           "write {grpc, kv, name, incarnation} as JSON here once serving");
-ABSL_FLAG(int64_t, num_kv_blocks, 2048, "KV cache size in blocks");
+ABSL_FLAG(std::string, backend, "cpu", "model runner: cpu or cuda");
+ABSL_FLAG(int32_t, device, 0, "--backend=cuda: CUDA device ordinal");
+ABSL_FLAG(double, gpu_memory_fraction, 0.9,
+          "--backend=cuda: share of the device's memory the runner may fill (weights, "
+          "activations, KV pool) when --num_kv_blocks=0");
+ABSL_FLAG(int64_t, num_kv_blocks, 2048,
+          "KV cache size in blocks (--backend=cuda: 0 sizes it from --gpu_memory_fraction)");
 ABSL_FLAG(int64_t, block_size, 16, "tokens per KV block: 16, 32 or 64");
 ABSL_FLAG(int32_t, threads, 1, "CPU compute threads of the model runner");
 ABSL_FLAG(int32_t, max_num_seqs, 64, "most sequences in one engine step");
@@ -30,6 +36,9 @@ WorkerOptions WorkerOptionsFromFlags() {
           .listen = absl::GetFlag(FLAGS_listen),
           .name = absl::GetFlag(FLAGS_name),
           .ready_file = absl::GetFlag(FLAGS_ready_file),
+          .backend = absl::GetFlag(FLAGS_backend),
+          .device = absl::GetFlag(FLAGS_device),
+          .gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction),
           .num_kv_blocks = absl::GetFlag(FLAGS_num_kv_blocks),
           .block_size = absl::GetFlag(FLAGS_block_size),
           .threads = absl::GetFlag(FLAGS_threads),

@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/backend/cpu/cpu_model_runner.h"
+#include "common/backend/cuda/backend_select.h"
 #include "common/status.h"
 #include "common/tokenizer/tokenizer.h"
 
@@ -32,28 +32,28 @@ absl::StatusOr<std::string> Fingerprint(const std::string& model_dir, const Mode
                          layout.Describe());
 }
 
-KvCacheView ViewOf(CpuModelRunner& runner) {
-  KvCacheView view{.layout = runner.kv_layout(), .num_blocks = runner.num_kv_blocks()};
-  for (int64_t layer = 0; layer < runner.kv_layout().num_layers; ++layer) {
-    reference::LayerKv kv = runner.layer_kv(layer);
-    view.k.push_back(reinterpret_cast<std::byte*>(kv.k));
-    view.v.push_back(reinterpret_cast<std::byte*>(kv.v));
-  }
-  return view;
-}
-
 }  // namespace
 
 absl::StatusOr<WorkerModel> LoadWorkerModel(const WorkerOptions& options, EngineRole role) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
                           Tokenizer::Load(options.model_dir));
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<CpuModelRunner> runner,
-                          CpuModelRunner::Load(options.model_dir,
-                                               {.num_kv_blocks = options.num_kv_blocks,
-                                                .block_size_tokens = options.block_size,
-                                                .num_threads = options.threads}));
+  TANDEM_ASSIGN_OR_RETURN(BackendKind backend, ParseBackendKind(options.backend));
+  TANDEM_ASSIGN_OR_RETURN(
+      SelectedRunner selected,
+      LoadSelectedRunner(options.model_dir,
+                         {.backend = backend,
+                          .device = options.device,
+                          .gpu_memory_fraction = options.gpu_memory_fraction,
+                          .num_kv_blocks = options.num_kv_blocks,
+                          .block_size_tokens = options.block_size,
+                          .num_threads = options.threads,
+                          .max_num_tokens = options.max_num_batched_tokens,
+                          .max_num_seqs = options.max_num_seqs,
+                          // every worker role builds a TCP transport over the view
+                          .host_kv_view = true}));
+  std::unique_ptr<ModelRunner> runner = std::move(selected.runner);
   WorkerModel model;
-  model.kv_view = ViewOf(*runner);
+  model.kv_view = std::move(selected.kv_view);
   TANDEM_ASSIGN_OR_RETURN(model.fingerprint,
                           Fingerprint(options.model_dir, runner->config(), runner->kv_layout()));
   EngineOptions engine_options{

@@ -1,6 +1,9 @@
-// A worker's model: the CPU runner inside an Engine of the given role, and the view of the
-// runner's KV memory the transfer transport reads or writes. The view points into memory the
-// engine owns, so the transport must be destroyed before the engine.
+// A worker's model: the runner (--backend=cpu|cuda) inside an Engine of the given role, and
+// the view of the runner's KV memory the transfer transport reads or writes. The view points
+// into memory the engine owns, so the transport must be destroyed before the engine. The TCP
+// transport reads and writes host bytes, so a CUDA worker's KV pool is managed memory
+// (host-visible; pages migrate on touch) — correct, not fast: the NCCL transport (issue 7) is
+// the GPU path for disaggregated KV.
 #pragma once
 
 #include <memory>

@@ -4,6 +4,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/backend/cuda/backend_select.h"
 
 namespace tandem {
 namespace {
@@ -46,8 +47,21 @@ absl::Status ValidateWorkerOptions(const WorkerOptions& o) {
   if (!o.router.empty()) {
     if (auto s = ParseHostPort(o.router, "router"); !s.ok()) return s.status();
   }
-  if (o.num_kv_blocks < 1 || o.num_kv_blocks > (int64_t{1} << 24)) {
-    return OutOfRange("num_kv_blocks", "in [1, 16777216]", o.num_kv_blocks);
+  absl::StatusOr<BackendKind> backend = ParseBackendKind(o.backend);
+  if (!backend.ok()) return backend.status();
+  const int64_t min_blocks = *backend == BackendKind::kCuda ? 0 : 1;
+  if (o.num_kv_blocks < min_blocks || o.num_kv_blocks > (int64_t{1} << 24)) {
+    return OutOfRange("num_kv_blocks",
+                      min_blocks == 0 ? "in [0, 16777216] (0: from --gpu_memory_fraction)"
+                                      : "in [1, 16777216]",
+                      o.num_kv_blocks);
+  }
+  if (absl::Status s = ValidateRunnerSelection({.backend = *backend,
+                                                .device = o.device,
+                                                .gpu_memory_fraction = o.gpu_memory_fraction,
+                                                .num_kv_blocks = o.num_kv_blocks});
+      !s.ok()) {
+    return s;
   }
   if (o.block_size != 16 && o.block_size != 32 && o.block_size != 64) {
     return OutOfRange("block_size", "16, 32 or 64", o.block_size);

@@ -15,7 +15,10 @@ struct WorkerOptions {
   std::string kv_listen = "127.0.0.1:0";  // decode only: the KV receiver's host:port
   std::string name;                     // unique in the cluster; empty: role@address
   std::string ready_file;               // written once SERVING; empty: none
-  int64_t num_kv_blocks = 2048;
+  std::string backend = "cpu";          // model runner: "cpu" or "cuda"
+  int device = 0;                       // cuda: device ordinal
+  double gpu_memory_fraction = 0.9;     // cuda: device memory share when num_kv_blocks == 0
+  int64_t num_kv_blocks = 2048;         // cuda: 0 sizes the pool from gpu_memory_fraction
   int64_t block_size = 16;              // tokens per KV block
   int threads = 1;                      // CPU compute threads
   int32_t max_num_seqs = 64;            // sequences per engine step

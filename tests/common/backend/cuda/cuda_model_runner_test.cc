@@ -2,9 +2,11 @@
 // (which the CPU backend matches to 1e-4): teacher-forced logits within bf16 tolerance at
 // every position, greedy continuations identical up to the first near-tie.
 #include "common/backend/cuda/cuda_model_runner.h"
+#include "common/backend/cuda/backend_select.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <iostream>
 
 #include "gtest/gtest.h"
@@ -296,6 +298,77 @@ TEST(CudaRunnerMemoryTest, KvPoolSizedFromMemoryFraction) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(CudaModelRunner::Load(dir, {.gpu_memory_fraction = used / 2}).status().code(),
             absl::StatusCode::kResourceExhausted);
+}
+
+
+// host_visible_kv: the KV pool is managed memory and the TCP transport's host view reaches
+// it. A prefill on the GPU, then a host-side "transfer" (memcpy of every layer's K/V blocks
+// through the view, as TcpKvReceiver/TcpKvSender do) into other blocks, then a decode from the
+// copies must match the reference; the view's bytes equal the device's.
+TEST(CudaRunnerHostKvTest, HostViewCarriesKvBothWays) {
+  const std::string model = "llama3-tiny";
+  auto loaded = CudaModelRunner::Load(testing::FixturePath("models/" + model),
+                                      {.num_kv_blocks = 64, .max_num_tokens = 256,
+                                       .max_num_seqs = 8, .max_logits_rows = 64,
+                                       .host_visible_kv = true});
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  CudaModelRunner& runner = **loaded;
+  auto view = runner.host_kv_view();
+  ASSERT_TRUE(view.ok()) << view.status();
+  ASSERT_EQ(view->num_blocks, runner.num_kv_blocks());
+  Golden golden = LoadGolden(model);
+  const int64_t vocab = runner.config().vocab_size;
+  const std::vector<int32_t>& ids = golden.prompts.back();
+  const size_t n = ids.size();
+  ShuffledBlocks blocks(runner.num_kv_blocks(), /*seed=*/9);
+  std::vector<int32_t> original = blocks.Take(n, 16), moved = blocks.Take(n, 16);
+  BatchBuilder prefill(16);
+  prefill.Add(std::span(ids).subspan(0, n - 1), 0, original, LogitsFor::kNone);
+  ASSERT_TRUE(runner.Forward(prefill.inputs()).ok());
+  const size_t block_bytes = view->layout.BytesPerBlockPerLayer();
+  const PagedKvCache last = runner.layer_kv(runner.config().num_layers - 1);
+  std::vector<std::byte> device_copy(block_bytes);
+  ASSERT_EQ(cudaMemcpy(device_copy.data(),
+                       reinterpret_cast<const std::byte*>(last.v) + original[0] * block_bytes,
+                       block_bytes, cudaMemcpyDefault), cudaSuccess);
+  EXPECT_EQ(std::memcmp(device_copy.data(),
+                        view->VBlock(runner.config().num_layers - 1, original[0]), block_bytes),
+            0);
+  for (int64_t layer = 0; layer < view->layout.num_layers; ++layer) {
+    for (size_t i = 0; i < original.size(); ++i) {
+      std::memcpy(view->KBlock(layer, moved[i]), view->KBlock(layer, original[i]), block_bytes);
+      std::memcpy(view->VBlock(layer, moved[i]), view->VBlock(layer, original[i]), block_bytes);
+      std::memset(view->KBlock(layer, original[i]), 0x7f, block_bytes);  // poison the source
+    }
+  }
+  BatchBuilder decode(16);
+  decode.Add(std::span(ids).subspan(n - 1, 1), static_cast<int32_t>(n - 1), moved,
+             LogitsFor::kLast);
+  auto logits = runner.Forward(decode.inputs());
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  std::span<const float> want = std::span(golden.logits.back()).subspan((n - 1) * vocab, vocab);
+  EXPECT_LE(testing::RelativeError(logits->Row(0), want), kRelativeTolerance);
+
+  auto plain = CudaModelRunner::Load(testing::FixturePath("models/" + model),
+                                     {.num_kv_blocks = 8, .max_num_tokens = 64});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ((*plain)->host_kv_view().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// --backend=cuda through the selection entry point the workers and `tandem generate` use.
+TEST(CudaRunnerHostKvTest, SelectedCudaRunnerGivesHostView) {
+  auto selected = LoadSelectedRunner(testing::FixturePath("models/llama3-tiny"),
+                                     {.backend = BackendKind::kCuda, .num_kv_blocks = 32,
+                                      .max_num_tokens = 128, .max_num_seqs = 4,
+                                      .host_kv_view = true});
+  ASSERT_TRUE(selected.ok()) << selected.status();
+  EXPECT_EQ(selected->kv_view.num_blocks, 32);
+  EXPECT_EQ(selected->kv_view.k.size(), static_cast<size_t>(selected->runner->config().num_layers));
+  EXPECT_EQ(selected->runner->num_kv_blocks(), 32);
+  EXPECT_EQ(LoadSelectedRunner(testing::FixturePath("models/llama3-tiny"),
+                               {.backend = BackendKind::kCuda, .gpu_memory_fraction = 0.0})
+                .status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
