@@ -7,7 +7,8 @@
 #   ../shared/tools/bundle-libs.sh .bundle/lib <binaries> && cp <binaries> .bundle/
 # for nccl_kv_transfer_test, nccl_kv_test_peer and kv_transfer_bench), or from a build
 # dir: BIN=build-nccl/.... NCCL is the machine's own: the CUDA toolkit's, else the one in
-# Python's nvidia-nccl package. NVLink multicast stays off (NCCL_NVLS_ENABLE=0).
+# Python's nvidia-nccl package. NVLink multicast stays off (NCCL_NVLS_ENABLE=0). Never set
+# NCCL_DEBUG for the test: NCCL prints to stdout, which is the peers' line protocol.
 #
 #   scripts/multi_gpu_check.sh
 #   SKIP_BENCH=1 scripts/multi_gpu_check.sh
@@ -26,7 +27,7 @@ export TANDEM_NCCL_PEER_BIN="$BIN/nccl_kv_test_peer"
 cat "$OUT/gpu.txt"
 ldd "$BIN/nccl_kv_transfer_test" | grep -E "nccl|not found"
 
-NCCL_DEBUG=${NCCL_DEBUG:-WARN} timeout 200 "$BIN/nccl_kv_transfer_test" --gtest_output="json:$OUT/nccl_test.json" \
+timeout 200 "$BIN/nccl_kv_transfer_test" --gtest_output="json:$OUT/nccl_test.json" \
   > "$OUT/nccl_test.log" 2>&1
 echo "nccl_kv_transfer_test rc=$?"
 

@@ -62,7 +62,13 @@ absl::Status NcclComm::Finish(ncclResult_t result, const char* what, absl::Time 
     if (absl::Now() >= deadline) {
       return absl::DeadlineExceededError(absl::StrCat(what, " did not finish before its deadline"));
     }
-    if (++spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    // A non-blocking communicator answers ncclInProgress for ordinary sends and receives
+    // too: spin (yielding) so each call costs microseconds, sleep only for slow ones (init).
+    if (++spins > 20000) {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    } else {
+      std::this_thread::yield();
+    }
   }
 }
 
