@@ -17,6 +17,7 @@ void DecodeContext::StartDecode(ReadyToDecode ready) {
           .chosen = {.token_id = *first_token, .logprob = ready.arrival.first_logprob}};
     }
   }
+  ready.request.prefill_cached_tokens = ready.arrival.cached_prompt_tokens;
   std::string id = ready.request.request_id;
   std::shared_ptr<OutputSink> sink = ready.request.sink;
   absl::Status started = engine.StartDecode(std::move(ready.request), first_token,

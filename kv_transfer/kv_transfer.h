@@ -38,6 +38,7 @@ struct KvSendRequest {
   int32_t num_tokens = 0;           // tokens whose KV the blocks hold
   int32_t first_token_id = -1;      // sampled by the prefill worker
   float first_logprob = 0.0f;
+  int32_t cached_prompt_tokens = 0;  // prompt tokens the sender reused from its prefix cache
   absl::Time deadline;
 };
 
@@ -61,6 +62,7 @@ struct KvArrival {
   int32_t num_tokens = 0;
   int32_t first_token_id = -1;
   float first_logprob = 0.0f;
+  int32_t cached_prompt_tokens = 0;
 };
 
 class KvReceiver {

@@ -62,6 +62,7 @@ void PrefillCall::StartSendLocked(const EngineOutput& o) {
       .num_tokens = static_cast<int32_t>(o.kv_num_tokens),
       .first_token_id = o.token_ids.empty() ? -1 : o.token_ids[0],
       .first_logprob = o.logprobs.empty() ? 0.0f : o.logprobs[0].chosen.logprob,
+      .cached_prompt_tokens = static_cast<int32_t>(o.num_cached_tokens),
       .deadline = send_deadline_};
   phase_ = Phase::kSending;
   send_start_ = absl::Now();

@@ -135,7 +135,9 @@ void RouterRequest::FillFinishedLocked(v1::Finished& f) {
   by->set_prefill_worker(prefill_worker_);
   by->set_decode_worker(attempt_.decode.name);
   by->set_migrations(migrations_);
-  int32_t cached = attempt_.prefill ? cached_prompt_tokens_ : f.usage().cached_prompt_tokens();
+  // The decode worker reports the prefill worker's reuse (it rides on KvComplete), so the
+  // count does not depend on whether the Prefill response arrived first.
+  int32_t cached = std::max(cached_prompt_tokens_, f.usage().cached_prompt_tokens());
   f.clear_usage();
   if (!tracker_.AllFinished()) return;  // usage rides on the request's last Finished
   f.mutable_usage()->set_prompt_tokens(static_cast<int32_t>(request_.prompt_ids.size()));

@@ -147,6 +147,7 @@ void Engine::Handle(StartDecodeCommand& c) {
   Sequence& seq = *record.group.seqs.front();
   InitRoot(seq, r, *tokenizer_, config_);
   seq.num_computed_tokens = kv_tokens;
+  seq.num_cached_tokens = r.prefill_cached_tokens;
   blocks_.RegisterComputedTokens(seq.id, seq.token_ids, kv_tokens);
   record.max_total_tokens = std::min<int64_t>(
       known + r.params.max_tokens - static_cast<int64_t>(r.generated_ids.size()),

@@ -65,6 +65,8 @@ struct EngineRequest {
   bool skip_special_tokens = true;
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<OutputSink> sink;
+  // Decode role: prompt tokens the prefill worker reused from its prefix cache (usage).
+  int64_t prefill_cached_tokens = 0;
 };
 
 // Decode role: the answer to Engine::Reserve, delivered on the engine thread.

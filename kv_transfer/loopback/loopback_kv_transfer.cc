@@ -74,7 +74,8 @@ absl::Status LoopbackKvReceiver::Deliver(const KvCacheView& source,
   arrivals_.push_back({.reservation_id = request.reservation_id, .status = absl::OkStatus(),
                        .num_tokens = request.num_tokens,
                        .first_token_id = request.first_token_id,
-                       .first_logprob = request.first_logprob});
+                       .first_logprob = request.first_logprob,
+                       .cached_prompt_tokens = request.cached_prompt_tokens});
   pending_.erase(it);
   return absl::OkStatus();
 }

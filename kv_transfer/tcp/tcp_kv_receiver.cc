@@ -156,7 +156,8 @@ void TcpKvReceiver::OnComplete(const internal::v1::KvComplete& complete) {
                        .status = absl::OkStatus(),
                        .num_tokens = complete.num_tokens(),
                        .first_token_id = complete.first_token_id(),
-                       .first_logprob = complete.first_logprob().logprob()});
+                       .first_logprob = complete.first_logprob().logprob(),
+                       .cached_prompt_tokens = complete.cached_prompt_tokens()});
   pending_.erase(it);
   arrived_.notify_all();
 }

@@ -145,6 +145,7 @@ absl::Status TcpKvSender::Send(uint64_t id, const KvSendRequest& request) {
   complete->mutable_first_logprob()->set_token_id(request.first_token_id);
   complete->mutable_first_logprob()->set_logprob(request.first_logprob);
   complete->set_sequence_number(sequence);
+  complete->set_cached_prompt_tokens(request.cached_prompt_tokens);
   return tcp::WriteFrame(peer->socket, frame, request.deadline);
 }
 

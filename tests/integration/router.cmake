@@ -7,7 +7,7 @@ target_compile_definitions(tandem_router_cluster PRIVATE
   TANDEM_DECODE_BINARY="$<TARGET_FILE:tandem-decode>"
   TANDEM_ROUTER_BINARY="$<TARGET_FILE:tandem-router>")
 add_dependencies(tandem_router_cluster tandem-prefill tandem-decode tandem-router)
-foreach(test router_cluster_test router_failures_test)
+foreach(test router_cluster_test router_failures_test router_affinity_test)
   if(TANDEM_SANITIZE STREQUAL "thread")
     # The test and the processes it starts inherit TSAN_OPTIONS (tsan_router.supp).
     add_executable(${test} ${test}.cc)
