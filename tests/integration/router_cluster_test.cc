@@ -181,6 +181,19 @@ TEST(RouterClusterTest, WorkersThatRegisterAreRouted) {
   o.workers_register = true;
   auto cluster = RouterCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
+  // Registration is asynchronous: the router may be SERVING with the decode worker alone
+  // (colocated) before the prefill worker registers. Wait until it sees both.
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    grpc::ClientContext c;
+    c.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    v1::ModelInfoResponse info;
+    if ((*cluster)->stub().ModelInfo(&c, v1::ModelInfoRequest(), &info).ok() &&
+        info.num_prefill_workers() == 1 && info.num_decode_workers() == 1) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
   GoldenPrompt p = Golden()[1];
   StreamOutput out = (*cluster)->Stream(GreedyRequest(p.ids, 16));
   ASSERT_TRUE(out.status.ok()) << out.status.error_message();
