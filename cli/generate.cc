@@ -2,18 +2,13 @@
 
 #include <chrono>
 #include <map>
-#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "common/backend/cuda/backend_select.h"
 #include "common/engine/engine.h"
 #include "common/engine/output_queue.h"
-#include "common/sampling/sampler.h"
 #include "common/sampling/selection.h"
-#include "common/sampling/sequence_state.h"
-#include "common/sampling/stop_checker.h"
 #include "common/status.h"
-#include "common/tokenizer/incremental_detokenizer.h"
 #include "common/tokenizer/tokenizer.h"
 
 namespace tandem::cli {

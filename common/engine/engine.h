@@ -99,14 +99,18 @@ class Engine {
 
   // engine_step.cc
   void RunForward(const SchedulerOutput& out);
-  void ProcessLogits(const SchedulerOutput& out, const LogitsView& logits);
-  struct PendingRow {
-    Record* record;
-    Sequence* seq;
-    std::vector<float> logits;  // [vocab]
+  void ProcessLogits(const SchedulerOutput& out, const LogitsView& logits,
+                     const absl::flat_hash_map<const Sequence*, Record*>& owner);
+  // Rows sampled together this step: logits [num_rows][vocab] copied once, contiguous.
+  struct SampleBatchRows {
+    std::vector<float> logits;
+    std::vector<SamplingRow> sampling;
+    std::vector<Record*> records;
+    std::vector<Sequence*> seqs;
+    void Add(Record& record, Sequence& seq, std::span<const float> row);
   };
-  void SampleRows(std::vector<PendingRow>& rows);
-  void StepBeams(Record& record, std::vector<std::span<float>> rows);
+  void SampleRows(SampleBatchRows& rows);
+  void StepBeams(Record& record, std::vector<std::span<const float>> rows);
   void AcceptToken(Record& record, Sequence& seq, int32_t token,
                    std::optional<SampledLogprobs> logprobs);
   void ForkSamples(Record& record);

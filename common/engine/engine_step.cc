@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/engine/engine.h"
 #include "common/engine/engine_record.h"
@@ -56,6 +57,7 @@ std::unique_ptr<Sequence> CloneForBeam(const Sequence& parent, SeqId id) {
 
 void Engine::RunForward(const SchedulerOutput& out) {
   absl::Time now = absl::Now();
+  // Built once per step: records and sequences do not change until ProcessLogits.
   absl::flat_hash_map<const Sequence*, Record*> owner;
   for (auto& [id, record] : records_) {
     for (auto& seq : record->group.seqs) owner[seq.get()] = record.get();
@@ -83,27 +85,20 @@ void Engine::RunForward(const SchedulerOutput& out) {
   }
   scheduler_.CommitComputed(out);
   num_computed_tokens_ += out.num_tokens;
-  ProcessLogits(out, *logits);
+  ProcessLogits(out, *logits, owner);
 }
 
-void Engine::ProcessLogits(const SchedulerOutput& out, const LogitsView& logits) {
-  absl::flat_hash_map<const Sequence*, Record*> owner;
-  for (auto& [id, record] : records_) {
-    for (auto& seq : record->group.seqs) owner[seq.get()] = record.get();
-  }
-  const int64_t vocab = logits.vocab_size;
-  std::vector<float> values(logits.values.begin(), logits.values.end());
-  std::vector<PendingRow> sample_rows;
-  absl::flat_hash_map<Record*, std::vector<std::span<float>>> beam_rows;
-  std::vector<std::string> touched;  // ids: a record may retire while we sweep
+void Engine::ProcessLogits(const SchedulerOutput& out, const LogitsView& logits,
+                           const absl::flat_hash_map<const Sequence*, Record*>& owner) {
+  SampleBatchRows sample_rows;
+  absl::flat_hash_map<Record*, std::vector<std::span<const float>>> beam_rows;
+  absl::flat_hash_set<std::string> touched;  // ids: a record may retire while we sweep
   int64_t row = 0;
   for (const ScheduledChunk& c : out.chunks) {
     if (!c.needs_logits) continue;
-    std::span<float> logit_row(values.data() + row++ * vocab, vocab);
+    std::span<const float> logit_row = logits.Row(row++);
     Record& record = *owner.at(c.seq);
-    if (touched.empty() || touched.back() != record.request.request_id) {
-      touched.push_back(record.request.request_id);
-    }
+    touched.insert(record.request.request_id);
     bool fans_out = record.request.params.n > 1 || record.beams.has_value();
     if (options_.role == EngineRole::kPrefillOnly && fans_out) {
       FinishPrefill(record, *c.seq, -1, std::nullopt);  // the decode worker fans out
@@ -111,11 +106,9 @@ void Engine::ProcessLogits(const SchedulerOutput& out, const LogitsView& logits)
       beam_rows[&record].push_back(logit_row);
     } else if (record.needs_fork) {
       ForkSamples(record);
-      for (auto& seq : record.group.seqs) {
-        sample_rows.push_back({&record, seq.get(), {logit_row.begin(), logit_row.end()}});
-      }
+      for (auto& seq : record.group.seqs) sample_rows.Add(record, *seq, logit_row);
     } else {
-      sample_rows.push_back({&record, c.seq, {logit_row.begin(), logit_row.end()}});
+      sample_rows.Add(record, *c.seq, logit_row);
     }
   }
   SampleRows(sample_rows);
@@ -126,18 +119,20 @@ void Engine::ProcessLogits(const SchedulerOutput& out, const LogitsView& logits)
   }
 }
 
-void Engine::SampleRows(std::vector<PendingRow>& rows) {
-  if (rows.empty()) return;
-  std::vector<float> batch;
-  std::vector<SamplingRow> sampling_rows;
-  for (PendingRow& row : rows) {
-    batch.insert(batch.end(), row.logits.begin(), row.logits.end());
-    sampling_rows.push_back({.params = &row.record->request.params, .state = &row.seq->sampling});
-  }
+void Engine::SampleBatchRows::Add(Record& record, Sequence& seq, std::span<const float> row) {
+  logits.insert(logits.end(), row.begin(), row.end());
+  sampling.push_back({.params = &record.request.params, .state = &seq.sampling});
+  records.push_back(&record);
+  seqs.push_back(&seq);
+}
+
+void Engine::SampleRows(SampleBatchRows& rows) {
+  if (rows.seqs.empty()) return;
   SamplingContext ctx{.vocab_size = config_.vocab_size, .eos_token_ids = config_.eos_token_ids};
-  std::vector<SampledToken> tokens = SampleBatch(batch, ctx, sampling_rows);
-  for (size_t i = 0; i < rows.size(); ++i) {
-    AcceptToken(*rows[i].record, *rows[i].seq, tokens[i].token_id, std::move(tokens[i].logprobs));
+  std::vector<SampledToken> tokens = SampleBatch(rows.logits, ctx, rows.sampling);
+  for (size_t i = 0; i < rows.seqs.size(); ++i) {
+    AcceptToken(*rows.records[i], *rows.seqs[i], tokens[i].token_id,
+                std::move(tokens[i].logprobs));
   }
 }
 
@@ -204,13 +199,13 @@ void Engine::FinishPrefill(Record& record, Sequence& seq, int32_t token,
   record.request.sink->OnOutput(std::move(out));
 }
 
-void Engine::StepBeams(Record& record, std::vector<std::span<float>> rows) {
+void Engine::StepBeams(Record& record, std::vector<std::span<const float>> rows) {
   const int64_t vocab = config_.vocab_size;
   std::vector<float> batch;
   std::vector<SamplingRow> sampling_rows;
   for (size_t b = 0; b < rows.size(); ++b) {
-    LogSoftmaxInPlace(rows[b]);
     batch.insert(batch.end(), rows[b].begin(), rows[b].end());
+    LogSoftmaxInPlace(std::span(batch).subspan(b * vocab, vocab));
     sampling_rows.push_back({&record.request.params, &record.group.seqs[b]->sampling});
   }
   SamplingContext ctx{.vocab_size = vocab, .eos_token_ids = config_.eos_token_ids};
