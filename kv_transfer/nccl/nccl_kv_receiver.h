@@ -32,6 +32,7 @@
 #include "kv_transfer/kv_transfer.h"
 #include "kv_transfer/nccl/control_channel.h"
 #include "kv_transfer/nccl/nccl_comm.h"
+#include "kv_transfer/tcp/connection_server.h"
 #include "kv_transfer/tcp/socket.h"
 
 namespace tandem {
@@ -69,15 +70,9 @@ class NcclKvReceiver final : public KvReceiver {
     uint64_t generation = 0;
     cudaStream_t writing_stream = nullptr;  // a connection's scatter stream while it writes
   };
-  struct Connection {
-    std::shared_ptr<tcp::Socket> socket;
-    std::thread thread;
-    std::atomic<bool> done{false};
-  };
   class Session;  // one connection's communicator, streams, staging ring
 
   NcclKvReceiver(KvCacheView cache, NcclKvReceiverOptions options, tcp::Socket listener, int port);
-  void AcceptLoop();
   void Serve(tcp::Socket& socket);
   absl::StatusOr<std::unique_ptr<Session>> Handshake(tcp::Socket& socket);
   absl::Status Receive(Session& session, tcp::Socket& socket,
@@ -85,22 +80,18 @@ class NcclKvReceiver final : public KvReceiver {
   // Forgets a pending reservation; waits for scatters it has in flight. Requires mu_.
   void Forget(std::map<std::string, Pending>::iterator it);
   void ExpireLeases(absl::Time now);  // requires mu_
-  void ReapConnections(bool all);
 
   const KvCacheView cache_;
   const NcclKvReceiverOptions options_;
-  tcp::Socket listener_;
   std::string endpoint_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> sessions_{0};
-  std::thread accept_thread_;
-  std::mutex connections_mu_;
-  std::vector<std::unique_ptr<Connection>> connections_;  // guarded by connections_mu_
   std::mutex mu_;
   std::map<std::string, Pending> pending_;  // guarded by mu_
   std::vector<KvArrival> arrivals_;         // guarded by mu_
   uint64_t next_generation_ = 1;            // guarded by mu_
   std::condition_variable arrived_;
+  std::unique_ptr<tcp::ConnectionServer> server_;  // last: stopped before the rest goes
 };
 
 }  // namespace tandem

@@ -20,48 +20,17 @@ absl::StatusOr<std::unique_ptr<TcpKvReceiver>> TcpKvReceiver::Start(
 
 TcpKvReceiver::TcpKvReceiver(KvCacheView cache, TcpKvReceiverOptions options,
                              tcp::Socket listener, int port)
-    : cache_(std::move(cache)), options_(std::move(options)), listener_(std::move(listener)) {
+    : cache_(std::move(cache)), options_(std::move(options)) {
   std::string host =
       options_.advertise_host.empty() ? options_.listen_host : options_.advertise_host;
   endpoint_ = absl::StrCat(host, ":", port);
-  accept_thread_ = std::thread([this] { AcceptLoop(); });
+  server_ = std::make_unique<tcp::ConnectionServer>(
+      std::move(listener), [this](tcp::Socket& socket) { Serve(socket); });
 }
 
 TcpKvReceiver::~TcpKvReceiver() {
   stopping_ = true;
-  accept_thread_.join();
-  ReapConnections(/*all=*/true);
-}
-
-void TcpKvReceiver::ReapConnections(bool all) {
-  std::lock_guard<std::mutex> lock(connections_mu_);
-  for (auto it = connections_.begin(); it != connections_.end();) {
-    Connection& c = **it;
-    if (!all && !c.done) {
-      ++it;
-      continue;
-    }
-    c.socket->Shutdown();  // wakes a reader blocked in poll
-    c.thread.join();
-    it = connections_.erase(it);
-  }
-}
-
-void TcpKvReceiver::AcceptLoop() {
-  while (!stopping_) {
-    absl::StatusOr<tcp::Socket> socket = tcp::Accept(listener_, absl::Milliseconds(200));
-    ReapConnections(/*all=*/false);
-    if (!socket.ok()) continue;  // timeout slice, or a transient accept error
-    auto connection = std::make_unique<Connection>();
-    connection->socket = std::make_shared<tcp::Socket>(*std::move(socket));
-    Connection* c = connection.get();
-    c->thread = std::thread([this, c] {
-      Serve(*c->socket);
-      c->done = true;
-    });
-    std::lock_guard<std::mutex> lock(connections_mu_);
-    connections_.push_back(std::move(connection));
-  }
+  server_.reset();  // joins every connection thread before the members they use go
 }
 
 absl::Status TcpKvReceiver::Handshake(tcp::Socket& socket) {

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "kv_transfer/kv_transfer.h"
+#include "kv_transfer/tcp/connection_server.h"
 #include "kv_transfer/tcp/socket.h"
 
 namespace tandem {
@@ -45,35 +46,25 @@ class TcpKvReceiver final : public KvReceiver {
     absl::Time deadline;
     int64_t blocks_received = 0;  // summed over layers
   };
-  struct Connection {
-    std::shared_ptr<tcp::Socket> socket;
-    std::thread thread;
-    std::atomic<bool> done{false};
-  };
 
   TcpKvReceiver(KvCacheView cache, TcpKvReceiverOptions options, tcp::Socket listener,
                 int port);
-  void AcceptLoop();
   void Serve(tcp::Socket& socket);
   absl::Status Handshake(tcp::Socket& socket);
   void OnChunk(const internal::v1::KvChunk& chunk);
   void OnComplete(const internal::v1::KvComplete& complete);
   void Fail(const std::string& reservation_id, absl::Status status);  // requires mu_
   void ExpireLeases(absl::Time now);                                  // requires mu_
-  void ReapConnections(bool all);
 
   const KvCacheView cache_;
   const TcpKvReceiverOptions options_;
-  tcp::Socket listener_;
   std::string endpoint_;
   std::atomic<bool> stopping_{false};
-  std::thread accept_thread_;
-  std::mutex connections_mu_;
-  std::vector<std::unique_ptr<Connection>> connections_;  // guarded by connections_mu_
   std::mutex mu_;
   std::map<std::string, Pending> pending_;  // guarded by mu_
   std::vector<KvArrival> arrivals_;         // guarded by mu_
   std::condition_variable arrived_;         // signalled when arrivals_ grows
+  std::unique_ptr<tcp::ConnectionServer> server_;  // last: stopped before the rest goes
 };
 
 }  // namespace tandem
