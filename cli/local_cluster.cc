@@ -74,7 +74,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   TANDEM_ASSIGN_OR_RETURN(std::string prefill_bin, FindBinary("tandem-prefill", options.bin_dir));
   TANDEM_ASSIGN_OR_RETURN(std::string decode_bin, FindBinary("tandem-decode", options.bin_dir));
   TANDEM_ASSIGN_OR_RETURN(std::string router_bin, FindBinary("tandem-router", options.bin_dir));
-  auto make_worker = [&](const std::string& binary, const std::string& name) {
+  auto make_worker = [&](const std::string& binary, const std::string& name,
+                         const std::vector<int>& devices, int index) {
     ClusterMember m{.name = name,
                     .argv = {binary, "--model=" + options.model_dir, "--name=" + name,
                              "--listen=127.0.0.1:0"},
@@ -82,13 +83,19 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
     if (binary == decode_bin) m.argv.push_back("--kv_listen=127.0.0.1:0");
     m.argv.push_back("--ready_file=" + m.ready_file);
     m.argv.insert(m.argv.end(), options.worker_flags.begin(), options.worker_flags.end());
+    if (!devices.empty()) {
+      SetFlag(m.argv, "device",
+              absl::StrCat(devices[static_cast<size_t>(index) % devices.size()]));
+    }
     return m;
   };
   for (int i = 0; i < options.num_prefill; ++i) {
-    cluster->prefill_.push_back(make_worker(prefill_bin, absl::StrCat("prefill-", i)));
+    cluster->prefill_.push_back(make_worker(prefill_bin, absl::StrCat("prefill-", i),
+                                                   options.prefill_devices, i));
   }
   for (int i = 0; i < options.num_decode; ++i) {
-    cluster->decode_.push_back(make_worker(decode_bin, absl::StrCat("decode-", i)));
+    cluster->decode_.push_back(make_worker(decode_bin, absl::StrCat("decode-", i),
+                                                  options.decode_devices, i));
   }
   std::vector<std::string> prefill_addrs, decode_addrs;
   for (auto* group : {&cluster->prefill_, &cluster->decode_}) {

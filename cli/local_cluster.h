@@ -22,6 +22,9 @@ struct LocalClusterOptions {
   int num_decode = 1;
   std::string router_listen = "127.0.0.1:8000";
   std::vector<std::string> worker_flags;   // appended to every worker's argv
+  // --backend=cuda: prefill worker i gets --device=prefill_devices[i % size] (likewise
+  // decode); empty: no --device flag is added (worker_flags may carry one).
+  std::vector<int> prefill_devices, decode_devices;
   std::vector<std::string> router_flags;   // appended to the router's argv
   std::string log_dir;                 // logs and ready files (created)
   absl::Duration ready_timeout = absl::Seconds(120);

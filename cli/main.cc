@@ -10,6 +10,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "cli/bench.h"
@@ -45,6 +46,18 @@ ABSL_FLAG(int32_t, device, 0, "generate/up with --backend=cuda: CUDA device ordi
 ABSL_FLAG(int32_t, num_prefill, 1, "up: prefill workers, >= 0 (0: decode workers run whole "
           "requests)");
 ABSL_FLAG(int32_t, num_decode, 1, "up: decode workers, >= 1");
+ABSL_FLAG(std::vector<std::string>, prefill_devices, {},
+          "up with --backend=cuda: CUDA devices of the prefill workers, comma-separated, "
+          "worker i takes entry i mod the count (default: --device)");
+ABSL_FLAG(std::vector<std::string>, decode_devices, {},
+          "up with --backend=cuda: CUDA devices of the decode workers (default: --device)");
+ABSL_FLAG(std::string, kv_transport, "auto",
+          "up: KV transfer between workers: auto (nccl with --backend=cuda), tcp or nccl");
+ABSL_FLAG(double, gpu_memory_fraction, 0.9,
+          "up with --backend=cuda: share of each device a worker may fill when "
+          "--num_kv_blocks=0");
+ABSL_FLAG(int64_t, max_num_batched_tokens, 512,
+          "up: tokens per worker engine step (longer prompts are prefilled in chunks)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:8000", "up: the router's address (port 0: any free)");
 ABSL_FLAG(int32_t, worker_threads, 1, "up: CPU threads per worker, >= 1");
 ABSL_FLAG(int32_t, num_kv_blocks, 2048, "up: KV blocks per worker, >= 1");
@@ -67,7 +80,7 @@ namespace {
 constexpr char kUsage[] =
     "tandem: LLM serving with disaggregated prefill and decode.\n"
     "  tandem up [--num_prefill=N] [--num_decode=M] [--listen=HOST:PORT] [--model=DIR]\n"
-    "            [--backend=cpu|cuda --device=N]\n"
+    "            [--backend=cpu|cuda --device=N | --prefill_devices=0 --decode_devices=1]\n"
     "  tandem generate [--server=HOST:PORT | --backend=cpu|cuda --device=N] [--prompt=TEXT]\n"
     "                  [--max_tokens=N] [sampling flags]\n"
     "  tandem bench --server=HOST:PORT [--requests=N] [--rate=R | --concurrency=C]\n"
@@ -140,7 +153,26 @@ int RunGenerate() {
 int RunUp() {
   int32_t threads = absl::GetFlag(FLAGS_worker_threads), blocks = absl::GetFlag(FLAGS_num_kv_blocks);
   if (threads < 1) return Fail(absl::InvalidArgumentError("worker_threads must be >= 1"));
-  if (blocks < 1) return Fail(absl::InvalidArgumentError("num_kv_blocks must be >= 1"));
+  const bool cuda = absl::GetFlag(FLAGS_backend) == "cuda";
+  if (blocks < (cuda ? 0 : 1)) {
+    return Fail(absl::InvalidArgumentError(cuda ? "num_kv_blocks must be >= 0 (0: from "
+                                                  "--gpu_memory_fraction)"
+                                                : "num_kv_blocks must be >= 1"));
+  }
+  std::vector<int> devices[2];
+  const std::vector<std::string> device_flags[2] = {absl::GetFlag(FLAGS_prefill_devices),
+                                                    absl::GetFlag(FLAGS_decode_devices)};
+  for (int role = 0; role < 2; ++role) {
+    for (const std::string& d : device_flags[role]) {
+      int device = -1;
+      if (!absl::SimpleAtoi(d, &device) || device < 0) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            role == 0 ? "prefill_devices" : "decode_devices",
+            " must be comma-separated CUDA device ordinals >= 0, got \"", d, "\"")));
+      }
+      devices[role].push_back(device);
+    }
+  }
   std::string log_dir = absl::GetFlag(FLAGS_log_dir);
   if (log_dir.empty()) log_dir = absl::StrCat("/tmp/tandem-up-", ::getpid());
   tandem::InstallShutdownSignalHandlers();
@@ -150,7 +182,14 @@ int RunUp() {
       .router_listen = absl::GetFlag(FLAGS_listen),
       .worker_flags = {absl::StrCat("--threads=", threads), absl::StrCat("--num_kv_blocks=", blocks),
                        "--backend=" + absl::GetFlag(FLAGS_backend),
-                       absl::StrCat("--device=", absl::GetFlag(FLAGS_device))},
+                       absl::StrCat("--device=", absl::GetFlag(FLAGS_device)),
+                       "--kv_transport=" + absl::GetFlag(FLAGS_kv_transport),
+                       absl::StrCat("--gpu_memory_fraction=",
+                                    absl::GetFlag(FLAGS_gpu_memory_fraction)),
+                       absl::StrCat("--max_num_batched_tokens=",
+                                    absl::GetFlag(FLAGS_max_num_batched_tokens))},
+      .prefill_devices = devices[0],
+      .decode_devices = devices[1],
       .log_dir = log_dir};
   std::cerr << "starting " << options.num_prefill << " prefill + " << options.num_decode
             << " decode workers and a router (logs in " << log_dir << ")\n";

@@ -20,12 +20,12 @@ absl::Status DecodeWorker::Init(const WorkerOptions& options) {
   identity_.set_role(internal::v1::ROLE_DECODE);
   identity_.set_model_fingerprint(model_.fingerprint);
   TANDEM_ASSIGN_OR_RETURN(
-      receiver_, TcpKvReceiver::Start(model_.kv_view,
-                                      {.listen_host = kv_listen.host,
-                                       .port = kv_listen.port,
-                                       .identity = {.name = options.name,
-                                                    .incarnation = identity_.incarnation(),
-                                                    .model_fingerprint = model_.fingerprint}}));
+      receiver_, StartKvReceiver(model_.kv_transport, model_.kv_view,
+                                 {.host = kv_listen.host, .port = kv_listen.port},
+                                 {.name = options.name,
+                                  .incarnation = identity_.incarnation(),
+                                  .model_fingerprint = model_.fingerprint}));
+  TANDEM_LOG(INFO) << "event=kv_transport kind=" << KvTransportName(model_.kv_transport);
   model_.engine->Start();
   ctx_ = std::make_unique<DecodeContext>(*model_.engine, *receiver_, table_);
   ctx_->set_identity(identity_);

@@ -14,7 +14,7 @@
 #include "common/service/worker/grpc_server.h"
 #include "common/service/worker/worker_main.h"
 #include "common/service/worker/worker_model.h"
-#include "kv_transfer/tcp/tcp_kv_receiver.h"
+#include "kv_transfer/kv_transfer.h"
 
 namespace tandem {
 
@@ -37,7 +37,7 @@ class DecodeWorker final : public RunningWorker {
 
   WorkerModel model_;
   internal::v1::WorkerIdentity identity_;
-  std::unique_ptr<TcpKvReceiver> receiver_;
+  std::unique_ptr<KvReceiver> receiver_;
   ReservationTable table_;
   std::unique_ptr<DecodeContext> ctx_;
   std::unique_ptr<DecodeService> service_;

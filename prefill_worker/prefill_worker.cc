@@ -19,10 +19,12 @@ absl::Status PrefillWorker::Init(const WorkerOptions& options) {
   identity_.set_role(internal::v1::ROLE_PREFILL);
   identity_.set_model_fingerprint(model_.fingerprint);
   identity_.set_name(options.name);
-  sender_ = std::make_unique<TcpKvSender>(
-      model_.kv_view, TcpKvSenderOptions{.identity = {.name = options.name,
-                                                      .incarnation = identity_.incarnation(),
-                                                      .model_fingerprint = model_.fingerprint}});
+  TANDEM_ASSIGN_OR_RETURN(sender_,
+                          MakeKvSender(model_.kv_transport, model_.kv_view,
+                                       {.name = options.name,
+                                        .incarnation = identity_.incarnation(),
+                                        .model_fingerprint = model_.fingerprint}));
+  TANDEM_LOG(INFO) << "event=kv_transport kind=" << KvTransportName(model_.kv_transport);
   poller_ = std::make_unique<TransferPoller>(*sender_);
   model_.engine->Start();
   ctx_ = std::make_unique<PrefillContext>(*model_.engine, *sender_, *poller_);

@@ -11,7 +11,7 @@
 #include "common/service/worker/grpc_server.h"
 #include "common/service/worker/worker_main.h"
 #include "common/service/worker/worker_model.h"
-#include "kv_transfer/tcp/tcp_kv_sender.h"
+#include "kv_transfer/kv_transfer.h"
 #include "prefill_worker/prefill_context.h"
 #include "prefill_worker/prefill_service.h"
 #include "prefill_worker/transfer_poller.h"
@@ -36,7 +36,7 @@ class PrefillWorker final : public RunningWorker {
 
   WorkerModel model_;
   internal::v1::WorkerIdentity identity_;
-  std::unique_ptr<TcpKvSender> sender_;
+  std::unique_ptr<KvSender> sender_;
   std::unique_ptr<TransferPoller> poller_;
   std::unique_ptr<PrefillContext> ctx_;
   std::unique_ptr<PrefillService> service_;

@@ -20,3 +20,9 @@ foreach(test router_cluster_test router_failures_test router_affinity_test)
     tandem_test(${test} LABEL integration SOURCES ${test}.cc DEPS tandem_router_cluster)
   endif()
 endforeach()
+
+# The disaggregated cluster on two GPUs (label multi_gpu; skipped with fewer than two).
+if(TANDEM_HAVE_NCCL)
+  tandem_test(gpu_cluster_test LABEL multi_gpu SOURCES gpu_cluster_test.cc
+              DEPS tandem_router_cluster CUDA::cudart)
+endif()

@@ -16,6 +16,8 @@ using internal::v1::LoadReport;
 absl::StatusOr<WorkerProcess> RouterCluster::StartOne(bool prefill, int index,
                                                       const std::string& listen) {
   std::vector<std::string> flags = options_.worker_flags;
+  const std::vector<std::string>& role = prefill ? options_.prefill_flags : options_.decode_flags;
+  flags.insert(flags.end(), role.begin(), role.end());
   flags.push_back("--listen=" + listen);
   std::string name = absl::StrCat(prefill ? "prefill-" : "decode-", index);
   return StartWorker(prefill ? TANDEM_PREFILL_BINARY : TANDEM_DECODE_BINARY, options_.model,

@@ -21,6 +21,8 @@ struct RouterClusterOptions {
   int num_decode = 1;
   std::string model = "llama3-tiny";
   std::vector<std::string> worker_flags;  // added to every worker
+  std::vector<std::string> prefill_flags;  // added to prefill workers, after worker_flags
+  std::vector<std::string> decode_flags;   // added to decode workers, after worker_flags
   std::vector<std::string> router_flags;  // added to the router
   // Start the router first without --prefill/--decode; workers join with --router=ADDR
   // (Registry.Register) instead of static addresses.

@@ -44,6 +44,10 @@ absl::Status ValidateRunnerSelection(const RunnerSelection& s) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--num_kv_blocks must be >= 1 with --backend=cpu, got ", s.num_kv_blocks));
     }
+    if (s.kv_view == KvViewKind::kDevice) {
+      return absl::InvalidArgumentError(
+          "--kv_transport=nccl moves KV between GPUs: it needs --backend=cuda");
+    }
     return absl::OkStatus();
   }
   if (!CudaBackendCompiled()) {
@@ -90,12 +94,13 @@ absl::StatusOr<SelectedRunner> LoadSelectedRunner(const std::string& model_dir,
       .max_num_seqs = std::max<int64_t>(s.max_num_seqs, 1),
       // A step's logits rows: one per sequence, or every prompt row for prompt logprobs.
       .max_logits_rows = std::max<int64_t>(rows, s.max_num_seqs),
-      .host_visible_kv = s.host_kv_view};
+      .host_visible_kv = s.kv_view == KvViewKind::kHost};
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<CudaModelRunner> runner,
                           CudaModelRunner::Load(model_dir, options));
-  if (s.host_kv_view) {
-    TANDEM_ASSIGN_OR_RETURN(KvCacheView view, runner->host_kv_view());
-    selected.kv_view = std::move(view);
+  if (s.kv_view == KvViewKind::kHost) {
+    TANDEM_ASSIGN_OR_RETURN(selected.kv_view, runner->host_kv_view());
+  } else if (s.kv_view == KvViewKind::kDevice) {
+    selected.kv_view = runner->device_kv_view();
   }
   selected.runner = std::move(runner);
   return selected;

@@ -22,6 +22,8 @@ std::string_view BackendKindName(BackendKind kind);
 // Whether this build contains the CUDA backend.
 bool CudaBackendCompiled();
 
+enum class KvViewKind { kNone, kHost, kDevice };
+
 struct RunnerSelection {
   BackendKind backend = BackendKind::kCpu;
   int device = 0;                    // cuda: device ordinal
@@ -31,15 +33,17 @@ struct RunnerSelection {
   int num_threads = 1;               // cpu: compute threads (0: all)
   int64_t max_num_tokens = 512;      // cuda: token rows per Forward (the engine's step budget)
   int64_t max_num_seqs = 64;         // cuda: sequences per Forward
-  // The TCP KV transport reads and writes the cache as host bytes: with this set the CUDA
-  // pool is placed in managed memory and `kv_view` is filled; without it, for CUDA,
-  // `kv_view` stays empty. The CPU pool is host memory and always has a view.
-  bool host_kv_view = false;
+  // The view of the KV pool a transfer transport needs. kHost: the TCP transport reads and
+  // writes host bytes, so a CUDA pool is placed in managed memory. kDevice: the NCCL
+  // transport moves device bytes; a CUDA pool stays plain device memory and the view is
+  // KvMemory::kCudaDevice (FAILED_PRECONDITION for the CPU backend). kNone: no view for CUDA.
+  // The CPU pool is host memory and always has a host view (kDevice is refused).
+  KvViewKind kv_view = KvViewKind::kNone;
 };
 
 struct SelectedRunner {
   std::unique_ptr<ModelRunner> runner;
-  KvCacheView kv_view;  // empty (no layers) unless there is one: RunnerSelection::host_kv_view
+  KvCacheView kv_view;  // empty (no layers) unless asked for: RunnerSelection::kv_view
 };
 
 // Checks the selection (errors name the flags: --backend, --device, --gpu_memory_fraction,

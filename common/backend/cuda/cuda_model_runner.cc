@@ -195,6 +195,19 @@ absl::StatusOr<KvCacheView> CudaModelRunner::host_kv_view() const {
   return view;
 }
 
+KvCacheView CudaModelRunner::device_kv_view() const {
+  KvCacheView view{.layout = layout_,
+                   .memory = KvMemory::kCudaDevice,
+                   .cuda_device = options_.device,
+                   .num_blocks = memory_.num_kv_blocks};
+  for (int64_t layer = 0; layer < layout_.num_layers; ++layer) {
+    PagedKvCache kv = layer_kv(layer);
+    view.k.push_back(reinterpret_cast<std::byte*>(kv.k));
+    view.v.push_back(reinterpret_cast<std::byte*>(kv.v));
+  }
+  return view;
+}
+
 PagedKvCache CudaModelRunner::layer_kv(int64_t layer) const {
   const int64_t num_slots = memory_.num_kv_blocks * layout_.block_size_tokens;
   const int64_t region = num_slots * layout_.ElementsPerTokenPerLayer();

@@ -94,6 +94,9 @@ class CudaModelRunner final : public ModelRunner {
   // Host writes must happen between Forward calls for the blocks they touch, as on the CPU
   // backend; Forward synchronizes before it returns, so its KV writes are visible after.
   absl::StatusOr<KvCacheView> host_kv_view() const;
+  // The KV pool as device memory (KvMemory::kCudaDevice on options.device), for GPU
+  // transports (NCCL). Valid whether or not the pool is managed memory.
+  KvCacheView device_kv_view() const;
 
  private:
   struct Batch;  // the device-side view of one ForwardInputs

@@ -16,6 +16,9 @@ ABSL_FLAG(std::string, ready_file, "",
           "write {grpc, kv, name, incarnation} as JSON here once serving");
 ABSL_FLAG(std::string, backend, "cpu", "model runner: cpu or cuda");
 ABSL_FLAG(int32_t, device, 0, "--backend=cuda: CUDA device ordinal");
+ABSL_FLAG(std::string, kv_transport, "auto",
+          "KV transfer between workers: tcp (host bytes over a socket), nccl (GPU to GPU; "
+          "needs --backend=cuda), or auto (nccl with --backend=cuda when built, else tcp)");
 ABSL_FLAG(double, gpu_memory_fraction, 0.9,
           "--backend=cuda: share of the device's memory the runner may fill (weights, "
           "activations, KV pool) when --num_kv_blocks=0");
@@ -38,6 +41,7 @@ WorkerOptions WorkerOptionsFromFlags() {
           .ready_file = absl::GetFlag(FLAGS_ready_file),
           .backend = absl::GetFlag(FLAGS_backend),
           .device = absl::GetFlag(FLAGS_device),
+          .kv_transport = absl::GetFlag(FLAGS_kv_transport),
           .gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction),
           .num_kv_blocks = absl::GetFlag(FLAGS_num_kv_blocks),
           .block_size = absl::GetFlag(FLAGS_block_size),

@@ -8,6 +8,7 @@
 #include "common/backend/cuda/backend_select.h"
 #include "common/status.h"
 #include "common/tokenizer/tokenizer.h"
+#include "kv_transfer/transport_select.h"
 
 namespace tandem {
 namespace {
@@ -38,6 +39,8 @@ absl::StatusOr<WorkerModel> LoadWorkerModel(const WorkerOptions& options, Engine
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
                           Tokenizer::Load(options.model_dir));
   TANDEM_ASSIGN_OR_RETURN(BackendKind backend, ParseBackendKind(options.backend));
+  TANDEM_ASSIGN_OR_RETURN(KvTransportKind transport,
+                          ResolveKvTransport(options.kv_transport, backend == BackendKind::kCuda));
   TANDEM_ASSIGN_OR_RETURN(
       SelectedRunner selected,
       LoadSelectedRunner(options.model_dir,
@@ -49,11 +52,14 @@ absl::StatusOr<WorkerModel> LoadWorkerModel(const WorkerOptions& options, Engine
                           .num_threads = options.threads,
                           .max_num_tokens = options.max_num_batched_tokens,
                           .max_num_seqs = options.max_num_seqs,
-                          // every worker role builds a TCP transport over the view
-                          .host_kv_view = true}));
+                          // every worker role builds a transport over the view
+                          .kv_view = transport == KvTransportKind::kNccl
+                                         ? KvViewKind::kDevice
+                                         : KvViewKind::kHost}));
   std::unique_ptr<ModelRunner> runner = std::move(selected.runner);
   WorkerModel model;
   model.kv_view = std::move(selected.kv_view);
+  model.kv_transport = transport;
   TANDEM_ASSIGN_OR_RETURN(model.fingerprint,
                           Fingerprint(options.model_dir, runner->config(), runner->kv_layout()));
   EngineOptions engine_options{

@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/backend/cuda/backend_select.h"
+#include "kv_transfer/transport_select.h"
 
 namespace tandem {
 namespace {
@@ -49,6 +50,9 @@ absl::Status ValidateWorkerOptions(const WorkerOptions& o) {
   }
   absl::StatusOr<BackendKind> backend = ParseBackendKind(o.backend);
   if (!backend.ok()) return backend.status();
+  if (auto t = ResolveKvTransport(o.kv_transport, *backend == BackendKind::kCuda); !t.ok()) {
+    return t.status();
+  }
   const int64_t min_blocks = *backend == BackendKind::kCuda ? 0 : 1;
   if (o.num_kv_blocks < min_blocks || o.num_kv_blocks > (int64_t{1} << 24)) {
     return OutOfRange("num_kv_blocks",

@@ -17,6 +17,7 @@ struct WorkerOptions {
   std::string ready_file;               // written once SERVING; empty: none
   std::string backend = "cpu";          // model runner: "cpu" or "cuda"
   int device = 0;                       // cuda: device ordinal
+  std::string kv_transport = "auto";    // KV transfer: "auto", "tcp" or "nccl" (GPU to GPU)
   double gpu_memory_fraction = 0.9;     // cuda: device memory share when num_kv_blocks == 0
   int64_t num_kv_blocks = 2048;         // cuda: 0 sizes the pool from gpu_memory_fraction
   int64_t block_size = 16;              // tokens per KV block

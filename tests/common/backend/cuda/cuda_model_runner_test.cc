@@ -360,7 +360,7 @@ TEST(CudaRunnerHostKvTest, SelectedCudaRunnerGivesHostView) {
   auto selected = LoadSelectedRunner(testing::FixturePath("models/llama3-tiny"),
                                      {.backend = BackendKind::kCuda, .num_kv_blocks = 32,
                                       .max_num_tokens = 128, .max_num_seqs = 4,
-                                      .host_kv_view = true});
+                                      .kv_view = KvViewKind::kHost});
   ASSERT_TRUE(selected.ok()) << selected.status();
   EXPECT_EQ(selected->kv_view.num_blocks, 32);
   EXPECT_EQ(selected->kv_view.k.size(), static_cast<size_t>(selected->runner->config().num_layers));
