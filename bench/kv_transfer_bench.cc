@@ -1,12 +1,19 @@
-// KV transfer between two GPUs over NCCL, printed as JSON: raw NCCL send/recv bandwidth
-// (one message of the request's size, and one message per layer) and tandem's transfer
-// (NcclKvSender on GPU 0 -> NcclKvReceiver on GPU 1: gather, per-layer sends, scatter into
-// random block tables) for 512/2k/8k-token requests of the Llama-3-8B KV shape (32 layers,
-// 8 kv heads, head_dim 128, bf16: 128 KiB per token), measured in the same run. Also the
-// variant without a scatter (receiving each layer straight into contiguous blocks), to
-// price the scatter. One process, one thread per rank.
+// KV transfer between two GPUs over NCCL, printed as JSON, all measured in the same run for
+// 512/2k/8k-token requests of the Llama-3-8B KV shape (32 layers, 8 kv heads, head_dim 128,
+// bf16: 128 KiB per token):
+//   - raw NCCL send/recv: one message of the request's size (on the transport's
+//     non-blocking communicator and on a blocking one), one message per layer (both kinds),
+//     and messages of each swept chunk size;
+//   - tandem (NcclKvSender on GPU 0 -> NcclKvReceiver on GPU 1: cross-layer chunks, gather,
+//     sends, scatter into random block tables) with the default options, then for each
+//     (max_chunk_bytes, num_staging_slots) of the sweep;
+//   - gather + default-size chunk sends received into one contiguous buffer (no scatter), to
+//     price the scatter.
+// fraction_of_raw is tandem's time over the fastest raw variant's; fraction_of_raw_one_message
+// over the one-message send on the non-blocking communicator. One process, a thread per rank.
 //
-//   kv_transfer_bench [--iters=20] [--tokens=512,2048,8192]
+//   kv_transfer_bench [--iters=20] [--tokens=512,2048,8192] [--chunk_mib=16,32,64,128]
+//                     [--slots=2,3]
 #include <barrier>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +28,7 @@
 #include "absl/time/clock.h"
 #include "common/backend/cuda/cuda_check.h"
 #include "common/backend/cuda/cuda_handles.h"
+#include "kv_transfer/nccl/kv_chunk_plan.h"
 #include "kv_transfer/nccl/kv_pack_kernels.h"
 #include "kv_transfer/nccl/nccl_comm.h"
 #include "kv_transfer/nccl/nccl_kv_receiver.h"
@@ -68,13 +76,13 @@ double Median(std::vector<double> v) {
 // `iters` times after 3 warm-ups, both starting each iteration together; returns the median
 // wall seconds of an iteration (until both ranks' streams are done).
 template <typename F0, typename F1>
-double TimePair(int iters, F0 rank0, F1 rank1) {
+double TimePair(int iters, bool blocking, F0 rank0, F1 rank1) {
   ncclUniqueId id = *NcclComm::NewUniqueId();
   std::barrier sync(2);
   std::vector<double> seconds;
   auto run = [&](int rank, auto& body) {
     TANDEM_CUDA_CHECK(cudaSetDevice(rank));
-    NcclComm comm = *NcclComm::Create(2, rank, id, absl::Now() + absl::Seconds(60));
+    NcclComm comm = *NcclComm::Create(2, rank, id, absl::Now() + absl::Seconds(60), blocking);
     CudaStream stream = *CudaStream::Create();
     for (int i = 0; i < iters + 3; ++i) {
       sync.arrive_and_wait();
@@ -92,7 +100,7 @@ double TimePair(int iters, F0 rank0, F1 rank1) {
   return Median(seconds);
 }
 
-// Communicators are non-blocking (NcclComm): a call may answer ncclInProgress.
+// A call on a non-blocking communicator may answer ncclInProgress.
 void CheckNccl(const NcclComm& comm, ncclResult_t r) {
   absl::Status s = comm.Finish(r, "nccl", absl::Now() + absl::Seconds(60));
   if (!s.ok()) {
@@ -101,82 +109,41 @@ void CheckNccl(const NcclComm& comm, ncclResult_t r) {
   }
 }
 
-}  // namespace
-}  // namespace tandem
+std::vector<int64_t> ParseList(const std::string& text) {
+  std::vector<int64_t> out;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int64_t v;
+    if (absl::SimpleAtoi(part, &v)) out.push_back(v);
+  }
+  return out;
+}
 
-int main(int argc, char** argv) {
-  using namespace tandem;
-  setenv("NCCL_NVLS_ENABLE", "0", 0);
-  int iters = 20;
-  std::vector<int64_t> token_counts = {512, 2048, 8192};
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--iters=", 0) == 0) (void)absl::SimpleAtoi(a.substr(8), &iters);
-    if (a.rfind("--tokens=", 0) == 0) {
-      token_counts.clear();
-      for (absl::string_view s : absl::StrSplit(a.substr(9), ',')) {
-        int64_t t;
-        if (absl::SimpleAtoi(s, &t)) token_counts.push_back(t);
-      }
-    }
-  }
-  int devices = 0;
-  TANDEM_CUDA_CHECK(cudaGetDeviceCount(&devices));
-  if (devices < 2) {
-    std::fprintf(stderr, "kv_transfer_bench needs two GPUs\n");
-    return 1;
-  }
-  const KvLayout layout = Layout8B();
-  const size_t block_bytes = layout.BytesPerBlockPerLayer();
-  DeviceCache src = MakeCache(0, 100), dst = MakeCache(1, 200);
-  nlohmann::json out;
-  out["shape"] = layout.Describe();
-  out["kv_bytes_per_token"] = layout.kv_bytes_per_block() / layout.block_size_tokens;
-  out["iters"] = iters;
+struct Config {
+  size_t chunk_bytes = 0;
+  int slots = 0;
+};
+
+// Median seconds from StartSend until the receiver reports the arrival, random block
+// tables, one (sender, receiver) pair with `config`; fills `ms` per size. False on failure.
+bool TimeTandem(const Config& config, const DeviceCache& src, const DeviceCache& dst,
+                const std::vector<int64_t>& token_counts, int iters, std::vector<double>* out) {
+  const KvLayout& layout = src.view.layout;
   std::mt19937 rng(12345);
   std::vector<int32_t> all(kCacheBlocks);
   for (int64_t i = 0; i < kCacheBlocks; ++i) all[i] = static_cast<int32_t>(i);
-
-  auto receiver = *NcclKvReceiver::Start(
-      dst.view, {.identity = {.name = "decode", .incarnation = 1, .model_fingerprint = "bench"}});
-  auto sender = *NcclKvSender::Create(
-      src.view, {.identity = {.name = "prefill", .incarnation = 1, .model_fingerprint = "bench"}});
-
+  NcclKvReceiverOptions receiver_options{
+      .identity = {.name = "decode", .incarnation = 1, .model_fingerprint = "bench"}};
+  receiver_options.max_chunk_bytes = config.chunk_bytes;
+  receiver_options.num_staging_slots = config.slots;
+  NcclKvSenderOptions sender_options{
+      .identity = {.name = "prefill", .incarnation = 1, .model_fingerprint = "bench"}};
+  sender_options.max_chunk_bytes = config.chunk_bytes;
+  sender_options.num_staging_slots = config.slots;
+  auto receiver = *NcclKvReceiver::Start(dst.view, receiver_options);
+  auto sender = *NcclKvSender::Create(src.view, sender_options);
   for (int64_t tokens : token_counts) {
     const int64_t blocks = (tokens + layout.block_size_tokens - 1) / layout.block_size_tokens;
-    const size_t bytes = static_cast<size_t>(blocks) * layout.kv_bytes_per_block();
-    const size_t layer_bytes = 2 * blocks * block_bytes;
-    nlohmann::json row = {{"tokens", tokens}, {"bytes", bytes}};
-
-    // Raw: one message of the request's size, and one message per layer.
-    TANDEM_CUDA_CHECK(cudaSetDevice(0));
-    DeviceBuffer a = *DeviceBuffer::Allocate(bytes);
-    LaunchFillPattern(a.as<std::byte>(), bytes, 7, 0, nullptr);
-    TANDEM_CUDA_CHECK(cudaDeviceSynchronize());
-    TANDEM_CUDA_CHECK(cudaSetDevice(1));
-    DeviceBuffer b = *DeviceBuffer::Allocate(bytes);
-    double raw_one = TimePair(
-        iters,
-        [&](NcclComm& c, cudaStream_t s) { CheckNccl(c, ncclSend(a.data(), bytes, ncclUint8, 1, c.get(), s)); },
-        [&](NcclComm& c, cudaStream_t s) { CheckNccl(c, ncclRecv(b.data(), bytes, ncclUint8, 0, c.get(), s)); });
-    double raw_layers = TimePair(
-        iters,
-        [&](NcclComm& c, cudaStream_t s) {
-          for (int64_t l = 0; l < layout.num_layers; ++l) {
-            CheckNccl(c, ncclSend(a.as<std::byte>() + l * layer_bytes, layer_bytes, ncclUint8, 1, c.get(), s));
-          }
-        },
-        [&](NcclComm& c, cudaStream_t s) {
-          for (int64_t l = 0; l < layout.num_layers; ++l) {
-            CheckNccl(c, ncclRecv(b.as<std::byte>() + l * layer_bytes, layer_bytes, ncclUint8, 0, c.get(), s));
-          }
-        });
-    const double raw_best = std::min(raw_one, raw_layers);
-    row["raw_one_message_gb_per_s"] = bytes / raw_one / 1e9;
-    row["raw_layer_messages_gb_per_s"] = bytes / raw_layers / 1e9;
-
-    // Tandem: StartSend until the receiver reports the arrival, random block tables.
-    std::vector<double> seconds, sender_seconds;
+    std::vector<double> seconds;
     for (int i = 0; i < iters + 3; ++i) {
       std::shuffle(all.begin(), all.end(), rng);
       std::vector<int32_t> src_blocks(all.begin(), all.begin() + blocks);
@@ -199,54 +166,171 @@ int main(int argc, char** argv) {
       if (!arrivals[0].status.ok() || !status->ok()) {
         std::fprintf(stderr, "transfer failed: %s / %s\n", arrivals[0].status.ToString().c_str(),
                      status->ToString().c_str());
-        return 1;
+        return false;
       }
       if (i >= 3) seconds.push_back(took);
     }
-    const double tandem_s = Median(seconds);
-    row["tandem_ms"] = tandem_s * 1e3;
-    row["tandem_gb_per_s"] = bytes / tandem_s / 1e9;
-    row["fraction_of_raw"] = raw_best / tandem_s;
+    out->push_back(Median(seconds));
+  }
+  return true;
+}
 
-    // No scatter: gather + per-layer K/V messages received straight into contiguous
-    // destination blocks (what a decode side reserving contiguous runs would allow).
+}  // namespace
+}  // namespace tandem
+
+int main(int argc, char** argv) {
+  using namespace tandem;
+  setenv("NCCL_NVLS_ENABLE", "0", 0);
+  int iters = 20;
+  std::vector<int64_t> token_counts = {512, 2048, 8192};
+  std::vector<int64_t> chunk_mib = {16, 32, 64, 128};
+  std::vector<int64_t> slot_counts = {2, 3};
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--iters=", 0) == 0) (void)absl::SimpleAtoi(a.substr(8), &iters);
+    if (a.rfind("--tokens=", 0) == 0) token_counts = ParseList(a.substr(9));
+    if (a.rfind("--chunk_mib=", 0) == 0) chunk_mib = ParseList(a.substr(12));
+    if (a.rfind("--slots=", 0) == 0) slot_counts = ParseList(a.substr(8));
+  }
+  int devices = 0;
+  TANDEM_CUDA_CHECK(cudaGetDeviceCount(&devices));
+  if (devices < 2) {
+    std::fprintf(stderr, "kv_transfer_bench needs two GPUs\n");
+    return 1;
+  }
+  const KvLayout layout = Layout8B();
+  const size_t block_bytes = layout.BytesPerBlockPerLayer();
+  DeviceCache src = MakeCache(0, 100), dst = MakeCache(1, 200);
+  const Config defaults{.chunk_bytes = NcclKvSenderOptions{}.max_chunk_bytes,
+                        .slots = NcclKvSenderOptions{}.num_staging_slots};
+  nlohmann::json out;
+  out["shape"] = layout.Describe();
+  out["kv_bytes_per_token"] = layout.kv_bytes_per_block() / layout.block_size_tokens;
+  out["iters"] = iters;
+  out["default_chunk_mib"] = defaults.chunk_bytes >> 20;
+  out["default_slots"] = defaults.slots;
+
+  // Tandem first (its own communicators), default options, then the sweep.
+  std::vector<double> tandem_s;
+  if (!TimeTandem(defaults, src, dst, token_counts, iters, &tandem_s)) return 1;
+  std::vector<std::pair<Config, std::vector<double>>> sweep;
+  for (int64_t mib : chunk_mib) {
+    for (int64_t slots : slot_counts) {
+      Config config{.chunk_bytes = static_cast<size_t>(mib) << 20, .slots = static_cast<int>(slots)};
+      std::vector<double> seconds;
+      if (!TimeTandem(config, src, dst, token_counts, iters, &seconds)) return 1;
+      sweep.emplace_back(config, seconds);
+      std::fprintf(stderr, "tandem %lld MiB x %lld slots done\n", static_cast<long long>(mib),
+                   static_cast<long long>(slots));
+    }
+  }
+
+  // Device arrays of layer pointers for the no-scatter variant's gathers.
+  TANDEM_CUDA_CHECK(cudaSetDevice(0));
+  std::vector<std::byte*> layer_ptrs = src.view.k;
+  layer_ptrs.insert(layer_ptrs.end(), src.view.v.begin(), src.view.v.end());
+  DeviceBuffer layers = *DeviceBuffer::Allocate(sizeof(std::byte*) * layer_ptrs.size());
+  TANDEM_CUDA_CHECK(cudaMemcpy(layers.data(), layer_ptrs.data(), layers.size_bytes(),
+                               cudaMemcpyHostToDevice));
+  std::mt19937 rng(777);
+  std::vector<int32_t> all(kCacheBlocks);
+  for (int64_t i = 0; i < kCacheBlocks; ++i) all[i] = static_cast<int32_t>(i);
+
+  for (size_t t = 0; t < token_counts.size(); ++t) {
+    const int64_t tokens = token_counts[t];
+    const int64_t blocks = (tokens + layout.block_size_tokens - 1) / layout.block_size_tokens;
+    const size_t bytes = static_cast<size_t>(blocks) * layout.kv_bytes_per_block();
+    const size_t layer_bytes = 2 * blocks * block_bytes;
+    nlohmann::json row = {{"tokens", tokens}, {"bytes", bytes}};
+
     TANDEM_CUDA_CHECK(cudaSetDevice(0));
-    DeviceBuffer staging = *DeviceBuffer::Allocate(2 * layer_bytes);
+    DeviceBuffer a = *DeviceBuffer::Allocate(bytes);
+    LaunchFillPattern(a.as<std::byte>(), bytes, 7, 0, nullptr);
+    TANDEM_CUDA_CHECK(cudaDeviceSynchronize());
+    TANDEM_CUDA_CHECK(cudaSetDevice(1));
+    DeviceBuffer b = *DeviceBuffer::Allocate(bytes);
+    // Raw: `bytes` as messages of `message` bytes (the last one shorter).
+    auto raw = [&](size_t message, bool blocking) {
+      return TimePair(
+          iters, blocking,
+          [&](NcclComm& c, cudaStream_t s) {
+            for (size_t off = 0; off < bytes; off += message) {
+              CheckNccl(c, ncclSend(a.as<std::byte>() + off, std::min(message, bytes - off),
+                                    ncclUint8, 1, c.get(), s));
+            }
+          },
+          [&](NcclComm& c, cudaStream_t s) {
+            for (size_t off = 0; off < bytes; off += message) {
+              CheckNccl(c, ncclRecv(b.as<std::byte>() + off, std::min(message, bytes - off),
+                                    ncclUint8, 0, c.get(), s));
+            }
+          });
+    };
+    const double raw_one = raw(bytes, /*blocking=*/false);
+    const double raw_one_blocking = raw(bytes, /*blocking=*/true);
+    const double raw_layers = raw(layer_bytes, /*blocking=*/false);
+    const double raw_layers_blocking = raw(layer_bytes, /*blocking=*/true);
+    double raw_best = std::min({raw_one, raw_one_blocking, raw_layers, raw_layers_blocking});
+    row["raw_one_message_gb_per_s"] = bytes / raw_one / 1e9;
+    row["raw_one_message_blocking_comm_gb_per_s"] = bytes / raw_one_blocking / 1e9;
+    row["raw_layer_messages_gb_per_s"] = bytes / raw_layers / 1e9;
+    row["raw_layer_messages_blocking_comm_gb_per_s"] = bytes / raw_layers_blocking / 1e9;
+    for (int64_t mib : chunk_mib) {
+      const double s = raw(static_cast<size_t>(mib) << 20, /*blocking=*/false);
+      raw_best = std::min(raw_best, s);
+      row["raw_chunk_messages_gb_per_s"][std::to_string(mib) + "MiB"] = bytes / s / 1e9;
+    }
+    row["raw_best_gb_per_s"] = bytes / raw_best / 1e9;
+
+    row["tandem_ms"] = tandem_s[t] * 1e3;
+    row["tandem_gb_per_s"] = bytes / tandem_s[t] / 1e9;
+    row["fraction_of_raw"] = raw_best / tandem_s[t];
+    row["fraction_of_raw_one_message"] = raw_one / tandem_s[t];
+    for (const auto& [config, seconds] : sweep) {
+      row["tandem_sweep"].push_back({{"chunk_mib", config.chunk_bytes >> 20},
+                                     {"slots", config.slots},
+                                     {"ms", seconds[t] * 1e3},
+                                     {"gb_per_s", bytes / seconds[t] / 1e9},
+                                     {"fraction_of_raw", raw_best / seconds[t]}});
+    }
+
+    // No scatter: default-size chunks gathered (random source blocks) and sent, received
+    // into one contiguous buffer on GPU 1.
+    TANDEM_CUDA_CHECK(cudaSetDevice(0));
+    const KvChunkPlan plan{.num_blocks = blocks, .num_layers = layout.num_layers,
+                           .units_per_chunk = UnitsPerChunk(defaults.chunk_bytes, 2 * block_bytes,
+                                                            blocks, layout.num_layers)};
+    const size_t slot_bytes = static_cast<size_t>(plan.units_per_chunk) * 2 * block_bytes;
+    DeviceBuffer staging = *DeviceBuffer::Allocate(2 * slot_bytes);
     DeviceBuffer ids = *DeviceBuffer::Allocate(sizeof(int32_t) * blocks);
     std::shuffle(all.begin(), all.end(), rng);
     TANDEM_CUDA_CHECK(cudaMemcpy(ids.data(), all.data(), sizeof(int32_t) * blocks, cudaMemcpyHostToDevice));
-    CudaEvent ev[2] = {*CudaEvent::Create(), *CudaEvent::Create()};
-    const int64_t first_dst = 7;
     double no_scatter = TimePair(
-        iters,
+        iters, /*blocking=*/false,
         [&](NcclComm& c, cudaStream_t s) {
-          for (int64_t l = 0; l < layout.num_layers; ++l) {
-            std::byte* slot = staging.as<std::byte>() + (l % 2) * layer_bytes;
-            LaunchKvGather({.k = src.view.k[l], .v = src.view.v[l], .block_ids = ids.as<int32_t>(),
-                            .count = static_cast<int32_t>(blocks), .block_bytes = block_bytes,
-                            .staging = slot}, s);
-            CheckNccl(c, ncclGroupStart());
-            CheckNccl(c, ncclSend(slot, layer_bytes / 2, ncclUint8, 1, c.get(), s));
-            CheckNccl(c, ncclSend(slot + layer_bytes / 2, layer_bytes / 2, ncclUint8, 1, c.get(), s));
-            CheckNccl(c, ncclGroupEnd());
+          std::byte* const* k = layers.as<std::byte* const>();
+          for (int64_t i = 0; i < plan.num_chunks(); ++i) {
+            const KvChunk chunk = plan.chunk(i);
+            std::byte* slot = staging.as<std::byte>() + (i % 2) * slot_bytes;
+            LaunchKvGather({.k_layers = k, .v_layers = k + layout.num_layers,
+                            .block_ids = ids.as<int32_t>(), .num_blocks = static_cast<int32_t>(blocks),
+                            .first_unit = chunk.first_unit, .count = chunk.num_units,
+                            .block_bytes = block_bytes, .staging = slot}, s);
+            CheckNccl(c, ncclSend(slot, 2 * chunk.num_units * block_bytes, ncclUint8, 1, c.get(), s));
           }
         },
         [&](NcclComm& c, cudaStream_t s) {
-          for (int64_t l = 0; l < layout.num_layers; ++l) {
-            CheckNccl(c, ncclGroupStart());
-            CheckNccl(c, ncclRecv(dst.view.k[l] + first_dst * block_bytes, layer_bytes / 2, ncclUint8, 0, c.get(), s));
-            CheckNccl(c, ncclRecv(dst.view.v[l] + first_dst * block_bytes, layer_bytes / 2, ncclUint8, 0, c.get(), s));
-            CheckNccl(c, ncclGroupEnd());
+          for (int64_t i = 0; i < plan.num_chunks(); ++i) {
+            const KvChunk chunk = plan.chunk(i);
+            CheckNccl(c, ncclRecv(b.as<std::byte>() + chunk.first_unit * 2 * block_bytes,
+                                  2 * chunk.num_units * block_bytes, ncclUint8, 0, c.get(), s));
           }
         });
-    (void)ev;
     row["no_scatter_gb_per_s"] = bytes / no_scatter / 1e9;
     row["no_scatter_fraction_of_raw"] = raw_best / no_scatter;
     out["sizes"].push_back(row);
     std::fprintf(stderr, "%lld tokens done\n", static_cast<long long>(tokens));
   }
-  sender.reset();
-  receiver.reset();
   std::printf("%s\n", out.dump(2).c_str());
   return 0;
 }

@@ -32,7 +32,7 @@ timeout 200 "$BIN/nccl_kv_transfer_test" --gtest_output="json:$OUT/nccl_test.jso
 echo "nccl_kv_transfer_test rc=$?"
 
 if [ -z "${SKIP_BENCH:-}" ]; then
-  timeout 120 "$BIN/kv_transfer_bench" ${BENCH_ARGS:-} > "$OUT/kv_bench.json" 2> "$OUT/kv_bench.log"
+  timeout 300 "$BIN/kv_transfer_bench" ${BENCH_ARGS:-} > "$OUT/kv_bench.json" 2> "$OUT/kv_bench.log"
   echo "kv_transfer_bench rc=$?"
 fi
 
@@ -53,12 +53,26 @@ else:
 path = os.path.join(out, "kv_bench.json")
 if os.path.exists(path) and os.path.getsize(path) > 0:
     b = json.load(open(path))
-    print(f'\n== KV transfer GPU0 -> GPU1, {b["shape"]}, median of {b["iters"]}')
-    print(f'{"tokens":>7s} {"MiB":>6s} {"raw1 GB/s":>10s} {"rawL GB/s":>10s} {"tandem GB/s":>12s} {"ms":>7s} {"of raw":>7s} {"noscat GB/s":>12s}')
+    print(f'\n== KV transfer GPU0 -> GPU1, {b["shape"]}, median of {b["iters"]}, '
+          f'tandem defaults {b.get("default_chunk_mib", "?")} MiB x {b.get("default_slots", "?")} slots')
+    print(f'{"tokens":>7s} {"MiB":>6s} {"raw1 GB/s":>10s} {"raw1blk":>8s} {"rawL GB/s":>10s} {"rawLblk":>8s} '
+          f'{"best raw":>9s} {"tandem GB/s":>12s} {"ms":>7s} {"of raw1":>8s} {"of best":>8s} {"noscat GB/s":>12s}')
     for r in b["sizes"]:
         print(f'{r["tokens"]:7d} {r["bytes"]/2**20:6.0f} {r["raw_one_message_gb_per_s"]:10.1f} '
-              f'{r["raw_layer_messages_gb_per_s"]:10.1f} {r["tandem_gb_per_s"]:12.1f} '
-              f'{r["tandem_ms"]:7.3f} {100*r["fraction_of_raw"]:6.1f}% {r["no_scatter_gb_per_s"]:12.1f}')
+              f'{r.get("raw_one_message_blocking_comm_gb_per_s", 0):8.1f} '
+              f'{r["raw_layer_messages_gb_per_s"]:10.1f} {r.get("raw_layer_messages_blocking_comm_gb_per_s", 0):8.1f} '
+              f'{r.get("raw_best_gb_per_s", 0):9.1f} {r["tandem_gb_per_s"]:12.1f} '
+              f'{r["tandem_ms"]:7.3f} {100*r.get("fraction_of_raw_one_message", 0):7.1f}% '
+              f'{100*r["fraction_of_raw"]:7.1f}% {r["no_scatter_gb_per_s"]:12.1f}')
+    print("\n== raw NCCL, messages of a chunk size (GB/s)")
+    for r in b["sizes"]:
+        chunks = r.get("raw_chunk_messages_gb_per_s", {})
+        print(f'{r["tokens"]:7d} ' + " ".join(f'{k}:{v:.1f}' for k, v in chunks.items()))
+    print("\n== tandem sweep (chunk MiB x slots: GB/s, % of best raw)")
+    for r in b["sizes"]:
+        print(f'{r["tokens"]:7d} ' + " ".join(
+            f'{c["chunk_mib"]}x{c["slots"]}:{c["gb_per_s"]:.1f}/{100*c["fraction_of_raw"]:.0f}%'
+            for c in r.get("tandem_sweep", [])))
 else:
     print("no bench result (see kv_bench.log)")
     os.system(f"tail -20 {out}/kv_bench.log")

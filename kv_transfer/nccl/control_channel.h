@@ -2,8 +2,9 @@
 // pair, opened by the sender to the receiver's kv_endpoint. It carries the handshake (peer
 // identities, model + KvLayout fingerprint, expected receiver incarnation, and the
 // ncclUniqueId the sender made for the pair's 2-rank communicator) and then one header per
-// transfer (sequence number, reservation, block count, first token). KV bytes never go over
-// it: they follow the header on the communicator, one NCCL message per chunk.
+// transfer (sequence number, reservation, block count, units per chunk, first token). KV
+// bytes never go over it: they follow the header on the communicator, one NCCL message per
+// chunk.
 //
 // For this milestone the channel is its own TCP connection (not the gRPC control plane):
 // the unique id must reach the one receiver process that will be rank 1, and the sender must
@@ -44,7 +45,7 @@ struct TransferHeader {
   uint64_t sequence = 0;  // per pair, from 0; both sides check it
   std::string reservation_id;
   int32_t num_blocks = 0;
-  int32_t blocks_per_chunk = 0;  // chunks are (layer, blocks [i, i + blocks_per_chunk))
+  int32_t units_per_chunk = 0;  // KvChunkPlan: chunks of (layer, block) units, any layers
   int32_t num_tokens = 0;
   int32_t first_token_id = -1;
   float first_logprob = 0.0f;

@@ -11,17 +11,19 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kUnroll = 4;
 
-// One CTA copies one 16-byte-word slice of one block (K or V: blockIdx.y). gridDim.z slices
-// a block so that small chunks still spread over the SMs. kUnroll independent loads are in
-// flight per thread before the stores.
+// One CTA copies one 16-byte-word slice of one unit's K or V block (blockIdx.y). gridDim.z
+// slices a block so that small chunks still spread over the SMs. kUnroll independent loads
+// are in flight per thread before the stores.
 template <bool kGather>
-__global__ void PackKernel(KvPackArgs args, int64_t words_per_block, int64_t words_per_slice) {
-  const int64_t i = blockIdx.x;
+__global__ void PackKernel(KvChunkArgs args, int64_t words_per_block, int64_t words_per_slice) {
+  const int64_t unit = args.first_unit + blockIdx.x;
+  const int64_t layer = unit / args.num_blocks;
+  const int64_t block = args.block_ids[unit % args.num_blocks];
   const bool is_v = blockIdx.y == 1;
-  const int64_t block = args.block_ids[i];
-  uint4* cache = reinterpret_cast<uint4*>(is_v ? args.v : args.k) + block * words_per_block;
+  uint4* cache = reinterpret_cast<uint4*>(is_v ? args.v_layers[layer] : args.k_layers[layer]) +
+                 block * words_per_block;
   uint4* staging = reinterpret_cast<uint4*>(args.staging) +
-                   ((is_v ? args.count : 0) + i) * words_per_block;
+                   (2 * static_cast<int64_t>(blockIdx.x) + (is_v ? 1 : 0)) * words_per_block;
   const uint4* __restrict__ src = kGather ? cache : staging;
   uint4* __restrict__ dst = kGather ? staging : cache;
   const int64_t begin = blockIdx.z * words_per_slice;
@@ -42,7 +44,7 @@ __global__ void PackKernel(KvPackArgs args, int64_t words_per_block, int64_t wor
 }
 
 template <bool kGather>
-void LaunchPack(const KvPackArgs& args, cudaStream_t stream) {
+void LaunchPack(const KvChunkArgs& args, cudaStream_t stream) {
   if (args.count == 0) return;
   const int64_t words_per_block = static_cast<int64_t>(args.block_bytes / 16);
   // Aim for at least ~512 CTAs so the copy fills 132 SMs even for a few blocks.
@@ -74,25 +76,41 @@ bool Aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
-absl::Status ValidateKvPackArgs(const KvPackArgs& args) {
-  if (args.count < 0) return absl::InvalidArgumentError("kv pack: negative block count");
-  if (args.block_bytes == 0 || args.block_bytes % 16 != 0) {
+absl::Status ValidateKvLayerPointers(const std::vector<std::byte*>& k,
+                                     const std::vector<std::byte*>& v, size_t block_bytes) {
+  if (block_bytes == 0 || block_bytes % 16 != 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("kv pack: block_bytes ", args.block_bytes, " is not a multiple of 16"));
+        absl::StrCat("kv pack: block_bytes ", block_bytes, " is not a multiple of 16"));
   }
-  if (!Aligned(args.k) || !Aligned(args.v) || !Aligned(args.staging) ||
-      args.k == nullptr || args.v == nullptr || args.staging == nullptr ||
-      (args.count > 0 && args.block_ids == nullptr)) {
-    return absl::InvalidArgumentError("kv pack: null or misaligned (16 bytes) pointer");
+  if (k.size() != v.size()) return absl::InvalidArgumentError("kv pack: K and V layer counts differ");
+  for (size_t l = 0; l < k.size(); ++l) {
+    if (k[l] == nullptr || v[l] == nullptr || !Aligned(k[l]) || !Aligned(v[l])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("kv pack: layer ", l, " has a null or misaligned (16 bytes) K/V pointer"));
+    }
   }
   return absl::OkStatus();
 }
 
-void LaunchKvGather(const KvPackArgs& args, cudaStream_t stream) {
+absl::Status PreloadKvPackKernels() {
+  cudaFuncAttributes attributes;
+  for (const void* kernel : {reinterpret_cast<const void*>(&PackKernel<true>),
+                             reinterpret_cast<const void*>(&PackKernel<false>),
+                             reinterpret_cast<const void*>(&FillPatternKernel)}) {
+    cudaError_t error = cudaFuncGetAttributes(&attributes, kernel);
+    if (error != cudaSuccess) {
+      return absl::InternalError(
+          absl::StrCat("loading the kv pack kernels: ", cudaGetErrorString(error)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void LaunchKvGather(const KvChunkArgs& args, cudaStream_t stream) {
   LaunchPack<true>(args, stream);
 }
 
-void LaunchKvScatter(const KvPackArgs& args, cudaStream_t stream) {
+void LaunchKvScatter(const KvChunkArgs& args, cudaStream_t stream) {
   LaunchPack<false>(args, stream);
 }
 

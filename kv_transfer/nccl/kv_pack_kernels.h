@@ -1,37 +1,50 @@
-// Gather and scatter of one layer's KV blocks for the NCCL transport.
+// Gather and scatter of one chunk (kv_chunk_plan.h) of a request's KV blocks for the NCCL
+// transport.
 //
-// A chunk is `count` blocks of one layer; its staging form is [count K blocks][count V
-// blocks], each block `block_bytes` contiguous bytes (the layout's BytesPerBlockPerLayer
-// under KvOrdering::kLayerKvBlockTokenHeadDim). The gather packs a request's blocks into the
-// staging buffer on the sender; the scatter writes staging into the receiver's reserved
-// blocks. Both copy 16-byte words: block_bytes must be a multiple of 16 and every pointer
-// 16-byte aligned (ValidateKvPackArgs).
+// A chunk is `count` consecutive units from `first_unit` of the request's layer-major
+// (layer, block) units; it may span layers. Its staging form is, per unit in order, the K
+// block then the V block, each `block_bytes` contiguous bytes (the layout's
+// BytesPerBlockPerLayer under KvOrdering::kLayerKvBlockTokenHeadDim). The gather packs a
+// chunk into staging on the sender; the scatter writes staging into the receiver's
+// reserved blocks. One launch per chunk, whatever the layers it spans. Both copy 16-byte
+// words: block_bytes must be a multiple of 16 and every pointer 16-byte aligned
+// (ValidateKvLayerPointers at setup).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 
 namespace tandem {
 
-struct KvPackArgs {
-  std::byte* k = nullptr;            // the layer's K region (device)
-  std::byte* v = nullptr;            // the layer's V region (device)
-  const int32_t* block_ids = nullptr;  // device, `count` ids into the regions
-  int32_t count = 0;
+struct KvChunkArgs {
+  std::byte* const* k_layers = nullptr;  // device array [num_layers] of K regions
+  std::byte* const* v_layers = nullptr;  // device array [num_layers] of V regions
+  const int32_t* block_ids = nullptr;    // device [num_blocks]: the request's blocks
+  int32_t num_blocks = 0;                // blocks per layer in the request
+  int64_t first_unit = 0;
+  int32_t count = 0;                     // units in the chunk
   size_t block_bytes = 0;
-  std::byte* staging = nullptr;      // device, 2 * count * block_bytes
+  std::byte* staging = nullptr;          // device, 2 * count * block_bytes
 };
 
-absl::Status ValidateKvPackArgs(const KvPackArgs& args);
+// Every layer pointer non-null and 16-byte aligned, block_bytes a non-zero multiple of 16.
+absl::Status ValidateKvLayerPointers(const std::vector<std::byte*>& k,
+                                     const std::vector<std::byte*>& v, size_t block_bytes);
 
-// staging <- (K blocks, V blocks). Asynchronous on `stream`.
-void LaunchKvGather(const KvPackArgs& args, cudaStream_t stream);
-// (K blocks, V blocks) <- staging. Asynchronous on `stream`.
-void LaunchKvScatter(const KvPackArgs& args, cudaStream_t stream);
+// Loads the kernels below into the current device's context now. With CUDA lazy loading a
+// kernel's first launch may wait for the whole context to go idle, which never happens
+// while an ncclRecv waits for a frozen peer: call this before any communicator exists.
+absl::Status PreloadKvPackKernels();
+
+// staging <- the chunk's (K, V) blocks. Asynchronous on `stream`.
+void LaunchKvGather(const KvChunkArgs& args, cudaStream_t stream);
+// The chunk's (K, V) blocks <- staging. Asynchronous on `stream`.
+void LaunchKvScatter(const KvChunkArgs& args, cudaStream_t stream);
 
 // Tests and benchmarks: fills `bytes` (a multiple of 8) with a pseudo-random pattern whose
 // 8-byte word i is a hash of (seed, first_word + i), so any process can recompute any part.

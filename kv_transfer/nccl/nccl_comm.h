@@ -6,6 +6,9 @@
 
 #include <nccl.h>
 
+#include <cuda_runtime.h>
+
+#include <functional>
 #include <utility>
 
 #include "absl/status/statusor.h"
@@ -21,14 +24,25 @@ absl::Status NcclErrorToStatus(ncclResult_t result, const char* what);
 // is never used by KV transfer and must stay off on shared hosts.
 void DisableNcclMulticastUnlessSet();
 
+// Checked about once a millisecond while a wait below polls: a non-OK answer ends the wait
+// with that status (a closed control connection, a stopping owner).
+using WaitCheck = std::function<absl::Status()>;
+
+// Polls `event` (cudaEventQuery, never a blocking synchronize: a kernel stuck on a frozen
+// peer must not hold the caller) until it completes, `check` fails, or `deadline` passes
+// (DEADLINE_EXCEEDED naming `what`).
+absl::Status WaitForEvent(cudaEvent_t event, absl::Time deadline, const char* what,
+                          const WaitCheck& check = nullptr);
+
 class NcclComm {
  public:
   static absl::StatusOr<ncclUniqueId> NewUniqueId();
   // Joins rank `rank` of a `world_size` communicator on the current CUDA device. Waits for
   // every rank until `deadline`; a communicator that is not ready by then is aborted and
-  // DEADLINE_EXCEEDED returned.
+  // DEADLINE_EXCEEDED returned. `blocking` (benchmarks only) makes every NCCL call on it
+  // wait inside NCCL with no deadline; the transport never asks for it.
   static absl::StatusOr<NcclComm> Create(int world_size, int rank, const ncclUniqueId& id,
-                                         absl::Time deadline);
+                                         absl::Time deadline, bool blocking = false);
 
   NcclComm() = default;
   NcclComm(NcclComm&& other) noexcept : comm_(std::exchange(other.comm_, nullptr)) {}
@@ -40,8 +54,11 @@ class NcclComm {
 
   // The result of a call on this (non-blocking) communicator: OK once its host-side part has
   // finished (polling ncclCommGetAsyncError while it reports ncclInProgress), the error
-  // otherwise, DEADLINE_EXCEEDED when `deadline` passes first.
-  absl::Status Finish(ncclResult_t result, const char* what, absl::Time deadline) const;
+  // otherwise, DEADLINE_EXCEEDED when `deadline` passes first, or what `check` answers
+  // when it fails first. Each call on a non-blocking communicator costs NCCL a thread
+  // start (tens of microseconds): callers keep messages few and large.
+  absl::Status Finish(ncclResult_t result, const char* what, absl::Time deadline,
+                      const WaitCheck& check = nullptr) const;
   // OK while the communicator has no asynchronous error (ncclInProgress counts as none).
   absl::Status AsyncError() const;
   // ncclCommAbort: frees the communicator and stops its kernels without the peer. Idempotent.

@@ -16,9 +16,10 @@ namespace tandem {
 class NcclKvReceiver::Session {
  public:
   CudaStream nccl_stream, scatter_stream;
-  DeviceBuffer staging, block_ids;
+  DeviceBuffer staging, block_ids, layer_ptrs;  // layer_ptrs: [K layers][V layers]
   PinnedBuffer block_ids_host;
   std::vector<CudaEvent> received, scattered;
+  CudaEvent scatter_done;
   size_t slot_bytes = 0;
   uint64_t expected_sequence = 0;
   std::string sender_name;
@@ -34,10 +35,18 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver>> NcclKvReceiver::Start(
   if (options.num_staging_slots < 1) {
     return absl::InvalidArgumentError("num_staging_slots must be at least 1");
   }
-  for (int64_t l = 0; l < cache.layout.num_layers; ++l) {
-    TANDEM_RETURN_IF_ERROR(ValidateKvPackArgs({.k = cache.k[l], .v = cache.v[l], .count = 0,
-                                               .block_bytes = cache.layout.BytesPerBlockPerLayer(),
-                                               .staging = reinterpret_cast<std::byte*>(16)}));
+  TANDEM_RETURN_IF_ERROR(
+      ValidateKvLayerPointers(cache.k, cache.v, cache.layout.BytesPerBlockPerLayer()));
+  if (static_cast<int64_t>(cache.k.size()) != cache.layout.num_layers) {
+    return absl::InvalidArgumentError("kv cache view has a K/V pointer count != num_layers");
+  }
+  {
+    int previous = 0;
+    TANDEM_CUDA_CHECK(cudaGetDevice(&previous));
+    TANDEM_CUDA_CHECK(cudaSetDevice(cache.cuda_device));
+    absl::Status loaded = PreloadKvPackKernels();
+    TANDEM_CUDA_CHECK(cudaSetDevice(previous));
+    TANDEM_RETURN_IF_ERROR(loaded);
   }
   DisableNcclMulticastUnlessSet();
   TANDEM_ASSIGN_OR_RETURN(auto listener, tcp::Listen(options.listen_host, options.port));
@@ -82,11 +91,11 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handsha
     ack.error = absl::StrCat("receiver already serves ", options_.max_senders, " senders");
   } else {
     absl::Status allocated = [&]() -> absl::Status {
-      const size_t pair_bytes = 2 * cache_.layout.BytesPerBlockPerLayer();
-      int64_t blocks = std::clamp<int64_t>(
-          static_cast<int64_t>(options_.max_chunk_bytes / pair_bytes), 1,
-          std::max<int64_t>(1, cache_.num_blocks));
-      session->slot_bytes = static_cast<size_t>(blocks) * pair_bytes;
+      const size_t unit_bytes = 2 * cache_.layout.BytesPerBlockPerLayer();
+      session->slot_bytes =
+          static_cast<size_t>(UnitsPerChunk(options_.max_chunk_bytes, unit_bytes,
+                                            cache_.num_blocks, cache_.layout.num_layers)) *
+          unit_bytes;
       TANDEM_ASSIGN_OR_RETURN(session->nccl_stream, CudaStream::Create());
       TANDEM_ASSIGN_OR_RETURN(session->scatter_stream, CudaStream::Create());
       TANDEM_ASSIGN_OR_RETURN(session->staging, DeviceBuffer::Allocate(
@@ -94,6 +103,13 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handsha
       size_t ids_bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(1, cache_.num_blocks));
       TANDEM_ASSIGN_OR_RETURN(session->block_ids, DeviceBuffer::Allocate(ids_bytes));
       TANDEM_ASSIGN_OR_RETURN(session->block_ids_host, PinnedBuffer::Allocate(ids_bytes));
+      std::vector<std::byte*> layer_ptrs = cache_.k;
+      layer_ptrs.insert(layer_ptrs.end(), cache_.v.begin(), cache_.v.end());
+      TANDEM_ASSIGN_OR_RETURN(session->layer_ptrs,
+                              DeviceBuffer::Allocate(sizeof(std::byte*) * layer_ptrs.size()));
+      TANDEM_CUDA_CHECK(cudaMemcpy(session->layer_ptrs.data(), layer_ptrs.data(),
+                                   sizeof(std::byte*) * layer_ptrs.size(), cudaMemcpyHostToDevice));
+      TANDEM_ASSIGN_OR_RETURN(session->scatter_done, CudaEvent::Create());
       for (int s = 0; s < options_.num_staging_slots; ++s) {
         TANDEM_ASSIGN_OR_RETURN(CudaEvent received, CudaEvent::Create());
         TANDEM_ASSIGN_OR_RETURN(CudaEvent scattered, CudaEvent::Create());
@@ -134,153 +150,158 @@ void NcclKvReceiver::Serve(tcp::Socket& socket) {
 
 absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
                                      const nccl_control::TransferHeader& header) {
-  const size_t block_bytes = cache_.layout.BytesPerBlockPerLayer();
+  const size_t unit_bytes = 2 * cache_.layout.BytesPerBlockPerLayer();
   if (header.sequence != session.expected_sequence++) {
     return absl::DataLossError(absl::StrCat("kv header sequence ", header.sequence, ", expected ",
                                             session.expected_sequence - 1));
   }
   if (header.num_blocks < 0 || header.num_blocks > cache_.num_blocks ||
-      header.blocks_per_chunk < 1 ||
-      2 * static_cast<size_t>(header.blocks_per_chunk) * block_bytes > session.slot_bytes) {
+      header.units_per_chunk < 1 ||
+      static_cast<size_t>(header.units_per_chunk) * unit_bytes > session.slot_bytes) {
     return absl::DataLossError("kv header does not fit this receiver");  // cannot even drain
   }
-  bool writing = false;
-  uint64_t generation = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = pending_.find(header.reservation_id);
-    if (it != pending_.end()) {
-      Pending& p = it->second;
-      const int64_t block_size = cache_.layout.block_size_tokens;
-      const int64_t blocks_needed = (header.num_tokens + block_size - 1) / block_size;
-      if (header.num_tokens <= 0 || header.num_blocks != blocks_needed ||
-          header.num_blocks > static_cast<int64_t>(p.block_ids.size())) {
-        arrivals_.push_back({.reservation_id = header.reservation_id,
-                             .status = absl::InvalidArgumentError(absl::StrCat(
-                                 "kv transfer of ", header.num_blocks, " blocks for ",
-                                 header.num_tokens, " tokens does not fit a reservation of ",
-                                 p.block_ids.size(), " blocks"))});
-        Forget(it);
-        arrived_.notify_all();
-      } else {
-        writing = true;
-        generation = p.generation;
-        p.writing_stream = session.scatter_stream.get();
-        std::memcpy(session.block_ids_host.data(), p.block_ids.data(),
-                    sizeof(int32_t) * header.num_blocks);
-        TANDEM_CUDA_CHECK(cudaMemcpyAsync(session.block_ids.data(), session.block_ids_host.data(),
-                                          sizeof(int32_t) * header.num_blocks,
-                                          cudaMemcpyHostToDevice, session.scatter_stream.get()));
-      }
-    }
+  const uint64_t generation = Claim(session, header);  // 0: drain only
+  const KvChunkPlan plan{.num_blocks = header.num_blocks,
+                         .num_layers = cache_.layout.num_layers,
+                         .units_per_chunk = header.units_per_chunk};
+  absl::Status status = ReceiveChunks(session, socket, plan, header.reservation_id, generation);
+  // Our scatters were launched only after their data had landed, so they finish without the
+  // peer: wait for them (bounded, never a stream synchronize) before the reservation is
+  // reported and its blocks are reused.
+  session.scatter_done.Record(session.scatter_stream.get());
+  absl::Status scattered = WaitForEvent(session.scatter_done.get(),
+                                        absl::Now() + options_.recv_timeout, "kv scatter");
+  if (!scattered.ok()) {
+    TANDEM_LOG(ERROR) << "kv receiver: scatters did not finish: " << scattered;
+    if (status.ok()) status = scattered;
   }
-  // Still expected, the same reservation (not cancelled and expected again). Requires mu_.
-  auto still_writing = [&]() {
-    if (!writing) return false;
-    auto it = pending_.find(header.reservation_id);
-    return it != pending_.end() && it->second.generation == generation;
-  };
-
-  const int slots = options_.num_staging_slots;
-  const int64_t bpc = header.blocks_per_chunk;
-  const int64_t chunks_per_layer = (header.num_blocks + bpc - 1) / bpc;
-  const int64_t num_chunks = chunks_per_layer * cache_.layout.num_layers;
-  auto chunk_count = [&](int64_t c) {
-    return static_cast<int32_t>(std::min<int64_t>(bpc, header.num_blocks - (c % chunks_per_layer) * bpc));
-  };
-  auto staging = [&](int64_t c) {
-    return session.staging.as<std::byte>() + (c % slots) * session.slot_bytes;
-  };
-  auto post = [&](int64_t c) -> absl::Status {
-    TANDEM_RETURN_IF_ERROR(session.comm.Finish(
-        ncclRecv(staging(c), 2 * chunk_count(c) * block_bytes, ncclUint8, /*peer=*/0,
-                 session.comm.get(), session.nccl_stream.get()),
-        "ncclRecv", absl::Now() + options_.recv_timeout));
-    session.received[c % slots].Record(session.nccl_stream.get());
-    return absl::OkStatus();
-  };
-  auto wait = [&](const CudaEvent& event) -> absl::Status {
-    const absl::Time deadline = absl::Now() + options_.recv_timeout;
-    absl::Time next_check = absl::Now();
-    int64_t spins = 0;
-    while (true) {
-      cudaError_t query = cudaEventQuery(event.get());
-      if (query == cudaSuccess) return absl::OkStatus();
-      if (query != cudaErrorNotReady) TANDEM_CUDA_CHECK(query);
-      absl::Time now = absl::Now();
-      if (now >= next_check) {
-        next_check = now + absl::Milliseconds(1);
-        TANDEM_RETURN_IF_ERROR(session.comm.AsyncError());
-        if (nccl_control::PeerClosed(socket)) {
-          return absl::UnavailableError(absl::StrCat(
-              "kv sender ", session.sender_name, " closed its connection mid-transfer (died?)"));
-        }
-        if (stopping_) return absl::CancelledError("kv receiver stopping");
-        if (now >= deadline) {
-          return absl::DeadlineExceededError(absl::StrCat(
-              "no kv data from sender ", session.sender_name, " within ",
-              absl::FormatDuration(options_.recv_timeout)));
-        }
-      }
-      if (++spins > 2000) std::this_thread::sleep_for(std::chrono::microseconds(20));
-    }
-  };
-
-  absl::Status status = [&]() -> absl::Status {
-    for (int64_t c = 0; c < std::min<int64_t>(slots, num_chunks); ++c) {
-      TANDEM_RETURN_IF_ERROR(post(c));
-    }
-    for (int64_t c = 0; c < num_chunks; ++c) {
-      const int slot = static_cast<int>(c % slots);
-      TANDEM_RETURN_IF_ERROR(wait(session.received[slot]));
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (still_writing()) {
-          const int64_t layer = c / chunks_per_layer;
-          const int64_t first = (c % chunks_per_layer) * bpc;
-          LaunchKvScatter({.k = cache_.k[layer], .v = cache_.v[layer],
-                           .block_ids = session.block_ids.as<int32_t>() + first,
-                           .count = chunk_count(c), .block_bytes = block_bytes,
-                           .staging = staging(c)},
-                          session.scatter_stream.get());
-        }
-        session.scattered[slot].Record(session.scatter_stream.get());
-      }
-      if (c + slots < num_chunks) {
-        TANDEM_CUDA_CHECK(cudaStreamWaitEvent(session.nccl_stream.get(),
-                                              session.scattered[slot].get(), 0));
-        TANDEM_RETURN_IF_ERROR(post(c + slots));
-      }
-    }
-    return absl::OkStatus();
-  }();
-  if (status.ok()) {
-    session.nccl_stream.Synchronize();
-  } else {
+  // Report before anything that can block (ncclCommAbort).
+  Report(header, generation, status);
+  if (!status.ok()) {
     TANDEM_LOG(WARNING) << "kv receiver: transfer of " << header.reservation_id << " from "
                         << session.sender_name << " failed (" << status
                         << "); aborting the communicator";
     session.comm.Abort();  // stops our receive kernels; the sender rebuilds the pair
     TANDEM_LOG(INFO) << "kv receiver: communicator aborted";
   }
-  session.scatter_stream.Synchronize();  // scatters wait on nothing but the host
-  std::lock_guard<std::mutex> lock(mu_);
-  if (still_writing()) {
-    auto it = pending_.find(header.reservation_id);
-    it->second.writing_stream = nullptr;
-    if (status.ok()) {
-      arrivals_.push_back({.reservation_id = header.reservation_id,
-                           .status = absl::OkStatus(),
-                           .num_tokens = header.num_tokens,
-                           .first_token_id = header.first_token_id,
-                           .first_logprob = header.first_logprob});
-    } else {
-      arrivals_.push_back({.reservation_id = header.reservation_id, .status = status});
-    }
-    pending_.erase(it);
-    arrived_.notify_all();
-  }
   return status;
+}
+
+uint64_t NcclKvReceiver::Claim(Session& session, const nccl_control::TransferHeader& header) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pending_.find(header.reservation_id);
+  if (it == pending_.end()) return 0;
+  Pending& p = it->second;
+  const int64_t block_size = cache_.layout.block_size_tokens;
+  const int64_t blocks_needed = (header.num_tokens + block_size - 1) / block_size;
+  if (header.num_tokens <= 0 || header.num_blocks != blocks_needed ||
+      header.num_blocks > static_cast<int64_t>(p.block_ids.size())) {
+    arrivals_.push_back({.reservation_id = header.reservation_id,
+                         .status = absl::InvalidArgumentError(absl::StrCat(
+                             "kv transfer of ", header.num_blocks, " blocks for ",
+                             header.num_tokens, " tokens does not fit a reservation of ",
+                             p.block_ids.size(), " blocks"))});
+    Forget(it);
+    arrived_.notify_all();
+    return 0;
+  }
+  p.writing_stream = session.scatter_stream.get();
+  std::memcpy(session.block_ids_host.data(), p.block_ids.data(),
+              sizeof(int32_t) * header.num_blocks);
+  TANDEM_CUDA_CHECK(cudaMemcpyAsync(session.block_ids.data(), session.block_ids_host.data(),
+                                    sizeof(int32_t) * header.num_blocks, cudaMemcpyHostToDevice,
+                                    session.scatter_stream.get()));
+  return p.generation;
+}
+
+bool NcclKvReceiver::StillWriting(const std::string& reservation_id, uint64_t generation) {
+  if (generation == 0) return false;
+  auto it = pending_.find(reservation_id);
+  return it != pending_.end() && it->second.generation == generation;
+}
+
+absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket,
+                                           const KvChunkPlan& plan,
+                                           const std::string& reservation_id,
+                                           uint64_t generation) {
+  const size_t block_bytes = cache_.layout.BytesPerBlockPerLayer();
+  const WaitCheck sender_alive = [&]() -> absl::Status {
+    TANDEM_RETURN_IF_ERROR(session.comm.AsyncError());
+    if (nccl_control::PeerClosed(socket)) {
+      return absl::UnavailableError(absl::StrCat(
+          "kv sender ", session.sender_name, " closed its connection mid-transfer (died?)"));
+    }
+    if (stopping_) return absl::CancelledError("kv receiver stopping");
+    return absl::OkStatus();
+  };
+  const int slots = options_.num_staging_slots;
+  auto staging = [&](int64_t c) {
+    return session.staging.as<std::byte>() + (c % slots) * session.slot_bytes;
+  };
+  auto post = [&](int64_t c) -> absl::Status {
+    const size_t bytes = 2 * static_cast<size_t>(plan.chunk(c).num_units) * block_bytes;
+    TANDEM_RETURN_IF_ERROR(session.comm.Finish(
+        ncclRecv(staging(c), bytes, ncclUint8, /*peer=*/0, session.comm.get(),
+                 session.nccl_stream.get()),
+        "ncclRecv", absl::Now() + options_.recv_timeout, sender_alive));
+    session.received[c % slots].Record(session.nccl_stream.get());
+    return absl::OkStatus();
+  };
+  std::byte* const* layers = session.layer_ptrs.as<std::byte* const>();
+  const int64_t num_chunks = plan.num_chunks();
+  for (int64_t c = 0; c < std::min<int64_t>(slots, num_chunks); ++c) {
+    TANDEM_RETURN_IF_ERROR(post(c));
+  }
+  for (int64_t c = 0; c < num_chunks; ++c) {
+    const int slot = static_cast<int>(c % slots);
+    absl::Status landed = WaitForEvent(session.received[slot].get(),
+                                       absl::Now() + options_.recv_timeout, "ncclRecv",
+                                       sender_alive);
+    if (absl::IsDeadlineExceeded(landed)) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("no kv data from sender ", session.sender_name, " within ",
+                       absl::FormatDuration(options_.recv_timeout)));
+    }
+    TANDEM_RETURN_IF_ERROR(landed);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (StillWriting(reservation_id, generation)) {
+        const KvChunk chunk = plan.chunk(c);
+        LaunchKvScatter({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
+                         .block_ids = session.block_ids.as<int32_t>(),
+                         .num_blocks = static_cast<int32_t>(plan.num_blocks),
+                         .first_unit = chunk.first_unit, .count = chunk.num_units,
+                         .block_bytes = block_bytes, .staging = staging(c)},
+                        session.scatter_stream.get());
+      }
+      session.scattered[slot].Record(session.scatter_stream.get());
+    }
+    if (c + slots < num_chunks) {
+      TANDEM_CUDA_CHECK(cudaStreamWaitEvent(session.nccl_stream.get(),
+                                            session.scattered[slot].get(), 0));
+      TANDEM_RETURN_IF_ERROR(post(c + slots));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void NcclKvReceiver::Report(const nccl_control::TransferHeader& header, uint64_t generation,
+                            const absl::Status& status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!StillWriting(header.reservation_id, generation)) return;  // drained, cancelled, expired
+  auto it = pending_.find(header.reservation_id);
+  it->second.writing_stream = nullptr;
+  if (status.ok()) {
+    arrivals_.push_back({.reservation_id = header.reservation_id,
+                         .status = absl::OkStatus(),
+                         .num_tokens = header.num_tokens,
+                         .first_token_id = header.first_token_id,
+                         .first_logprob = header.first_logprob});
+  } else {
+    arrivals_.push_back({.reservation_id = header.reservation_id, .status = status});
+  }
+  pending_.erase(it);
+  arrived_.notify_all();
 }
 
 void NcclKvReceiver::Forget(std::map<std::string, Pending>::iterator it) {

@@ -4,12 +4,15 @@
 // handshake (model + KvLayout fingerprint, layout, this receiver's incarnation, the bound on
 // senders), joins the pair's communicator as rank 1 and then serves transfers on that
 // connection's own thread, streams and staging ring: for each header it checks the pair's
-// sequence number, posts ncclRecv for the first `num_staging_slots` chunks, and as each
-// chunk lands launches the scatter kernel into the reservation's blocks and posts the
-// receive that reuses the slot. Every chunk must land within `recv_timeout` (the deadline
-// on every receive); a timeout, a communicator error or a closed connection aborts the
-// communicator (ncclCommAbort), fails the reservation being received with UNAVAILABLE or
-// DEADLINE_EXCEEDED, and closes the connection; the sender rebuilds on its next transfer.
+// sequence number, posts ncclRecv for the first `num_staging_slots` chunks (kv_chunk_plan.h:
+// runs of (layer, block) units spanning layers), and as each chunk lands launches one
+// scatter kernel into the reservation's blocks and posts the receive that reuses the slot.
+// Every chunk must land within `recv_timeout` (the deadline on every receive); a timeout, a
+// communicator error or a closed connection fails the reservation being received with
+// DEADLINE_EXCEEDED or UNAVAILABLE — reported first, since nothing after it may block the
+// bookkeeping — then aborts the communicator (ncclCommAbort) and closes the connection; the
+// sender rebuilds on its next transfer. No wait here is a blocking CUDA synchronize: events
+// are polled with a deadline, so a kernel stuck on a frozen peer never holds this thread.
 //
 // Cancel and lease semantics are the TCP receiver's: chunks for cancelled, expired or
 // unknown reservations are received into staging and dropped (the pair stays in step); the
@@ -31,6 +34,7 @@
 #include "common/backend/cuda/cuda_handles.h"
 #include "kv_transfer/kv_transfer.h"
 #include "kv_transfer/nccl/control_channel.h"
+#include "kv_transfer/nccl/kv_chunk_plan.h"
 #include "kv_transfer/nccl/nccl_comm.h"
 #include "kv_transfer/tcp/connection_server.h"
 #include "kv_transfer/tcp/socket.h"
@@ -42,8 +46,8 @@ struct NcclKvReceiverOptions {
   int port = 0;                     // 0 picks a free port
   std::string advertise_host;       // host in endpoint(); defaults to listen_host
   KvPeerIdentity identity;          // this worker
-  size_t max_chunk_bytes = 32u << 20;  // staging slot per connection (senders chunk to fit)
-  int num_staging_slots = 3;
+  size_t max_chunk_bytes = 64u << 20;  // staging slot per connection (senders chunk to fit)
+  int num_staging_slots = 2;
   int max_senders = 8;              // connections (communicators) at once; more are refused
   absl::Duration recv_timeout = absl::Seconds(10);  // each chunk, once its header arrived
   absl::Duration init_timeout = absl::Seconds(20);  // handshake + communicator init
@@ -77,6 +81,16 @@ class NcclKvReceiver final : public KvReceiver {
   absl::StatusOr<std::unique_ptr<Session>> Handshake(tcp::Socket& socket);
   absl::Status Receive(Session& session, tcp::Socket& socket,
                        const nccl_control::TransferHeader& header);
+  // Marks the header's reservation as being written by `session` and uploads its block
+  // ids; returns its generation, or 0 when the chunks are only to be drained (unknown,
+  // cancelled, or too small: that failure is reported here).
+  uint64_t Claim(Session& session, const nccl_control::TransferHeader& header);
+  absl::Status ReceiveChunks(Session& session, tcp::Socket& socket, const KvChunkPlan& plan,
+                             const std::string& reservation_id, uint64_t generation);
+  // The arrival, if the reservation is still the one claimed (same generation).
+  void Report(const nccl_control::TransferHeader& header, uint64_t generation,
+              const absl::Status& status);
+  bool StillWriting(const std::string& reservation_id, uint64_t generation);  // requires mu_
   // Forgets a pending reservation; waits for scatters it has in flight. Requires mu_.
   void Forget(std::map<std::string, Pending>::iterator it);
   void ExpireLeases(absl::Time now);  // requires mu_

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/backend/cuda/cuda_check.h"
@@ -49,22 +50,28 @@ NcclKvSender::NcclKvSender(KvCacheView cache, NcclKvSenderOptions options)
 absl::Status NcclKvSender::Init() {
   DisableNcclMulticastUnlessSet();
   DeviceGuard guard(cache_.cuda_device);
-  const size_t pair_bytes = 2 * cache_.layout.BytesPerBlockPerLayer();
-  int64_t blocks = std::clamp<int64_t>(static_cast<int64_t>(options_.max_chunk_bytes / pair_bytes),
-                                       1, std::max<int64_t>(1, cache_.num_blocks));
-  slot_bytes_ = static_cast<size_t>(blocks) * pair_bytes;
-  for (int64_t l = 0; l < cache_.layout.num_layers; ++l) {
-    TANDEM_RETURN_IF_ERROR(ValidateKvPackArgs({.k = cache_.k[l], .v = cache_.v[l],
-                                               .block_ids = nullptr, .count = 0,
-                                               .block_bytes = cache_.layout.BytesPerBlockPerLayer(),
-                                               .staging = reinterpret_cast<std::byte*>(16)}));
+  const KvLayout& layout = cache_.layout;
+  const size_t unit_bytes = 2 * layout.BytesPerBlockPerLayer();
+  slot_bytes_ = static_cast<size_t>(UnitsPerChunk(options_.max_chunk_bytes, unit_bytes,
+                                                  cache_.num_blocks, layout.num_layers)) *
+                unit_bytes;
+  TANDEM_RETURN_IF_ERROR(
+      ValidateKvLayerPointers(cache_.k, cache_.v, layout.BytesPerBlockPerLayer()));
+  if (static_cast<int64_t>(cache_.k.size()) != layout.num_layers) {
+    return absl::InvalidArgumentError("kv cache view has a K/V pointer count != num_layers");
   }
+  TANDEM_RETURN_IF_ERROR(PreloadKvPackKernels());
   TANDEM_ASSIGN_OR_RETURN(gather_stream_, CudaStream::Create());
   TANDEM_ASSIGN_OR_RETURN(nccl_stream_, CudaStream::Create());
   TANDEM_ASSIGN_OR_RETURN(staging_, DeviceBuffer::Allocate(slot_bytes_ * options_.num_staging_slots));
   size_t ids_bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(1, cache_.num_blocks));
   TANDEM_ASSIGN_OR_RETURN(block_ids_, DeviceBuffer::Allocate(ids_bytes));
   TANDEM_ASSIGN_OR_RETURN(block_ids_host_, PinnedBuffer::Allocate(ids_bytes));
+  std::vector<std::byte*> layer_ptrs = cache_.k;
+  layer_ptrs.insert(layer_ptrs.end(), cache_.v.begin(), cache_.v.end());
+  TANDEM_ASSIGN_OR_RETURN(layer_ptrs_, DeviceBuffer::Allocate(sizeof(std::byte*) * layer_ptrs.size()));
+  TANDEM_CUDA_CHECK(cudaMemcpy(layer_ptrs_.data(), layer_ptrs.data(),
+                               sizeof(std::byte*) * layer_ptrs.size(), cudaMemcpyHostToDevice));
   for (int s = 0; s < options_.num_staging_slots; ++s) {
     TANDEM_ASSIGN_OR_RETURN(CudaEvent gathered, CudaEvent::Create());
     TANDEM_ASSIGN_OR_RETURN(CudaEvent sent, CudaEvent::Create());
@@ -72,6 +79,7 @@ absl::Status NcclKvSender::Init() {
     sent_.push_back(std::move(sent));
   }
   TANDEM_ASSIGN_OR_RETURN(done_, CudaEvent::Create());
+  TANDEM_ASSIGN_OR_RETURN(gather_done_, CudaEvent::Create());
   return absl::OkStatus();
 }
 
@@ -132,8 +140,7 @@ void NcclKvSender::Loop() {
       // The pair may be mid-message: abort the communicator (stops our kernels), wait until
       // nothing reads the source blocks any more, and rebuild on the next transfer.
       peers_.erase(job.second.endpoint);
-      gather_stream_.Synchronize();
-      nccl_stream_.Synchronize();
+      DrainStreams();
     }
     std::lock_guard<std::mutex> lock(mu_);
     if (status.ok() && cancelled_.contains(job.first)) {
@@ -173,10 +180,10 @@ absl::StatusOr<NcclKvSender::Peer*> NcclKvSender::Connected(const KvSendRequest&
     return absl::FailedPreconditionError(
         absl::StrCat("kv peer ", request.endpoint, " refused: ", ack.error));
   }
-  const size_t pair_bytes = 2 * cache_.layout.BytesPerBlockPerLayer();
-  int64_t blocks_per_chunk =
-      static_cast<int64_t>(std::min<uint64_t>(ack.max_chunk_bytes, slot_bytes_) / pair_bytes);
-  if (blocks_per_chunk < 1) {
+  const size_t unit_bytes = 2 * cache_.layout.BytesPerBlockPerLayer();
+  int64_t units_per_chunk =
+      static_cast<int64_t>(std::min<uint64_t>(ack.max_chunk_bytes, slot_bytes_) / unit_bytes);
+  if (units_per_chunk < 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         "kv peer ", request.endpoint, " stages ", ack.max_chunk_bytes, " bytes per chunk, below one block"));
   }
@@ -186,31 +193,63 @@ absl::StatusOr<NcclKvSender::Peer*> NcclKvSender::Connected(const KvSendRequest&
   peer.socket = std::move(socket);
   peer.comm = std::move(comm);
   peer.receiver_incarnation = request.receiver_incarnation;
-  peer.blocks_per_chunk = static_cast<int32_t>(blocks_per_chunk);
+  peer.units_per_chunk = static_cast<int32_t>(
+      std::min<int64_t>(units_per_chunk, std::numeric_limits<int32_t>::max()));
   peer.last_used = ++use_clock_;
   return &peer;
 }
 
-absl::Status NcclKvSender::WaitDone(Peer& peer, absl::Time deadline) {
-  int64_t spins = 0;
-  absl::Time next_check = absl::Now();
-  while (true) {
-    cudaError_t query = cudaEventQuery(done_.get());
-    if (query == cudaSuccess) return absl::OkStatus();
-    if (query != cudaErrorNotReady) TANDEM_CUDA_CHECK(query);
-    absl::Time now = absl::Now();
-    if (now >= next_check) {
-      next_check = now + absl::Milliseconds(1);
-      TANDEM_RETURN_IF_ERROR(peer.comm.AsyncError());
-      if (nccl_control::PeerClosed(peer.socket)) {
-        return absl::UnavailableError("kv receiver closed its connection mid-transfer (died?)");
-      }
-      if (now >= deadline) {
-        return absl::DeadlineExceededError("kv transfer deadline passed before the receiver took the KV");
-      }
-    }
-    if (++spins > 2000) std::this_thread::sleep_for(std::chrono::microseconds(20));
+void NcclKvSender::DrainStreams() {
+  // After ncclCommAbort our NCCL kernels have stopped, so both streams finish in bounded
+  // time; the bound only keeps a wedged GPU from hanging the I/O thread silently.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  done_.Record(nccl_stream_.get());
+  gather_done_.Record(gather_stream_.get());
+  for (const CudaEvent* event : {&done_, &gather_done_}) {
+    absl::Status drained = WaitForEvent(event->get(), deadline, "kv sender drain after abort");
+    if (!drained.ok()) TANDEM_LOG(ERROR) << "kv sender: " << drained;
   }
+}
+
+absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan, absl::Time deadline) {
+  // The receiver died: its control connection closed (checked while NCCL calls are polled).
+  const WaitCheck receiver_alive = [&peer]() -> absl::Status {
+    if (nccl_control::PeerClosed(peer.socket)) {
+      return absl::UnavailableError("kv receiver closed its connection mid-transfer (died?)");
+    }
+    return peer.comm.AsyncError();
+  };
+  const int slots = options_.num_staging_slots;
+  std::byte* const* layers = layer_ptrs_.as<std::byte* const>();
+  // With overlap of the prefill forward, this loop would stop at
+  // plan.ReadyChunks(layers_written) and resume as layers complete.
+  for (int64_t index = 0; index < plan.num_chunks(); ++index) {
+    if (options_.before_chunk_for_test) options_.before_chunk_for_test(index);
+    const KvChunk chunk = plan.chunk(index);
+    const int slot = static_cast<int>(index % slots);
+    std::byte* staging = staging_.as<std::byte>() + slot * slot_bytes_;
+    // The slot is free once the send that last used it completed.
+    TANDEM_CUDA_CHECK(cudaStreamWaitEvent(gather_stream_.get(), sent_[slot].get(), 0));
+    LaunchKvGather({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
+                    .block_ids = block_ids_.as<int32_t>(),
+                    .num_blocks = static_cast<int32_t>(plan.num_blocks),
+                    .first_unit = chunk.first_unit, .count = chunk.num_units,
+                    .block_bytes = cache_.layout.BytesPerBlockPerLayer(), .staging = staging},
+                   gather_stream_.get());
+    gathered_[slot].Record(gather_stream_.get());
+    TANDEM_CUDA_CHECK(cudaStreamWaitEvent(nccl_stream_.get(), gathered_[slot].get(), 0));
+    const size_t bytes = 2 * static_cast<size_t>(chunk.num_units) * cache_.layout.BytesPerBlockPerLayer();
+    TANDEM_RETURN_IF_ERROR(peer.comm.Finish(
+        ncclSend(staging, bytes, ncclUint8, /*peer=*/1, peer.comm.get(), nccl_stream_.get()),
+        "ncclSend", deadline, receiver_alive));
+    sent_[slot].Record(nccl_stream_.get());
+  }
+  done_.Record(nccl_stream_.get());
+  absl::Status done = WaitForEvent(done_.get(), deadline, "kv transfer", receiver_alive);
+  if (absl::IsDeadlineExceeded(done)) {
+    return absl::DeadlineExceededError("kv transfer deadline passed before the receiver took the KV");
+  }
+  return done;
 }
 
 absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request) {
@@ -226,47 +265,24 @@ absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request) {
   if (absl::Now() >= request.deadline) {
     return absl::DeadlineExceededError("kv transfer deadline passed before it started");
   }
-  // The previous transfer finished (WaitDone), so the pinned ids are free to overwrite.
+  // The previous transfer's kernels are done (SendChunks or DrainStreams waited): the pinned
+  // ids are free to overwrite.
   std::memcpy(block_ids_host_.data(), request.src_blocks.data(), sizeof(int32_t) * num_blocks);
   TANDEM_CUDA_CHECK(cudaMemcpyAsync(block_ids_.data(), block_ids_host_.data(),
                                     sizeof(int32_t) * num_blocks, cudaMemcpyHostToDevice,
                                     gather_stream_.get()));
+  const KvChunkPlan plan{.num_blocks = num_blocks, .num_layers = cache_.layout.num_layers,
+                         .units_per_chunk = peer->units_per_chunk};
   nccl_control::TransferHeader header{.sequence = peer->next_sequence++,
                                       .reservation_id = request.reservation_id,
                                       .num_blocks = static_cast<int32_t>(num_blocks),
-                                      .blocks_per_chunk = peer->blocks_per_chunk,
+                                      .units_per_chunk = peer->units_per_chunk,
                                       .num_tokens = request.num_tokens,
                                       .first_token_id = request.first_token_id,
                                       .first_logprob = request.first_logprob};
   TANDEM_RETURN_IF_ERROR(nccl_control::Write(peer->socket, header, request.deadline));
 
-  const size_t block_bytes = cache_.layout.BytesPerBlockPerLayer();
-  const int slots = options_.num_staging_slots;
-  int64_t index = 0;
-  for (int64_t layer = 0; layer < cache_.layout.num_layers; ++layer) {
-    for (int64_t first = 0; first < num_blocks; first += peer->blocks_per_chunk, ++index) {
-      if (options_.before_chunk_for_test) options_.before_chunk_for_test(index);
-      const int32_t count =
-          static_cast<int32_t>(std::min<int64_t>(peer->blocks_per_chunk, num_blocks - first));
-      const int slot = static_cast<int>(index % slots);
-      std::byte* staging = staging_.as<std::byte>() + slot * slot_bytes_;
-      // The slot is free once the send that last used it completed.
-      TANDEM_CUDA_CHECK(cudaStreamWaitEvent(gather_stream_.get(), sent_[slot].get(), 0));
-      LaunchKvGather({.k = cache_.k[layer], .v = cache_.v[layer],
-                      .block_ids = block_ids_.as<int32_t>() + first, .count = count,
-                      .block_bytes = block_bytes, .staging = staging},
-                     gather_stream_.get());
-      gathered_[slot].Record(gather_stream_.get());
-      TANDEM_CUDA_CHECK(cudaStreamWaitEvent(nccl_stream_.get(), gathered_[slot].get(), 0));
-      TANDEM_RETURN_IF_ERROR(peer->comm.Finish(
-          ncclSend(staging, 2 * count * block_bytes, ncclUint8, /*peer=*/1, peer->comm.get(),
-                   nccl_stream_.get()),
-          "ncclSend", request.deadline));
-      sent_[slot].Record(nccl_stream_.get());
-    }
-  }
-  done_.Record(nccl_stream_.get());
-  return WaitDone(*peer, request.deadline);
+  return SendChunks(*peer, plan, request.deadline);
 }
 
 }  // namespace tandem

@@ -4,10 +4,13 @@
 // connection (control_channel.h) and a 2-rank communicator (this sender rank 0, the
 // receiver rank 1), created lazily on the first transfer to that endpoint from a unique id
 // sent in the handshake, and kept in a pool of at most `max_communicators` (least recently
-// used evicted). A transfer sends its header on the control connection, then for each layer
-// and each chunk of whole blocks: a gather kernel packs the chunk's K and V blocks into a
-// staging slot (ring of `num_staging_slots`, on its own stream) and ncclSend ships it (on
-// the communicator's stream) while the next chunk is gathered. The transfer is done when the
+// used evicted). A transfer sends its header on the control connection, then cuts the
+// request's (layer, block) units into chunks of at most `max_chunk_bytes` that span layers
+// (kv_chunk_plan.h): per chunk, one gather kernel packs its K and V blocks into a staging
+// slot (ring of `num_staging_slots`, on its own stream) and one ncclSend ships it (on the
+// communicator's stream) while the next chunk is gathered. A 2k-token Llama-3-8B request
+// (256 MiB) is 4 messages at the default 64 MiB, not 32 per-layer ones: each call on the
+// non-blocking communicator costs NCCL tens of microseconds. The transfer is done when the
 // last send completes; the thread polls that with the request's deadline, the
 // communicator's asynchronous error and the control connection (a closed one: the receiver
 // died). Any failure aborts the communicator (ncclCommAbort) and drops the pair; the next
@@ -31,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "common/backend/cuda/cuda_handles.h"
 #include "kv_transfer/kv_transfer.h"
+#include "kv_transfer/nccl/kv_chunk_plan.h"
 #include "kv_transfer/nccl/nccl_comm.h"
 #include "kv_transfer/tcp/socket.h"
 
@@ -38,8 +42,8 @@ namespace tandem {
 
 struct NcclKvSenderOptions {
   KvPeerIdentity identity;               // this worker
-  size_t max_chunk_bytes = 32u << 20;    // K+V bytes per NCCL message (whole blocks of a layer)
-  int num_staging_slots = 3;             // gather runs this many chunks ahead of the sends
+  size_t max_chunk_bytes = 64u << 20;    // K+V bytes per NCCL message (units of any layers)
+  int num_staging_slots = 2;             // gather runs this many chunks ahead of the sends
   size_t max_communicators = 8;          // receivers with a live communicator at once
   absl::Duration connect_timeout = absl::Seconds(20);  // TCP connect + communicator init
   // Tests: called on the I/O thread before chunk `index` of every transfer is enqueued.
@@ -63,7 +67,7 @@ class NcclKvSender final : public KvSender {
     NcclComm comm;
     uint64_t receiver_incarnation = 0;
     uint64_t next_sequence = 0;
-    int32_t blocks_per_chunk = 0;
+    int32_t units_per_chunk = 0;  // min(ours, the receiver's slot)
     uint64_t last_used = 0;
   };
 
@@ -72,7 +76,9 @@ class NcclKvSender final : public KvSender {
   void Loop();
   absl::Status Send(uint64_t id, const KvSendRequest& request);
   absl::StatusOr<Peer*> Connected(const KvSendRequest& request);
-  absl::Status WaitDone(Peer& peer, absl::Time deadline);
+  absl::Status SendChunks(Peer& peer, const KvChunkPlan& plan, absl::Time deadline);
+  // Waits (bounded) until no kernel of ours reads the cache or the staging ring.
+  void DrainStreams();
   bool Cancelled(uint64_t id);
 
   const KvCacheView cache_;
@@ -80,10 +86,10 @@ class NcclKvSender final : public KvSender {
   size_t slot_bytes_ = 0;
   // Owned by the I/O thread after Init.
   CudaStream gather_stream_, nccl_stream_;
-  DeviceBuffer staging_, block_ids_;
+  DeviceBuffer staging_, block_ids_, layer_ptrs_;  // layer_ptrs_: [K layers][V layers]
   PinnedBuffer block_ids_host_;
   std::vector<CudaEvent> gathered_, sent_;
-  CudaEvent done_;
+  CudaEvent done_, gather_done_;
   std::map<std::string, Peer> peers_;
   uint64_t use_clock_ = 0;
 

@@ -4,6 +4,8 @@
 //   nccl_kv_test_peer --role=receiver|sender --gpu=N --seed=S [--incarnation=I]
 //       [--fingerprint=F] [--shape=small|8b] [--blocks=B] [--recv_timeout_ms=T]
 //       [--stop_before_chunk=K]   (sender: raise SIGSTOP before enqueueing chunk K of a transfer)
+//       [--max_chunk_bytes=N]     (both: the option of that name; small values make chunks
+//                                  that span layers at odd boundaries)
 //
 // Prints "READY <endpoint>" (a sender prints "READY -"), then answers:
 //   receiver: EXPECT id lease_ms b,b,..  | CANCEL id | WAIT n timeout_ms (ARRIVAL lines, END)
@@ -124,6 +126,9 @@ int RunReceiver(const std::map<std::string, std::string>& flags, const KvLayout&
       .identity = {.name = "decode", .incarnation = static_cast<uint64_t>(Int(flags, "incarnation", 1)),
                    .model_fingerprint = fingerprint},
       .recv_timeout = absl::Milliseconds(Int(flags, "recv_timeout_ms", 10000))};
+  if (int64_t chunk = Int(flags, "max_chunk_bytes", 0); chunk > 0) {
+    options.max_chunk_bytes = static_cast<size_t>(chunk);
+  }
   auto receiver = NcclKvReceiver::Start(cache.view, options);
   if (!receiver.ok()) {
     std::cout << "ERROR " << receiver.status() << std::endl;
@@ -189,6 +194,9 @@ int RunSender(const std::map<std::string, std::string>& flags, const KvLayout& l
   NcclKvSenderOptions options{
       .identity = {.name = "prefill", .incarnation = static_cast<uint64_t>(Int(flags, "incarnation", 1)),
                    .model_fingerprint = fingerprint}};
+  if (int64_t chunk = Int(flags, "max_chunk_bytes", 0); chunk > 0) {
+    options.max_chunk_bytes = static_cast<size_t>(chunk);
+  }
   if (stop_before >= 0) {
     options.before_chunk_for_test = [stop_before](int64_t index) {
       if (index == stop_before) raise(SIGSTOP);

@@ -188,7 +188,8 @@ class NcclKvTransferTest : public ::testing::Test {
 TEST_F(NcclKvTransferTest, ReceivedBytesEqualSentBytesForRandomBlockTables) {
   std::string endpoint;
   auto receiver = Receiver(&endpoint);
-  auto sender = Sender();
+  // 5 (layer, block) units of 8 KiB per chunk: chunks span layers at odd boundaries.
+  auto sender = Sender({"--max_chunk_bytes=40960"});
   std::mt19937 rng(std::random_device{}());
   std::vector<int32_t> all(64);
   for (int i = 0; i < 64; ++i) all[i] = i;
@@ -338,8 +339,9 @@ TEST_F(NcclKvTransferTest, FrozenThenKilledSenderIsDetectedByTheReceiver) {
   std::string endpoint;
   auto receiver = Receiver(&endpoint, {"--recv_timeout_ms=1500"});
   {
-    // 3 blocks: one chunk per layer, 4 chunks; the sender freezes after enqueueing 2.
-    auto sender = Sender({"--stop_before_chunk=2"});
+    // 3 blocks x 4 layers, 3 units (24 KiB) per chunk: 4 chunks; the sender freezes after
+    // enqueueing 2.
+    auto sender = Sender({"--stop_before_chunk=2", "--max_chunk_bytes=24576"});
     EXPECT_EQ(receiver->Ask("EXPECT x 60000 1,2,3"), "OK");
     absl::Time start = absl::Now();
     Send(*sender, endpoint, 1, "x", 40, {4, 5, 6});
@@ -352,7 +354,7 @@ TEST_F(NcclKvTransferTest, FrozenThenKilledSenderIsDetectedByTheReceiver) {
   }
   // A killed sender mid-transfer: the closed connection is noticed before recv_timeout.
   {
-    auto sender = Sender({"--stop_before_chunk=1"});
+    auto sender = Sender({"--stop_before_chunk=1", "--max_chunk_bytes=24576"});
     EXPECT_EQ(receiver->Ask("EXPECT y 60000 1,2,3"), "OK");
     Send(*sender, endpoint, 1, "y", 40, {4, 5, 6});
     absl::SleepFor(absl::Milliseconds(300));
