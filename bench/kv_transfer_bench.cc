@@ -6,14 +6,15 @@
 //     and messages of each swept chunk size;
 //   - tandem (NcclKvSender on GPU 0 -> NcclKvReceiver on GPU 1: cross-layer chunks, gather,
 //     sends, scatter into random block tables) with the default options, then for each
-//     (max_chunk_bytes, num_staging_slots) of the sweep;
+//     (max_chunk_bytes, num_staging_slots) of the sweep, and with blocking communicators
+//     (blocking_communicator, 2 slots) for each --blocking_chunk_mib;
 //   - gather + default-size chunk sends received into one contiguous buffer (no scatter), to
 //     price the scatter.
 // fraction_of_raw is tandem's time over the fastest raw variant's; fraction_of_raw_one_message
 // over the one-message send on the non-blocking communicator. One process, a thread per rank.
 //
-//   kv_transfer_bench [--iters=20] [--tokens=512,2048,8192] [--chunk_mib=16,32,64,128]
-//                     [--slots=2,3]
+//   kv_transfer_bench [--iters=20] [--tokens=512,2048,8192] [--chunk_mib=32,64,128]
+//                     [--slots=2,3] [--blocking_chunk_mib=16,32,64]
 #include <barrier>
 #include <cstdio>
 #include <cstring>
@@ -121,6 +122,7 @@ std::vector<int64_t> ParseList(const std::string& text) {
 struct Config {
   size_t chunk_bytes = 0;
   int slots = 0;
+  bool blocking = false;  // NcclKv*Options::blocking_communicator
 };
 
 // Median seconds from StartSend until the receiver reports the arrival, random block
@@ -139,6 +141,7 @@ bool TimeTandem(const Config& config, const DeviceCache& src, const DeviceCache&
       .identity = {.name = "prefill", .incarnation = 1, .model_fingerprint = "bench"}};
   sender_options.max_chunk_bytes = config.chunk_bytes;
   sender_options.num_staging_slots = config.slots;
+  sender_options.blocking_communicator = config.blocking;
   auto receiver = *NcclKvReceiver::Start(dst.view, receiver_options);
   auto sender = *NcclKvSender::Create(src.view, sender_options);
   for (int64_t tokens : token_counts) {
@@ -183,14 +186,16 @@ int main(int argc, char** argv) {
   setenv("NCCL_NVLS_ENABLE", "0", 0);
   int iters = 20;
   std::vector<int64_t> token_counts = {512, 2048, 8192};
-  std::vector<int64_t> chunk_mib = {16, 32, 64, 128};
+  std::vector<int64_t> chunk_mib = {32, 64, 128};
   std::vector<int64_t> slot_counts = {2, 3};
+  std::vector<int64_t> blocking_chunk_mib = {16, 32, 64};  // 2 slots each
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a.rfind("--iters=", 0) == 0) (void)absl::SimpleAtoi(a.substr(8), &iters);
     if (a.rfind("--tokens=", 0) == 0) token_counts = ParseList(a.substr(9));
     if (a.rfind("--chunk_mib=", 0) == 0) chunk_mib = ParseList(a.substr(12));
     if (a.rfind("--slots=", 0) == 0) slot_counts = ParseList(a.substr(8));
+    if (a.rfind("--blocking_chunk_mib=", 0) == 0) blocking_chunk_mib = ParseList(a.substr(21));
   }
   int devices = 0;
   TANDEM_CUDA_CHECK(cudaGetDeviceCount(&devices));
@@ -223,6 +228,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "tandem %lld MiB x %lld slots done\n", static_cast<long long>(mib),
                    static_cast<long long>(slots));
     }
+  }
+  for (int64_t mib : blocking_chunk_mib) {
+    Config config{.chunk_bytes = static_cast<size_t>(mib) << 20, .slots = 2, .blocking = true};
+    std::vector<double> seconds;
+    if (!TimeTandem(config, src, dst, token_counts, iters, &seconds)) return 1;
+    sweep.emplace_back(config, seconds);
   }
 
   // Device arrays of layer pointers for the no-scatter variant's gathers.
@@ -289,6 +300,7 @@ int main(int argc, char** argv) {
     for (const auto& [config, seconds] : sweep) {
       row["tandem_sweep"].push_back({{"chunk_mib", config.chunk_bytes >> 20},
                                      {"slots", config.slots},
+                                     {"blocking_comm", config.blocking},
                                      {"ms", seconds[t] * 1e3},
                                      {"gb_per_s", bytes / seconds[t] / 1e9},
                                      {"fraction_of_raw", raw_best / seconds[t]}});

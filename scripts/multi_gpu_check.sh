@@ -68,10 +68,10 @@ if os.path.exists(path) and os.path.getsize(path) > 0:
     for r in b["sizes"]:
         chunks = r.get("raw_chunk_messages_gb_per_s", {})
         print(f'{r["tokens"]:7d} ' + " ".join(f'{k}:{v:.1f}' for k, v in chunks.items()))
-    print("\n== tandem sweep (chunk MiB x slots: GB/s, % of best raw)")
+    print("\n== tandem sweep (chunk MiB x slots [blk: blocking communicator]: GB/s, % of best raw)")
     for r in b["sizes"]:
         print(f'{r["tokens"]:7d} ' + " ".join(
-            f'{c["chunk_mib"]}x{c["slots"]}:{c["gb_per_s"]:.1f}/{100*c["fraction_of_raw"]:.0f}%'
+            f'{c["chunk_mib"]}x{c["slots"]}{"blk" if c.get("blocking_comm") else ""}:{c["gb_per_s"]:.1f}/{100*c["fraction_of_raw"]:.0f}%'
             for c in r.get("tandem_sweep", [])))
 else:
     print("no bench result (see kv_bench.log)")

@@ -158,6 +158,7 @@ absl::Status Write(const tcp::Socket& socket, const Hello& hello, absl::Time dea
   w.Str(hello.model_fingerprint);
   w.Str(hello.layout);
   w.Raw(&hello.unique_id, sizeof(hello.unique_id));
+  w.U64(hello.blocking_data_communicator ? 1 : 0);
   return w.Send(socket, deadline);
 }
 
@@ -185,11 +186,14 @@ absl::Status Write(const tcp::Socket& socket, const TransferHeader& header, absl
 absl::StatusOr<Hello> ReadHello(const tcp::Socket& socket, absl::Time deadline) {
   TANDEM_ASSIGN_OR_RETURN(Reader r, ReadFrame(socket, kHello, deadline));
   Hello h;
+  uint64_t blocking = 0;
   if (!r.Str(h.sender_name) || !r.U64(h.sender_incarnation) ||
       !r.U64(h.expected_receiver_incarnation) || !r.Str(h.model_fingerprint) ||
-      !r.Str(h.layout) || !r.Raw(&h.unique_id, sizeof(h.unique_id)) || !r.Done()) {
+      !r.Str(h.layout) || !r.Raw(&h.unique_id, sizeof(h.unique_id)) || !r.U64(blocking) ||
+      !r.Done()) {
     return Malformed("hello");
   }
+  h.blocking_data_communicator = blocking == 1;
   return h;
 }
 

@@ -32,6 +32,9 @@ struct Hello {
   std::string model_fingerprint;
   std::string layout;  // KvLayout::Describe() of the sender's cache
   ncclUniqueId unique_id{};
+  // Both sides then connect the pair with one 16-byte message on the communicator and
+  // split a blocking child for the KV messages (NcclComm::SplitBlocking).
+  bool blocking_data_communicator = false;
 };
 
 struct HelloAck {

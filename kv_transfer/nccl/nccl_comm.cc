@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace tandem {
 
@@ -30,6 +31,7 @@ absl::StatusOr<NcclComm> NcclComm::Create(int world_size, int rank, const ncclUn
   DisableNcclMulticastUnlessSet();
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = blocking ? 1 : 0;
+  config.splitShare = 1;  // SplitBlocking children reuse this communicator's connections
   ncclComm_t raw = nullptr;
   ncclResult_t result = ncclCommInitRankConfig(&raw, world_size, id, rank, &config);
   NcclComm comm(raw);  // aborted on every early return below
@@ -40,6 +42,28 @@ absl::StatusOr<NcclComm> NcclComm::Create(int world_size, int rank, const ncclUn
   absl::Status ready = comm.Finish(result, "ncclCommInitRankConfig", deadline);
   if (!ready.ok()) return ready;
   return comm;
+}
+
+absl::StatusOr<NcclComm> NcclComm::SplitBlocking(absl::Time deadline) const {
+  int rank = 0;
+  ncclResult_t result = ncclCommUserRank(comm_, &rank);
+  if (result != ncclSuccess) return NcclErrorToStatus(result, "ncclCommUserRank");
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 1;
+  // The split job writes the child here when it completes, possibly after a timeout below
+  // returned: a heap slot that is leaked (8 bytes) rather than a dangling stack address.
+  auto* child = new ncclComm_t(nullptr);
+  result = ncclCommSplit(comm_, /*color=*/0, /*key=*/rank, child, &config);
+  absl::Status done = Finish(result, "ncclCommSplit", deadline);
+  if (!done.ok()) return done;  // the caller aborts the parent, which stops the split
+  if (*child == nullptr) {
+    delete child;
+    return absl::InternalError("ncclCommSplit gave no communicator");
+  }
+  NcclComm split(*child);
+  delete child;
+  TANDEM_RETURN_IF_ERROR(split.AsyncError());
+  return split;
 }
 
 NcclComm& NcclComm::operator=(NcclComm&& other) noexcept {

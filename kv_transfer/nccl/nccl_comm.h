@@ -39,10 +39,19 @@ class NcclComm {
   static absl::StatusOr<ncclUniqueId> NewUniqueId();
   // Joins rank `rank` of a `world_size` communicator on the current CUDA device. Waits for
   // every rank until `deadline`; a communicator that is not ready by then is aborted and
-  // DEADLINE_EXCEEDED returned. `blocking` (benchmarks only) makes every NCCL call on it
+  // DEADLINE_EXCEEDED returned. Created with splitShare, so SplitBlocking children reuse its
+  // connections. `blocking` (benchmarks only) makes every NCCL call on it, init included,
   // wait inside NCCL with no deadline; the transport never asks for it.
   static absl::StatusOr<NcclComm> Create(int world_size, int rank, const ncclUniqueId& id,
                                          absl::Time deadline, bool blocking = false);
+
+  // A blocking child of this non-blocking communicator (ncclCommSplit, every rank calls it):
+  // the split itself runs asynchronously under the parent and is bounded by `deadline`; the
+  // child shares the parent's resources and connections (connect them first with one
+  // message on the parent, or the child's first call would connect inside NCCL with no
+  // bound). Calls on the child cost microseconds; the non-blocking parent's cost a thread
+  // start each. Abort the child before the parent.
+  absl::StatusOr<NcclComm> SplitBlocking(absl::Time deadline) const;
 
   NcclComm() = default;
   NcclComm(NcclComm&& other) noexcept : comm_(std::exchange(other.comm_, nullptr)) {}

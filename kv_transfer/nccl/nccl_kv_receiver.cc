@@ -23,7 +23,9 @@ class NcclKvReceiver::Session {
   size_t slot_bytes = 0;
   uint64_t expected_sequence = 0;
   std::string sender_name;
-  NcclComm comm;
+  NcclComm comm;  // non-blocking: init, connect, split
+  NcclComm data;  // the sender asked for a blocking child for KV (aborted first)
+  const NcclComm& kv() const { return data.valid() ? data : comm; }
 };
 
 absl::StatusOr<std::unique_ptr<NcclKvReceiver>> NcclKvReceiver::Start(
@@ -129,6 +131,21 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handsha
   if (!ack.accepted) return absl::FailedPreconditionError(ack.error);
   TANDEM_ASSIGN_OR_RETURN(session->comm, NcclComm::Create(/*world_size=*/2, /*rank=*/1,
                                                           hello.unique_id, deadline));
+  if (hello.blocking_data_communicator) {
+    // The sender's connecting message (NcclComm::SplitBlocking), then the split.
+    const WaitCheck sender_alive = [&socket]() -> absl::Status {
+      if (nccl_control::PeerClosed(socket)) return absl::UnavailableError("kv sender closed");
+      return absl::OkStatus();
+    };
+    TANDEM_RETURN_IF_ERROR(session->comm.Finish(
+        ncclRecv(session->staging.data(), /*count=*/16, ncclUint8, /*peer=*/0,
+                 session->comm.get(), session->nccl_stream.get()),
+        "ncclRecv (connect)", deadline, sender_alive));
+    session->received[0].Record(session->nccl_stream.get());
+    TANDEM_RETURN_IF_ERROR(WaitForEvent(session->received[0].get(), deadline,
+                                        "kv pair connect", sender_alive));
+    TANDEM_ASSIGN_OR_RETURN(session->data, session->comm.SplitBlocking(deadline));
+  }
   return session;
 }
 
@@ -136,6 +153,7 @@ void NcclKvReceiver::Serve(tcp::Socket& socket) {
   TANDEM_CUDA_CHECK(cudaSetDevice(cache_.cuda_device));
   ++sessions_;
   absl::StatusOr<std::unique_ptr<Session>> session = Handshake(socket);
+  if (!session.ok()) TANDEM_LOG(WARNING) << "kv receiver: handshake failed: " << session.status();
   while (session.ok() && !stopping_) {
     absl::Status ready = tcp::WaitReadable(socket, absl::Milliseconds(200));
     if (absl::IsDeadlineExceeded(ready)) continue;  // idle pair: keep it
@@ -181,7 +199,8 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
     TANDEM_LOG(WARNING) << "kv receiver: transfer of " << header.reservation_id << " from "
                         << session.sender_name << " failed (" << status
                         << "); aborting the communicator";
-    session.comm.Abort();  // stops our receive kernels; the sender rebuilds the pair
+    session.data.Abort();  // stops our receive kernels; the sender rebuilds the pair
+    session.comm.Abort();
     TANDEM_LOG(INFO) << "kv receiver: communicator aborted";
   }
   return status;
@@ -226,7 +245,7 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
                                            uint64_t generation) {
   const size_t block_bytes = cache_.layout.BytesPerBlockPerLayer();
   const WaitCheck sender_alive = [&]() -> absl::Status {
-    TANDEM_RETURN_IF_ERROR(session.comm.AsyncError());
+    TANDEM_RETURN_IF_ERROR(session.kv().AsyncError());
     if (nccl_control::PeerClosed(socket)) {
       return absl::UnavailableError(absl::StrCat(
           "kv sender ", session.sender_name, " closed its connection mid-transfer (died?)"));
@@ -240,8 +259,8 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
   };
   auto post = [&](int64_t c) -> absl::Status {
     const size_t bytes = 2 * static_cast<size_t>(plan.chunk(c).num_units) * block_bytes;
-    TANDEM_RETURN_IF_ERROR(session.comm.Finish(
-        ncclRecv(staging(c), bytes, ncclUint8, /*peer=*/0, session.comm.get(),
+    TANDEM_RETURN_IF_ERROR(session.kv().Finish(
+        ncclRecv(staging(c), bytes, ncclUint8, /*peer=*/0, session.kv().get(),
                  session.nccl_stream.get()),
         "ncclRecv", absl::Now() + options_.recv_timeout, sender_alive));
     session.received[c % slots].Record(session.nccl_stream.get());

@@ -46,7 +46,9 @@ struct NcclKvReceiverOptions {
   int port = 0;                     // 0 picks a free port
   std::string advertise_host;       // host in endpoint(); defaults to listen_host
   KvPeerIdentity identity;          // this worker
-  size_t max_chunk_bytes = 64u << 20;  // staging slot per connection (senders chunk to fit)
+  // Staging slot per connection (senders chunk to fit): slots x this of device memory per
+  // sender connected.
+  size_t max_chunk_bytes = 128u << 20;
   int num_staging_slots = 2;
   int max_senders = 8;              // connections (communicators) at once; more are refused
   absl::Duration recv_timeout = absl::Seconds(10);  // each chunk, once its header arrived

@@ -14,6 +14,8 @@
 namespace tandem {
 namespace {
 
+constexpr size_t kConnectBytes = 16;  // the message that connects a pair before a split
+
 // Restores the calling thread's current CUDA device on scope exit.
 class DeviceGuard {
  public:
@@ -154,7 +156,7 @@ void NcclKvSender::Loop() {
 absl::StatusOr<NcclKvSender::Peer*> NcclKvSender::Connected(const KvSendRequest& request) {
   auto it = peers_.find(request.endpoint);
   if (it != peers_.end() && it->second.receiver_incarnation == request.receiver_incarnation &&
-      !nccl_control::PeerClosed(it->second.socket) && it->second.comm.AsyncError().ok()) {
+      !nccl_control::PeerClosed(it->second.socket) && it->second.kv().AsyncError().ok()) {
     it->second.last_used = ++use_clock_;
     return &it->second;
   }
@@ -172,7 +174,8 @@ absl::StatusOr<NcclKvSender::Peer*> NcclKvSender::Connected(const KvSendRequest&
                             .sender_incarnation = options_.identity.incarnation,
                             .expected_receiver_incarnation = request.receiver_incarnation,
                             .model_fingerprint = options_.identity.model_fingerprint,
-                            .layout = cache_.layout.Describe()};
+                            .layout = cache_.layout.Describe(),
+                            .blocking_data_communicator = options_.blocking_communicator};
   TANDEM_ASSIGN_OR_RETURN(hello.unique_id, NcclComm::NewUniqueId());
   TANDEM_RETURN_IF_ERROR(nccl_control::Write(socket, hello, deadline));
   TANDEM_ASSIGN_OR_RETURN(nccl_control::HelloAck ack, nccl_control::ReadHelloAck(socket, deadline));
@@ -189,9 +192,25 @@ absl::StatusOr<NcclKvSender::Peer*> NcclKvSender::Connected(const KvSendRequest&
   }
   TANDEM_ASSIGN_OR_RETURN(NcclComm comm, NcclComm::Create(/*world_size=*/2, /*rank=*/0,
                                                           hello.unique_id, deadline));
+  NcclComm data;
+  if (options_.blocking_communicator) {
+    // Connect the pair on the non-blocking communicator (bounded), then split the blocking
+    // child that reuses the connection. Staging is idle: earlier transfers have finished.
+    const WaitCheck receiver_alive = [&socket]() -> absl::Status {
+      if (nccl_control::PeerClosed(socket)) return absl::UnavailableError("kv receiver closed");
+      return absl::OkStatus();
+    };
+    TANDEM_RETURN_IF_ERROR(comm.Finish(ncclSend(staging_.data(), kConnectBytes, ncclUint8,
+                                                /*peer=*/1, comm.get(), nccl_stream_.get()),
+                                       "ncclSend (connect)", deadline, receiver_alive));
+    done_.Record(nccl_stream_.get());
+    TANDEM_RETURN_IF_ERROR(WaitForEvent(done_.get(), deadline, "kv pair connect", receiver_alive));
+    TANDEM_ASSIGN_OR_RETURN(data, comm.SplitBlocking(deadline));
+  }
   Peer& peer = peers_[request.endpoint];
   peer.socket = std::move(socket);
   peer.comm = std::move(comm);
+  peer.data = std::move(data);
   peer.receiver_incarnation = request.receiver_incarnation;
   peer.units_per_chunk = static_cast<int32_t>(
       std::min<int64_t>(units_per_chunk, std::numeric_limits<int32_t>::max()));
@@ -217,7 +236,7 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan, absl:
     if (nccl_control::PeerClosed(peer.socket)) {
       return absl::UnavailableError("kv receiver closed its connection mid-transfer (died?)");
     }
-    return peer.comm.AsyncError();
+    return peer.kv().AsyncError();
   };
   const int slots = options_.num_staging_slots;
   std::byte* const* layers = layer_ptrs_.as<std::byte* const>();
@@ -239,8 +258,8 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan, absl:
     gathered_[slot].Record(gather_stream_.get());
     TANDEM_CUDA_CHECK(cudaStreamWaitEvent(nccl_stream_.get(), gathered_[slot].get(), 0));
     const size_t bytes = 2 * static_cast<size_t>(chunk.num_units) * cache_.layout.BytesPerBlockPerLayer();
-    TANDEM_RETURN_IF_ERROR(peer.comm.Finish(
-        ncclSend(staging, bytes, ncclUint8, /*peer=*/1, peer.comm.get(), nccl_stream_.get()),
+    TANDEM_RETURN_IF_ERROR(peer.kv().Finish(
+        ncclSend(staging, bytes, ncclUint8, /*peer=*/1, peer.kv().get(), nccl_stream_.get()),
         "ncclSend", deadline, receiver_alive));
     sent_[slot].Record(nccl_stream_.get());
   }

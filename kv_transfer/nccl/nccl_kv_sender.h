@@ -9,7 +9,7 @@
 // (kv_chunk_plan.h): per chunk, one gather kernel packs its K and V blocks into a staging
 // slot (ring of `num_staging_slots`, on its own stream) and one ncclSend ships it (on the
 // communicator's stream) while the next chunk is gathered. A 2k-token Llama-3-8B request
-// (256 MiB) is 4 messages at the default 64 MiB, not 32 per-layer ones: each call on the
+// (256 MiB) is 2 messages at the default 128 MiB, not 32 per-layer ones: each call on the
 // non-blocking communicator costs NCCL tens of microseconds. The transfer is done when the
 // last send completes; the thread polls that with the request's deadline, the
 // communicator's asynchronous error and the control connection (a closed one: the receiver
@@ -42,10 +42,18 @@ namespace tandem {
 
 struct NcclKvSenderOptions {
   KvPeerIdentity identity;               // this worker
-  size_t max_chunk_bytes = 64u << 20;    // K+V bytes per NCCL message (units of any layers)
+  // K+V bytes per NCCL message (units of any layers) and the staging ring: 2 x 128 MiB was
+  // the fastest of {32,64,128} MiB x {2,3} slots at 2k and 8k tokens (docs/kv_transfer.md).
+  size_t max_chunk_bytes = 128u << 20;
   int num_staging_slots = 2;             // gather runs this many chunks ahead of the sends
   size_t max_communicators = 8;          // receivers with a live communicator at once
   absl::Duration connect_timeout = absl::Seconds(20);  // TCP connect + communicator init
+  // KV messages on a blocking child communicator (NcclComm::SplitBlocking) split from the
+  // pair's non-blocking one after a connecting message: each NCCL call then costs
+  // microseconds instead of the non-blocking communicator's thread start (~100+ us). Init,
+  // connection and split keep their deadlines; the receiver follows the sender's choice.
+  // Off by default: measured faster only at 512 tokens, not at 2k/8k (docs/kv_transfer.md).
+  bool blocking_communicator = false;
   // Tests: called on the I/O thread before chunk `index` of every transfer is enqueued.
   std::function<void(int64_t index)> before_chunk_for_test;
 };
@@ -64,7 +72,9 @@ class NcclKvSender final : public KvSender {
  private:
   struct Peer {
     tcp::Socket socket;
-    NcclComm comm;
+    NcclComm comm;  // non-blocking: init, connect, split
+    NcclComm data;  // blocking_communicator: the split child carrying KV (aborted first)
+    const NcclComm& kv() const { return data.valid() ? data : comm; }
     uint64_t receiver_incarnation = 0;
     uint64_t next_sequence = 0;
     int32_t units_per_chunk = 0;  // min(ours, the receiver's slot)

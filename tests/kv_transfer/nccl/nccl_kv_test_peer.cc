@@ -6,6 +6,7 @@
 //       [--stop_before_chunk=K]   (sender: raise SIGSTOP before enqueueing chunk K of a transfer)
 //       [--max_chunk_bytes=N]     (both: the option of that name; small values make chunks
 //                                  that span layers at odd boundaries)
+//       [--blocking_communicator] (sender: KV on a blocking split child communicator)
 //
 // Prints "READY <endpoint>" (a sender prints "READY -"), then answers:
 //   receiver: EXPECT id lease_ms b,b,..  | CANCEL id | WAIT n timeout_ms (ARRIVAL lines, END)
@@ -197,6 +198,7 @@ int RunSender(const std::map<std::string, std::string>& flags, const KvLayout& l
   if (int64_t chunk = Int(flags, "max_chunk_bytes", 0); chunk > 0) {
     options.max_chunk_bytes = static_cast<size_t>(chunk);
   }
+  options.blocking_communicator = Int(flags, "blocking_communicator", 0) != 0;
   if (stop_before >= 0) {
     options.before_chunk_for_test = [stop_before](int64_t index) {
       if (index == stop_before) raise(SIGSTOP);

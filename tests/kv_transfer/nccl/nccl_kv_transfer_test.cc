@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <sstream>
 #include <string>
@@ -104,6 +106,20 @@ class Peer {
     return Line(timeout);
   }
   void Signal(int signal) { kill(pid_, signal); }
+  // Whether the process stopped itself (SIGSTOP: state 'T' in /proc/pid/stat) in `timeout`.
+  bool WaitStopped(absl::Duration timeout) {
+    absl::Time deadline = absl::Now() + timeout;
+    while (absl::Now() < deadline) {
+      std::ifstream stat(absl::StrCat("/proc/", pid_, "/stat"));
+      std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+      size_t paren = text.rfind(')');
+      if (paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'T') {
+        return true;
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return false;
+  }
   void Kill() {
     if (pid_ <= 0) return;
     kill(pid_, SIGKILL);
@@ -357,7 +373,9 @@ TEST_F(NcclKvTransferTest, FrozenThenKilledSenderIsDetectedByTheReceiver) {
     auto sender = Sender({"--stop_before_chunk=1", "--max_chunk_bytes=24576"});
     EXPECT_EQ(receiver->Ask("EXPECT y 60000 1,2,3"), "OK");
     Send(*sender, endpoint, 1, "y", 40, {4, 5, 6});
-    absl::SleepFor(absl::Milliseconds(300));
+    // Stopped before chunk 1: connected, header and chunk 0 sent. (A fixed 300 ms sleep
+    // could kill it during communicator init, before the receiver knows of "y".)
+    ASSERT_TRUE(sender->WaitStopped(absl::Seconds(20)));
     absl::Time start = absl::Now();
     sender->Kill();
     std::vector<Arrival> arrivals = Wait(*receiver, 1, 10000);
@@ -368,6 +386,42 @@ TEST_F(NcclKvTransferTest, FrozenThenKilledSenderIsDetectedByTheReceiver) {
   }
   // A new sender process builds a new communicator with the same receiver.
   auto sender = Sender();
+  EXPECT_EQ(receiver->Ask("EXPECT z 60000 7,8,9"), "OK");
+  EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "z", 40, {4, 5, 6})), "0 ");
+  std::vector<Arrival> arrivals = Wait(*receiver, 1);
+  ASSERT_EQ(arrivals.size(), 1u);
+  EXPECT_EQ(arrivals[0].code, 0) << arrivals[0].message;
+  EXPECT_EQ(receiver->Ask("CHECK 100 4,5,6 7,8,9"), "CHECK OK");
+}
+
+TEST_F(NcclKvTransferTest, BlockingDataCommunicatorIsBitExactAndBoundedOnAFrozenSender) {
+  std::string endpoint;
+  auto receiver = Receiver(&endpoint, {"--recv_timeout_ms=1500"});
+  {
+    // KV on the blocking split child, chunks spanning layers: bit exact.
+    auto sender = Sender({"--blocking_communicator", "--max_chunk_bytes=40960"});
+    EXPECT_EQ(receiver->Ask("EXPECT a 60000 10,11,12,13,14,15,16"), "OK");
+    EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "a", 100, {6, 5, 4, 3, 2, 1, 0})), "0 ");
+    std::vector<Arrival> arrivals = Wait(*receiver, 1);
+    ASSERT_EQ(arrivals.size(), 1u);
+    EXPECT_EQ(arrivals[0].code, 0) << arrivals[0].message;
+    EXPECT_EQ(receiver->Ask("CHECK 100 6,5,4,3,2,1,0 10,11,12,13,14,15,16"), "CHECK OK");
+  }
+  {
+    // Frozen mid-transfer: the receiver still fails the reservation within recv_timeout.
+    auto sender = Sender({"--blocking_communicator", "--stop_before_chunk=2",
+                          "--max_chunk_bytes=24576"});
+    EXPECT_EQ(receiver->Ask("EXPECT x 60000 1,2,3"), "OK");
+    Send(*sender, endpoint, 1, "x", 40, {4, 5, 6});
+    ASSERT_TRUE(sender->WaitStopped(absl::Seconds(20)));
+    absl::Time start = absl::Now();
+    std::vector<Arrival> arrivals = Wait(*receiver, 1, 10000);
+    ASSERT_EQ(arrivals.size(), 1u);
+    EXPECT_EQ(arrivals[0].code, 4) << arrivals[0].message;  // DEADLINE_EXCEEDED
+    EXPECT_LT(absl::Now() - start, absl::Seconds(4));
+    sender->Kill();
+  }
+  auto sender = Sender({"--blocking_communicator"});
   EXPECT_EQ(receiver->Ask("EXPECT z 60000 7,8,9"), "OK");
   EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "z", 40, {4, 5, 6})), "0 ");
   std::vector<Arrival> arrivals = Wait(*receiver, 1);

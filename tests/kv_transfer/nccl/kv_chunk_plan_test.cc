@@ -1,0 +1,59 @@
+// KvChunkPlan: chunks cover every (layer, block) unit once, in order, within the bound; the
+// layers-ready watermark releases only chunks whose units are all written.
+#include "kv_transfer/nccl/kv_chunk_plan.h"
+
+#include "gtest/gtest.h"
+
+namespace tandem {
+namespace {
+
+TEST(KvChunkPlanTest, ChunksTileTheUnitsInOrderAcrossLayers) {
+  for (int64_t blocks : {1, 3, 7, 128}) {
+    for (int64_t per_chunk : {1, 2, 5, 24, 1000, 100000}) {
+      const KvChunkPlan plan{.num_blocks = blocks, .num_layers = 32, .units_per_chunk = per_chunk};
+      int64_t next = 0;
+      for (int64_t c = 0; c < plan.num_chunks(); ++c) {
+        const KvChunk chunk = plan.chunk(c);
+        EXPECT_EQ(chunk.first_unit, next);
+        EXPECT_GE(chunk.num_units, 1);
+        EXPECT_LE(chunk.num_units, per_chunk);
+        next += chunk.num_units;
+      }
+      EXPECT_EQ(next, blocks * 32) << blocks << " blocks, " << per_chunk << " per chunk";
+    }
+  }
+}
+
+TEST(KvChunkPlanTest, EmptyRequestHasNoChunks) {
+  const KvChunkPlan plan{.num_blocks = 0, .num_layers = 32, .units_per_chunk = 8};
+  EXPECT_EQ(plan.num_chunks(), 0);
+  EXPECT_EQ(plan.ReadyChunks(32), 0);
+}
+
+TEST(KvChunkPlanTest, ReadyChunksNeverIncludeAnUnwrittenLayer) {
+  const KvChunkPlan plan{.num_blocks = 3, .num_layers = 4, .units_per_chunk = 5};  // 12 units
+  EXPECT_EQ(plan.num_chunks(), 3);  // [0,5) [5,10) [10,12)
+  EXPECT_EQ(plan.ReadyChunks(0), 0);
+  EXPECT_EQ(plan.ReadyChunks(1), 0);  // units [0,3): chunk 0 needs unit 4 (layer 1)
+  EXPECT_EQ(plan.ReadyChunks(2), 1);  // units [0,6)
+  EXPECT_EQ(plan.ReadyChunks(3), 1);  // units [0,9): chunk 1 ends at 10
+  EXPECT_EQ(plan.ReadyChunks(4), 3);  // everything, the short tail included
+  EXPECT_EQ(plan.ReadyChunks(99), 3);
+  for (int64_t layers = 0; layers <= 4; ++layers) {
+    const int64_t ready = plan.ReadyChunks(layers);
+    if (ready > 0) {
+      const KvChunk last = plan.chunk(ready - 1);
+      EXPECT_LE(last.first_unit + last.num_units, layers * plan.num_blocks);
+    }
+  }
+}
+
+TEST(KvChunkPlanTest, UnitsPerChunkIsBoundedByTheSlotAndTheLargestRequest) {
+  const size_t unit = 64 << 10;  // Llama-3-8B: K+V of one 16-token block of one layer
+  EXPECT_EQ(UnitsPerChunk(128u << 20, unit, 1100, 32), 2048);
+  EXPECT_EQ(UnitsPerChunk(1000, unit, 1100, 32), 1);        // below one unit: one unit
+  EXPECT_EQ(UnitsPerChunk(128u << 20, unit, 10, 4), 40);    // the whole cache fits
+}
+
+}  // namespace
+}  // namespace tandem
