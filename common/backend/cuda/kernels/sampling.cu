@@ -229,6 +229,32 @@ __device__ void FindBin(const W* weights, bool descending, unsigned long long ba
   }
 }
 
+// Adds `weight` (and a count of 1) of each including lane to its digit's bins, one atomic
+// per distinct digit per warp: most tokens share a few digits, and contended shared atomics
+// serialize. Called by all 32 lanes of a warp (warp-uniform).
+__device__ __forceinline__ void WarpAggregatedAdd(bool include, uint32_t digit,
+                                                  unsigned long long weight, bool with_mass,
+                                                  Shared& sh) {
+  unsigned pending = __ballot_sync(kFull, include);
+  while (pending != 0) {
+    const int leader = __ffs(pending) - 1;
+    const uint32_t leader_digit = __shfl_sync(kFull, digit, leader);
+    const bool mine = include && digit == leader_digit;
+    const unsigned peers = __ballot_sync(kFull, mine);
+    unsigned long long sum = 0;
+    if (with_mass) {
+      sum = mine ? weight : 0;
+#pragma unroll
+      for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(kFull, sum, offset);
+    }
+    if (Lane() == leader) {
+      atomicAdd(&sh.hist_count[leader_digit], static_cast<unsigned>(__popc(peers)));
+      if (sum != 0) atomicAdd(&sh.hist_mass[leader_digit], sum);
+    }
+    pending &= ~peers;
+  }
+}
+
 // The key of the k-th largest value (1 <= k <= row.size, counting repeats). *ties_needed:
 // how many of the values equal to it rank within the top k; *ties_total: how many there are.
 __device__ uint32_t SelectKthLargestKey(const Row& row, int k, Shared& sh, int* ties_needed,
@@ -239,10 +265,12 @@ __device__ uint32_t SelectKthLargestKey(const Row& row, int k, Shared& sh, int* 
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int b = threadIdx.x; b < kBins; b += kThreads) sh.hist_count[b] = 0;
     __syncthreads();
-    ForEach(row, [&](int, float v) {
-      const uint32_t key = OrderedKey(v);
-      if ((key & mask) == prefix) atomicAdd(&sh.hist_count[(key >> shift) & 0xffu], 1u);
-    });
+    for (int start = 0; start < row.size; start += kThreads) {
+      const int i = start + static_cast<int>(threadIdx.x);
+      const uint32_t key = OrderedKey(i < row.size ? row.At(i) : 0.0f);
+      WarpAggregatedAdd(i < row.size && (key & mask) == prefix, (key >> shift) & 0xffu, 0,
+                        /*with_mass=*/false, sh);
+    }
     __syncthreads();
     if (Warp() == 0) FindBin(sh.hist_count, /*descending=*/true, 0, remaining - 1, sh);
     __syncthreads();
@@ -423,15 +451,14 @@ __device__ uint32_t TopPBoundary(const Row& row, float max_value, uint32_t min_k
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int b = threadIdx.x; b < kBins; b += kThreads) sh.hist_count[b] = 0, sh.hist_mass[b] = 0;
     __syncthreads();
-    ForEach(row, [&](int, float v) {
+    for (int start = 0; start < row.size; start += kThreads) {
+      const int i = start + static_cast<int>(threadIdx.x);
+      const float v = i < row.size ? row.At(i) : -INFINITY;
       const uint32_t key = OrderedKey(v);
-      if (key >= min_key && (key & mask) == prefix) {
-        const uint32_t d = (key >> shift) & 0xffu;
-        atomicAdd(&sh.hist_count[d], 1u);
-        const unsigned long long w = mass(v);
-        if (w != 0) atomicAdd(&sh.hist_mass[d], w);
-      }
-    });
+      const bool include = i < row.size && key >= min_key && (key & mask) == prefix;
+      WarpAggregatedAdd(include, (key >> shift) & 0xffu, include ? mass(v) : 0,
+                        /*with_mass=*/true, sh);
+    }
     __syncthreads();
     if (Warp() == 0) {
       if (shift == 24) {
