@@ -4,17 +4,18 @@
 //   - raw NCCL send/recv: one message of the request's size (on the transport's
 //     non-blocking communicator and on a blocking one), one message per layer (both kinds),
 //     and messages of each swept chunk size;
+//   - raw NCCL as the graded messages of the default chunk plan on a blocking communicator
+//     (the wire's share of tandem's time);
 //   - tandem (NcclKvSender on GPU 0 -> NcclKvReceiver on GPU 1: cross-layer chunks, gather,
 //     sends, scatter into random block tables) with the default options, then for each
-//     (max_chunk_bytes, num_staging_slots) of the sweep, and with blocking communicators
-//     (blocking_communicator, 2 slots) for each --blocking_chunk_mib;
+//     --configs entry chunk_mib:edge_mib:slots:b|n (b: blocking data communicator);
 //   - gather + default-size chunk sends received into one contiguous buffer (no scatter), to
 //     price the scatter.
 // fraction_of_raw is tandem's time over the fastest raw variant's; fraction_of_raw_one_message
 // over the one-message send on the non-blocking communicator. One process, a thread per rank.
 //
-//   kv_transfer_bench [--iters=20] [--tokens=512,2048,8192] [--chunk_mib=32,64,128]
-//                     [--slots=2,3] [--blocking_chunk_mib=16,32,64]
+//   kv_transfer_bench [--iters=20] [--tokens=512,2048,8192] [--chunk_mib=64,128] (raw)
+//                     [--configs=128:0:2:n,128:0:2:b,128:16:2:b,...]
 #include <barrier>
 #include <cstdio>
 #include <cstring>
@@ -121,9 +122,28 @@ std::vector<int64_t> ParseList(const std::string& text) {
 
 struct Config {
   size_t chunk_bytes = 0;
+  size_t edge_bytes = 0;  // NcclKvSenderOptions::edge_chunk_bytes
   int slots = 0;
   bool blocking = false;  // NcclKv*Options::blocking_communicator
 };
+
+// "chunk_mib:edge_mib:slots:b|n" entries, comma separated.
+std::vector<Config> ParseConfigs(const std::string& text) {
+  std::vector<Config> out;
+  for (absl::string_view entry : absl::StrSplit(text, ',')) {
+    std::vector<std::string> f = absl::StrSplit(entry, ':');
+    int64_t chunk = 0, edge = 0, slots = 0;
+    if (f.size() != 4 || !absl::SimpleAtoi(f[0], &chunk) || !absl::SimpleAtoi(f[1], &edge) ||
+        !absl::SimpleAtoi(f[2], &slots)) {
+      std::fprintf(stderr, "bad --configs entry %s\n", std::string(entry).c_str());
+      std::exit(2);
+    }
+    out.push_back({.chunk_bytes = static_cast<size_t>(chunk) << 20,
+                   .edge_bytes = static_cast<size_t>(edge) << 20,
+                   .slots = static_cast<int>(slots), .blocking = f[3] == "b"});
+  }
+  return out;
+}
 
 // Median seconds from StartSend until the receiver reports the arrival, random block
 // tables, one (sender, receiver) pair with `config`; fills `ms` per size. False on failure.
@@ -142,6 +162,7 @@ bool TimeTandem(const Config& config, const DeviceCache& src, const DeviceCache&
   sender_options.max_chunk_bytes = config.chunk_bytes;
   sender_options.num_staging_slots = config.slots;
   sender_options.blocking_communicator = config.blocking;
+  sender_options.edge_chunk_bytes = config.edge_bytes;
   auto receiver = *NcclKvReceiver::Start(dst.view, receiver_options);
   auto sender = *NcclKvSender::Create(src.view, sender_options);
   for (int64_t tokens : token_counts) {
@@ -186,16 +207,16 @@ int main(int argc, char** argv) {
   setenv("NCCL_NVLS_ENABLE", "0", 0);
   int iters = 20;
   std::vector<int64_t> token_counts = {512, 2048, 8192};
-  std::vector<int64_t> chunk_mib = {32, 64, 128};
-  std::vector<int64_t> slot_counts = {2, 3};
-  std::vector<int64_t> blocking_chunk_mib = {16, 32, 64};  // 2 slots each
+  std::vector<int64_t> chunk_mib = {64, 128};
+  std::vector<Config> configs = ParseConfigs(
+      "128:0:2:n,128:0:2:b,128:8:2:b,128:16:2:b,128:32:2:b,64:8:2:b,64:16:2:b,128:16:3:b,"
+      "128:16:2:n");
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a.rfind("--iters=", 0) == 0) (void)absl::SimpleAtoi(a.substr(8), &iters);
     if (a.rfind("--tokens=", 0) == 0) token_counts = ParseList(a.substr(9));
     if (a.rfind("--chunk_mib=", 0) == 0) chunk_mib = ParseList(a.substr(12));
-    if (a.rfind("--slots=", 0) == 0) slot_counts = ParseList(a.substr(8));
-    if (a.rfind("--blocking_chunk_mib=", 0) == 0) blocking_chunk_mib = ParseList(a.substr(21));
+    if (a.rfind("--configs=", 0) == 0) configs = ParseConfigs(a.substr(10));
   }
   int devices = 0;
   TANDEM_CUDA_CHECK(cudaGetDeviceCount(&devices));
@@ -207,33 +228,28 @@ int main(int argc, char** argv) {
   const size_t block_bytes = layout.BytesPerBlockPerLayer();
   DeviceCache src = MakeCache(0, 100), dst = MakeCache(1, 200);
   const Config defaults{.chunk_bytes = NcclKvSenderOptions{}.max_chunk_bytes,
-                        .slots = NcclKvSenderOptions{}.num_staging_slots};
+                        .edge_bytes = NcclKvSenderOptions{}.edge_chunk_bytes,
+                        .slots = NcclKvSenderOptions{}.num_staging_slots,
+                        .blocking = NcclKvSenderOptions{}.blocking_communicator};
   nlohmann::json out;
   out["shape"] = layout.Describe();
   out["kv_bytes_per_token"] = layout.kv_bytes_per_block() / layout.block_size_tokens;
   out["iters"] = iters;
   out["default_chunk_mib"] = defaults.chunk_bytes >> 20;
   out["default_slots"] = defaults.slots;
+  out["default_edge_mib"] = defaults.edge_bytes >> 20;
+  out["default_blocking_comm"] = defaults.blocking;
 
   // Tandem first (its own communicators), default options, then the sweep.
   std::vector<double> tandem_s;
   if (!TimeTandem(defaults, src, dst, token_counts, iters, &tandem_s)) return 1;
   std::vector<std::pair<Config, std::vector<double>>> sweep;
-  for (int64_t mib : chunk_mib) {
-    for (int64_t slots : slot_counts) {
-      Config config{.chunk_bytes = static_cast<size_t>(mib) << 20, .slots = static_cast<int>(slots)};
-      std::vector<double> seconds;
-      if (!TimeTandem(config, src, dst, token_counts, iters, &seconds)) return 1;
-      sweep.emplace_back(config, seconds);
-      std::fprintf(stderr, "tandem %lld MiB x %lld slots done\n", static_cast<long long>(mib),
-                   static_cast<long long>(slots));
-    }
-  }
-  for (int64_t mib : blocking_chunk_mib) {
-    Config config{.chunk_bytes = static_cast<size_t>(mib) << 20, .slots = 2, .blocking = true};
+  for (const Config& config : configs) {
     std::vector<double> seconds;
     if (!TimeTandem(config, src, dst, token_counts, iters, &seconds)) return 1;
     sweep.emplace_back(config, seconds);
+    std::fprintf(stderr, "tandem %zu/%zu MiB x %d slots%s done\n", config.chunk_bytes >> 20,
+                 config.edge_bytes >> 20, config.slots, config.blocking ? " blocking" : "");
   }
 
   // Device arrays of layer pointers for the no-scatter variant's gathers.
@@ -260,22 +276,31 @@ int main(int argc, char** argv) {
     TANDEM_CUDA_CHECK(cudaDeviceSynchronize());
     TANDEM_CUDA_CHECK(cudaSetDevice(1));
     DeviceBuffer b = *DeviceBuffer::Allocate(bytes);
-    // Raw: `bytes` as messages of `message` bytes (the last one shorter).
-    auto raw = [&](size_t message, bool blocking) {
+    // Raw: `bytes` as the messages of `plan` (units of 2 * block_bytes).
+    auto raw_plan = [&](const KvChunkPlan& plan, bool blocking) {
+      const size_t unit = 2 * block_bytes;
       return TimePair(
           iters, blocking,
           [&](NcclComm& c, cudaStream_t s) {
-            for (size_t off = 0; off < bytes; off += message) {
-              CheckNccl(c, ncclSend(a.as<std::byte>() + off, std::min(message, bytes - off),
+            for (int64_t i = 0; i < plan.num_chunks(); ++i) {
+              const KvChunk m = plan.chunk(i);
+              CheckNccl(c, ncclSend(a.as<std::byte>() + m.first_unit * unit, m.num_units * unit,
                                     ncclUint8, 1, c.get(), s));
             }
           },
           [&](NcclComm& c, cudaStream_t s) {
-            for (size_t off = 0; off < bytes; off += message) {
-              CheckNccl(c, ncclRecv(b.as<std::byte>() + off, std::min(message, bytes - off),
+            for (int64_t i = 0; i < plan.num_chunks(); ++i) {
+              const KvChunk m = plan.chunk(i);
+              CheckNccl(c, ncclRecv(b.as<std::byte>() + m.first_unit * unit, m.num_units * unit,
                                     ncclUint8, 0, c.get(), s));
             }
           });
+    };
+    // Raw: `bytes` as messages of `message` bytes (a multiple of a unit; the last shorter).
+    auto raw = [&](size_t message, bool blocking) {
+      return raw_plan({.num_blocks = blocks, .num_layers = layout.num_layers,
+                       .units_per_chunk = static_cast<int64_t>(message / (2 * block_bytes))},
+                      blocking);
     };
     const double raw_one = raw(bytes, /*blocking=*/false);
     const double raw_one_blocking = raw(bytes, /*blocking=*/true);
@@ -291,6 +316,15 @@ int main(int argc, char** argv) {
       raw_best = std::min(raw_best, s);
       row["raw_chunk_messages_gb_per_s"][std::to_string(mib) + "MiB"] = bytes / s / 1e9;
     }
+    const KvChunkPlan default_plan{
+        .num_blocks = blocks, .num_layers = layout.num_layers,
+        .units_per_chunk = UnitsPerChunk(defaults.chunk_bytes, 2 * block_bytes, kCacheBlocks,
+                                         layout.num_layers),
+        .edge_units = EdgeUnits(defaults.edge_bytes, 2 * block_bytes)};
+    const double raw_graded = raw_plan(default_plan, /*blocking=*/true);
+    raw_best = std::min(raw_best, raw_graded);
+    row["raw_default_plan_blocking_comm_gb_per_s"] = bytes / raw_graded / 1e9;
+    row["default_plan_messages"] = default_plan.num_chunks();
     row["raw_best_gb_per_s"] = bytes / raw_best / 1e9;
 
     row["tandem_ms"] = tandem_s[t] * 1e3;
@@ -299,6 +333,7 @@ int main(int argc, char** argv) {
     row["fraction_of_raw_one_message"] = raw_one / tandem_s[t];
     for (const auto& [config, seconds] : sweep) {
       row["tandem_sweep"].push_back({{"chunk_mib", config.chunk_bytes >> 20},
+                                     {"edge_mib", config.edge_bytes >> 20},
                                      {"slots", config.slots},
                                      {"blocking_comm", config.blocking},
                                      {"ms", seconds[t] * 1e3},
@@ -306,19 +341,17 @@ int main(int argc, char** argv) {
                                      {"fraction_of_raw", raw_best / seconds[t]}});
     }
 
-    // No scatter: default-size chunks gathered (random source blocks) and sent, received
+    // No scatter: the default plan's chunks gathered (random source blocks) and sent, received
     // into one contiguous buffer on GPU 1.
     TANDEM_CUDA_CHECK(cudaSetDevice(0));
-    const KvChunkPlan plan{.num_blocks = blocks, .num_layers = layout.num_layers,
-                           .units_per_chunk = UnitsPerChunk(defaults.chunk_bytes, 2 * block_bytes,
-                                                            blocks, layout.num_layers)};
+    const KvChunkPlan& plan = default_plan;
     const size_t slot_bytes = static_cast<size_t>(plan.units_per_chunk) * 2 * block_bytes;
     DeviceBuffer staging = *DeviceBuffer::Allocate(2 * slot_bytes);
     DeviceBuffer ids = *DeviceBuffer::Allocate(sizeof(int32_t) * blocks);
     std::shuffle(all.begin(), all.end(), rng);
     TANDEM_CUDA_CHECK(cudaMemcpy(ids.data(), all.data(), sizeof(int32_t) * blocks, cudaMemcpyHostToDevice));
     double no_scatter = TimePair(
-        iters, /*blocking=*/false,
+        iters, defaults.blocking,
         [&](NcclComm& c, cudaStream_t s) {
           std::byte* const* k = layers.as<std::byte* const>();
           for (int64_t i = 0; i < plan.num_chunks(); ++i) {

@@ -177,6 +177,7 @@ absl::Status Write(const tcp::Socket& socket, const TransferHeader& header, absl
   w.Str(header.reservation_id);
   w.I32(header.num_blocks);
   w.I32(header.units_per_chunk);
+  w.I32(header.edge_units);
   w.I32(header.num_tokens);
   w.I32(header.first_token_id);
   w.F32(header.first_logprob);
@@ -213,7 +214,7 @@ absl::StatusOr<TransferHeader> ReadTransferHeader(const tcp::Socket& socket, abs
   TANDEM_ASSIGN_OR_RETURN(Reader r, ReadFrame(socket, kTransferHeader, deadline));
   TransferHeader h;
   if (!r.U64(h.sequence) || !r.Str(h.reservation_id) || !r.I32(h.num_blocks) ||
-      !r.I32(h.units_per_chunk) || !r.I32(h.num_tokens) || !r.I32(h.first_token_id) ||
+      !r.I32(h.units_per_chunk) || !r.I32(h.edge_units) || !r.I32(h.num_tokens) || !r.I32(h.first_token_id) ||
       !r.F32(h.first_logprob) || !r.Done()) {
     return Malformed("transfer header");
   }

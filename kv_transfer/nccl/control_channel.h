@@ -49,6 +49,7 @@ struct TransferHeader {
   std::string reservation_id;
   int32_t num_blocks = 0;
   int32_t units_per_chunk = 0;  // KvChunkPlan: chunks of (layer, block) units, any layers
+  int32_t edge_units = 0;       // KvChunkPlan: graded first/last chunk; 0: uniform chunks
   int32_t num_tokens = 0;
   int32_t first_token_id = -1;
   float first_logprob = 0.0f;

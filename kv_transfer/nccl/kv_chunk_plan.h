@@ -2,10 +2,17 @@
 //
 // A request of `num_blocks` blocks has num_layers * num_blocks units, one unit being one
 // block of one layer (its K block and its V block). Units are numbered layer-major: unit u
-// is (layer u / num_blocks, the request's block u % num_blocks). A chunk is a run of at most
-// `units_per_chunk` consecutive units — it may span layers — gathered by one kernel launch
-// into one staging slot and sent as one NCCL message. Both sides derive the same chunks
-// from (num_blocks, num_layers, units_per_chunk), which the transfer header carries.
+// is (layer u / num_blocks, the request's block u % num_blocks). A chunk is a run of
+// consecutive units — it may span layers — gathered by one kernel launch into one staging
+// slot and sent as one NCCL message. Both sides derive the same chunks from (num_blocks,
+// num_layers, units_per_chunk, edge_units), which the transfer header carries.
+//
+// Uniform (edge_units 0, or not below units_per_chunk): chunks of units_per_chunk, the last
+// one shorter. Graded (0 < edge_units < units_per_chunk, more than 2 * edge_units units): a
+// first and a last chunk of edge_units each, and between them the fewest chunks of at most
+// units_per_chunk, balanced (sizes differ by at most one unit). The short first chunk starts
+// the wire almost at once (the pipeline's fill is one small gather) and the short last one
+// keeps the final scatter, which nothing overlaps, small (the drain).
 //
 // The boundaries do not depend on when layers become ready, so a sender overlapping the
 // prefill forward can send chunks [0, ReadyChunks(layers_written)) as the forward advances
@@ -13,6 +20,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 
 namespace tandem {
@@ -26,18 +34,48 @@ struct KvChunkPlan {
   int64_t num_blocks = 0;       // the request's blocks
   int64_t num_layers = 0;
   int64_t units_per_chunk = 1;  // >= 1
+  int64_t edge_units = 0;       // first and last chunk when graded; 0: uniform
 
   int64_t num_units() const { return num_blocks * num_layers; }
-  int64_t num_chunks() const { return (num_units() + units_per_chunk - 1) / units_per_chunk; }
+  bool graded() const {
+    return edge_units > 0 && edge_units < units_per_chunk && num_units() > 2 * edge_units;
+  }
+  int64_t num_chunks() const {
+    if (graded()) return 2 + num_middle();
+    return (num_units() + units_per_chunk - 1) / units_per_chunk;
+  }
   KvChunk chunk(int64_t index) const {
-    const int64_t first = index * units_per_chunk;
-    return {first, static_cast<int32_t>(std::min(units_per_chunk, num_units() - first))};
+    if (!graded()) {
+      const int64_t first = index * units_per_chunk;
+      return {first, static_cast<int32_t>(std::min(units_per_chunk, num_units() - first))};
+    }
+    if (index == 0) return {0, static_cast<int32_t>(edge_units)};
+    if (index == num_chunks() - 1) {
+      return {num_units() - edge_units, static_cast<int32_t>(edge_units)};
+    }
+    const int64_t j = index - 1, n = num_middle(), middle = num_units() - 2 * edge_units;
+    const int64_t base = middle / n, extra = middle % n;
+    return {edge_units + j * base + std::min(j, extra),
+            static_cast<int32_t>(base + (j < extra ? 1 : 0))};
   }
   // How many leading chunks lie entirely in layers [0, layers_ready).
   int64_t ReadyChunks(int64_t layers_ready) const {
     const int64_t ready_units = std::clamp<int64_t>(layers_ready, 0, num_layers) * num_blocks;
     if (ready_units == num_units()) return num_chunks();
-    return ready_units / units_per_chunk;
+    if (!graded()) return ready_units / units_per_chunk;
+    int64_t ready = 0;
+    while (ready < num_chunks()) {
+      const KvChunk c = chunk(ready);
+      if (c.first_unit + c.num_units > ready_units) break;
+      ++ready;
+    }
+    return ready;
+  }
+
+ private:
+  int64_t num_middle() const {
+    const int64_t middle = num_units() - 2 * edge_units;
+    return (middle + units_per_chunk - 1) / units_per_chunk;
   }
 };
 
@@ -47,6 +85,13 @@ inline int64_t UnitsPerChunk(size_t max_chunk_bytes, size_t unit_bytes, int64_t 
                              int64_t num_layers) {
   return std::clamp<int64_t>(static_cast<int64_t>(max_chunk_bytes / unit_bytes), 1,
                              std::max<int64_t>(1, max_blocks * num_layers));
+}
+
+// Units of a graded plan's first and last chunk for `edge_chunk_bytes` (0: uniform chunks);
+// at least one unit when asked for any.
+inline int64_t EdgeUnits(size_t edge_chunk_bytes, size_t unit_bytes) {
+  if (edge_chunk_bytes == 0) return 0;
+  return std::max<int64_t>(1, static_cast<int64_t>(edge_chunk_bytes / unit_bytes));
 }
 
 }  // namespace tandem

@@ -174,14 +174,15 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
                                             session.expected_sequence - 1));
   }
   if (header.num_blocks < 0 || header.num_blocks > cache_.num_blocks ||
-      header.units_per_chunk < 1 ||
+      header.units_per_chunk < 1 || header.edge_units < 0 ||
       static_cast<size_t>(header.units_per_chunk) * unit_bytes > session.slot_bytes) {
     return absl::DataLossError("kv header does not fit this receiver");  // cannot even drain
   }
   const uint64_t generation = Claim(session, header);  // 0: drain only
   const KvChunkPlan plan{.num_blocks = header.num_blocks,
                          .num_layers = cache_.layout.num_layers,
-                         .units_per_chunk = header.units_per_chunk};
+                         .units_per_chunk = header.units_per_chunk,
+                         .edge_units = header.edge_units};
   absl::Status status = ReceiveChunks(session, socket, plan, header.reservation_id, generation);
   // Our scatters were launched only after their data had landed, so they finish without the
   // peer: wait for them (bounded, never a stream synchronize) before the reservation is

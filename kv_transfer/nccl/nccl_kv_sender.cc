@@ -290,12 +290,17 @@ absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request) {
   TANDEM_CUDA_CHECK(cudaMemcpyAsync(block_ids_.data(), block_ids_host_.data(),
                                     sizeof(int32_t) * num_blocks, cudaMemcpyHostToDevice,
                                     gather_stream_.get()));
-  const KvChunkPlan plan{.num_blocks = num_blocks, .num_layers = cache_.layout.num_layers,
-                         .units_per_chunk = peer->units_per_chunk};
+  const KvChunkPlan plan{
+      .num_blocks = num_blocks, .num_layers = cache_.layout.num_layers,
+      .units_per_chunk = peer->units_per_chunk,
+      .edge_units = std::min<int64_t>(  // at the chunk size or above: uniform chunks
+          EdgeUnits(options_.edge_chunk_bytes, 2 * cache_.layout.BytesPerBlockPerLayer()),
+          peer->units_per_chunk)};
   nccl_control::TransferHeader header{.sequence = peer->next_sequence++,
                                       .reservation_id = request.reservation_id,
                                       .num_blocks = static_cast<int32_t>(num_blocks),
                                       .units_per_chunk = peer->units_per_chunk,
+                                      .edge_units = static_cast<int32_t>(plan.edge_units),
                                       .num_tokens = request.num_tokens,
                                       .first_token_id = request.first_token_id,
                                       .first_logprob = request.first_logprob};

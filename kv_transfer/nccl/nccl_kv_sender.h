@@ -8,9 +8,10 @@
 // request's (layer, block) units into chunks of at most `max_chunk_bytes` that span layers
 // (kv_chunk_plan.h): per chunk, one gather kernel packs its K and V blocks into a staging
 // slot (ring of `num_staging_slots`, on its own stream) and one ncclSend ships it (on the
-// communicator's stream) while the next chunk is gathered. A 2k-token Llama-3-8B request
-// (256 MiB) is 2 messages at the default 128 MiB, not 32 per-layer ones: each call on the
-// non-blocking communicator costs NCCL tens of microseconds. The transfer is done when the
+// communicator's stream) while the next chunk is gathered. Chunks are graded: short first
+// and last ones (`edge_chunk_bytes`), large ones between; a 2k-token Llama-3-8B request
+// (256 MiB) is 4 messages (16 + 112 + 112 + 16 MiB), not 32 per-layer ones, sent on a
+// blocking child communicator (calls cost microseconds, not a thread start each). The transfer is done when the
 // last send completes; the thread polls that with the request's deadline, the
 // communicator's asynchronous error and the control connection (a closed one: the receiver
 // died). Any failure aborts the communicator (ncclCommAbort) and drops the pair; the next
@@ -45,15 +46,20 @@ struct NcclKvSenderOptions {
   // K+V bytes per NCCL message (units of any layers) and the staging ring: 2 x 128 MiB was
   // the fastest of {32,64,128} MiB x {2,3} slots at 2k and 8k tokens (docs/kv_transfer.md).
   size_t max_chunk_bytes = 128u << 20;
+  // Graded chunks (kv_chunk_plan.h): the first and the last chunk of a request carry this
+  // many bytes (rounded down to whole units), so the wire starts after a short gather and
+  // the final, unoverlapped scatter is short; the middle chunks are balanced, each at most
+  // max_chunk_bytes. 0, or max_chunk_bytes and above: uniform chunks.
+  size_t edge_chunk_bytes = 16u << 20;
   int num_staging_slots = 2;             // gather runs this many chunks ahead of the sends
   size_t max_communicators = 8;          // receivers with a live communicator at once
   absl::Duration connect_timeout = absl::Seconds(20);  // TCP connect + communicator init
   // KV messages on a blocking child communicator (NcclComm::SplitBlocking) split from the
   // pair's non-blocking one after a connecting message: each NCCL call then costs
-  // microseconds instead of the non-blocking communicator's thread start (~100+ us). Init,
-  // connection and split keep their deadlines; the receiver follows the sender's choice.
-  // Off by default: measured faster only at 512 tokens, not at 2k/8k (docs/kv_transfer.md).
-  bool blocking_communicator = false;
+  // microseconds instead of the non-blocking communicator's thread start (~100+ us), which
+  // graded chunks need (more, smaller messages). Init, connection and split keep their
+  // deadlines; the receiver follows the sender's choice.
+  bool blocking_communicator = true;
   // Tests: called on the I/O thread before chunk `index` of every transfer is enqueued.
   std::function<void(int64_t index)> before_chunk_for_test;
 };

@@ -2,6 +2,8 @@
 // layers-ready watermark releases only chunks whose units are all written.
 #include "kv_transfer/nccl/kv_chunk_plan.h"
 
+#include <algorithm>
+
 #include "gtest/gtest.h"
 
 namespace tandem {
@@ -22,6 +24,85 @@ TEST(KvChunkPlanTest, ChunksTileTheUnitsInOrderAcrossLayers) {
       EXPECT_EQ(next, blocks * 32) << blocks << " blocks, " << per_chunk << " per chunk";
     }
   }
+}
+
+TEST(KvChunkPlanTest, GradedChunksTileTheUnitsWithShortEdges) {
+  for (int64_t blocks : {1, 3, 7, 128}) {
+    for (int64_t per_chunk : {2, 5, 24, 2048}) {
+      for (int64_t edge : {1, 3, 256}) {
+        const KvChunkPlan plan{.num_blocks = blocks, .num_layers = 32,
+                               .units_per_chunk = per_chunk, .edge_units = edge};
+        int64_t next = 0, smallest = per_chunk, largest = 0;
+        for (int64_t c = 0; c < plan.num_chunks(); ++c) {
+          const KvChunk chunk = plan.chunk(c);
+          EXPECT_EQ(chunk.first_unit, next);
+          EXPECT_GE(chunk.num_units, 1);
+          EXPECT_LE(chunk.num_units, per_chunk);
+          if (plan.graded() && (c == 0 || c == plan.num_chunks() - 1)) {
+            EXPECT_EQ(chunk.num_units, edge);
+          } else if (plan.graded()) {
+            smallest = std::min<int64_t>(smallest, chunk.num_units);
+            largest = std::max<int64_t>(largest, chunk.num_units);
+          }
+          next += chunk.num_units;
+        }
+        EXPECT_EQ(next, blocks * 32) << blocks << " blocks, " << per_chunk << "/" << edge;
+        if (plan.graded()) {
+          EXPECT_LE(largest - smallest, 1);  // balanced middle
+        }
+      }
+    }
+  }
+}
+
+TEST(KvChunkPlanTest, TwoThousandTokensAtSixteenMibEdges) {
+  // Llama-3-8B, 2k tokens: 128 blocks x 32 layers of 64 KiB units = 256 MiB.
+  const KvChunkPlan plan{.num_blocks = 128, .num_layers = 32, .units_per_chunk = 2048,
+                         .edge_units = 256};
+  ASSERT_TRUE(plan.graded());
+  ASSERT_EQ(plan.num_chunks(), 4);  // 16 + 112 + 112 + 16 MiB
+  EXPECT_EQ(plan.chunk(0).num_units, 256);
+  EXPECT_EQ(plan.chunk(1).num_units, 1792);
+  EXPECT_EQ(plan.chunk(2).num_units, 1792);
+  EXPECT_EQ(plan.chunk(3).first_unit, 4096 - 256);
+  EXPECT_EQ(plan.chunk(3).num_units, 256);
+  EXPECT_EQ(plan.ReadyChunks(1), 0);   // units [0,128)
+  EXPECT_EQ(plan.ReadyChunks(2), 1);   // units [0,256): the first chunk
+  EXPECT_EQ(plan.ReadyChunks(15), 1);
+  EXPECT_EQ(plan.ReadyChunks(16), 2);  // chunk 1 is units [256, 2048): layers 2..15
+  EXPECT_EQ(plan.ReadyChunks(31), 3);  // chunk 2 ends at unit 3840 (30 layers)
+  EXPECT_EQ(plan.ReadyChunks(32), 4);
+}
+
+TEST(KvChunkPlanTest, GradedReadyChunksNeverIncludeAnUnwrittenLayer) {
+  for (int64_t edge : {1, 2, 4}) {
+    const KvChunkPlan plan{.num_blocks = 3, .num_layers = 5, .units_per_chunk = 5,
+                           .edge_units = edge};
+    int64_t previous = 0;
+    for (int64_t layers = 0; layers <= 5; ++layers) {
+      const int64_t ready = plan.ReadyChunks(layers);
+      EXPECT_GE(ready, previous);
+      previous = ready;
+      if (ready > 0) {
+        const KvChunk last = plan.chunk(ready - 1);
+        EXPECT_LE(last.first_unit + last.num_units, layers * plan.num_blocks);
+      }
+      if (ready < plan.num_chunks()) {  // the next chunk really is not ready
+        const KvChunk next = plan.chunk(ready);
+        EXPECT_GT(next.first_unit + next.num_units, layers * plan.num_blocks);
+      }
+    }
+    EXPECT_EQ(plan.ReadyChunks(5), plan.num_chunks());
+  }
+}
+
+TEST(KvChunkPlanTest, EdgesAtOrAboveTheChunkSizeMeanUniformChunks) {
+  const KvChunkPlan plan{.num_blocks = 3, .num_layers = 4, .units_per_chunk = 5, .edge_units = 5};
+  EXPECT_FALSE(plan.graded());
+  EXPECT_EQ(plan.num_chunks(), 3);
+  EXPECT_EQ(EdgeUnits(0, 64 << 10), 0);
+  EXPECT_EQ(EdgeUnits(1000, 64 << 10), 1);
+  EXPECT_EQ(EdgeUnits(16u << 20, 64 << 10), 256);
 }
 
 TEST(KvChunkPlanTest, EmptyRequestHasNoChunks) {

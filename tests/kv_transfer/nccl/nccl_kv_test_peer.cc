@@ -6,7 +6,9 @@
 //       [--stop_before_chunk=K]   (sender: raise SIGSTOP before enqueueing chunk K of a transfer)
 //       [--max_chunk_bytes=N]     (both: the option of that name; small values make chunks
 //                                  that span layers at odd boundaries)
-//       [--blocking_communicator] (sender: KV on a blocking split child communicator)
+//       [--blocking_communicator[=0]] (sender: KV on a blocking split child communicator or
+//                                  not; the option's default without the flag)
+//       [--edge_chunk_bytes=N]    (sender: graded chunks' first/last size; 0: uniform)
 //
 // Prints "READY <endpoint>" (a sender prints "READY -"), then answers:
 //   receiver: EXPECT id lease_ms b,b,..  | CANCEL id | WAIT n timeout_ms (ARRIVAL lines, END)
@@ -198,7 +200,12 @@ int RunSender(const std::map<std::string, std::string>& flags, const KvLayout& l
   if (int64_t chunk = Int(flags, "max_chunk_bytes", 0); chunk > 0) {
     options.max_chunk_bytes = static_cast<size_t>(chunk);
   }
-  options.blocking_communicator = Int(flags, "blocking_communicator", 0) != 0;
+  if (flags.contains("blocking_communicator")) {
+    options.blocking_communicator = Int(flags, "blocking_communicator", 1) != 0;
+  }
+  if (int64_t edge = Int(flags, "edge_chunk_bytes", -1); edge >= 0) {
+    options.edge_chunk_bytes = static_cast<size_t>(edge);
+  }
   if (stop_before >= 0) {
     options.before_chunk_for_test = [stop_before](int64_t index) {
       if (index == stop_before) raise(SIGSTOP);

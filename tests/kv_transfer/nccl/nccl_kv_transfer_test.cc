@@ -201,48 +201,63 @@ class NcclKvTransferTest : public ::testing::Test {
   }
 };
 
-TEST_F(NcclKvTransferTest, ReceivedBytesEqualSentBytesForRandomBlockTables) {
-  std::string endpoint;
-  auto receiver = Receiver(&endpoint);
+// Eight requests of random block tables from one sender started with `sender_flags`, each
+// checked bit for bit on the receiver.
+class NcclKvRandomTablesTest : public NcclKvTransferTest {
+ protected:
+  void SendRandomTablesAndCheck(std::vector<std::string> sender_flags) {
+    std::string endpoint;
+    auto receiver = Receiver(&endpoint);
+    auto sender = Sender(sender_flags);
+    std::mt19937 rng(std::random_device{}());
+    std::vector<int32_t> all(64);
+    for (int i = 0; i < 64; ++i) all[i] = i;
+    struct Request { std::string id; std::vector<int32_t> src, dst; int tokens; };
+    std::vector<Request> requests;
+    std::vector<int32_t> free_dst = all;
+    std::shuffle(free_dst.begin(), free_dst.end(), rng);
+    for (int r = 0; r < 8; ++r) {
+      int blocks = 1 + static_cast<int>(rng() % 7);  // 8 requests x <= 7 blocks <= 64 dst blocks
+      Request q{.id = "r" + std::to_string(r)};
+      std::vector<int32_t> src = all;
+      std::shuffle(src.begin(), src.end(), rng);
+      q.src.assign(src.begin(), src.begin() + blocks);
+      q.dst.assign(free_dst.end() - blocks, free_dst.end());
+      free_dst.resize(free_dst.size() - blocks);
+      q.tokens = (blocks - 1) * 16 + 1 + static_cast<int>(rng() % 16);
+      EXPECT_EQ(receiver->Ask(absl::StrCat("EXPECT ", q.id, " 60000 ", List(q.dst))), "OK");
+      requests.push_back(q);
+    }
+    std::vector<std::string> transfers;
+    for (const Request& q : requests) {
+      transfers.push_back(Send(*sender, endpoint, 1, q.id, q.tokens, q.src));
+    }
+    for (const std::string& t : transfers) EXPECT_EQ(Status(*sender, t), "0 ") << t;
+    std::vector<Arrival> arrivals = Wait(*receiver, 8);
+    ASSERT_EQ(arrivals.size(), 8u);
+    for (size_t i = 0; i < arrivals.size(); ++i) {
+      EXPECT_EQ(arrivals[i].id, requests[i].id);  // in sequence order
+      EXPECT_EQ(arrivals[i].code, 0) << arrivals[i].message;
+      EXPECT_EQ(arrivals[i].tokens, requests[i].tokens);
+      EXPECT_EQ(arrivals[i].first_token, 1000 + requests[i].tokens);
+    }
+    for (const Request& q : requests) {
+      EXPECT_EQ(receiver->Ask(absl::StrCat("CHECK 100 ", List(q.src), " ", List(q.dst))), "CHECK OK")
+          << q.id;
+    }
+    EXPECT_EQ(receiver->Ask("UNTOUCHED " + List(free_dst)), "UNTOUCHED OK");
+  }
+};
+
+TEST_F(NcclKvRandomTablesTest, ReceivedBytesEqualSentBytesForRandomBlockTables) {
   // 5 (layer, block) units of 8 KiB per chunk: chunks span layers at odd boundaries.
-  auto sender = Sender({"--max_chunk_bytes=40960"});
-  std::mt19937 rng(std::random_device{}());
-  std::vector<int32_t> all(64);
-  for (int i = 0; i < 64; ++i) all[i] = i;
-  struct Request { std::string id; std::vector<int32_t> src, dst; int tokens; };
-  std::vector<Request> requests;
-  std::vector<int32_t> free_dst = all;
-  std::shuffle(free_dst.begin(), free_dst.end(), rng);
-  for (int r = 0; r < 8; ++r) {
-    int blocks = 1 + static_cast<int>(rng() % 7);  // 8 requests x <= 7 blocks <= 64 dst blocks
-    Request q{.id = "r" + std::to_string(r)};
-    std::vector<int32_t> src = all;
-    std::shuffle(src.begin(), src.end(), rng);
-    q.src.assign(src.begin(), src.begin() + blocks);
-    q.dst.assign(free_dst.end() - blocks, free_dst.end());
-    free_dst.resize(free_dst.size() - blocks);
-    q.tokens = (blocks - 1) * 16 + 1 + static_cast<int>(rng() % 16);
-    EXPECT_EQ(receiver->Ask(absl::StrCat("EXPECT ", q.id, " 60000 ", List(q.dst))), "OK");
-    requests.push_back(q);
-  }
-  std::vector<std::string> transfers;
-  for (const Request& q : requests) {
-    transfers.push_back(Send(*sender, endpoint, 1, q.id, q.tokens, q.src));
-  }
-  for (const std::string& t : transfers) EXPECT_EQ(Status(*sender, t), "0 ") << t;
-  std::vector<Arrival> arrivals = Wait(*receiver, 8);
-  ASSERT_EQ(arrivals.size(), 8u);
-  for (size_t i = 0; i < arrivals.size(); ++i) {
-    EXPECT_EQ(arrivals[i].id, requests[i].id);  // in sequence order
-    EXPECT_EQ(arrivals[i].code, 0) << arrivals[i].message;
-    EXPECT_EQ(arrivals[i].tokens, requests[i].tokens);
-    EXPECT_EQ(arrivals[i].first_token, 1000 + requests[i].tokens);
-  }
-  for (const Request& q : requests) {
-    EXPECT_EQ(receiver->Ask(absl::StrCat("CHECK 100 ", List(q.src), " ", List(q.dst))), "CHECK OK")
-        << q.id;
-  }
-  EXPECT_EQ(receiver->Ask("UNTOUCHED " + List(free_dst)), "UNTOUCHED OK");
+  SendRandomTablesAndCheck({"--max_chunk_bytes=40960"});
+}
+
+TEST_F(NcclKvRandomTablesTest, GradedChunksOnTheNonBlockingCommunicatorAreBitExact) {
+  // 2-unit first and last chunks, balanced middle chunks of at most 5 units.
+  SendRandomTablesAndCheck({"--blocking_communicator=0", "--max_chunk_bytes=40960",
+                            "--edge_chunk_bytes=16384"});
 }
 
 TEST_F(NcclKvTransferTest, EightBShapeTwoThousandTokens) {
