@@ -245,7 +245,9 @@ void RouterRequest::LogDoneLocked(const grpc::Status& status) {
                    << " completion_tokens=" << tracker_.total_tokens()
                    << " attempts=" << num_attempts_ << " migrations=" << migrations_
                    << " decode=" << attempt_.decode.name << " prefill=" << prefill_worker_
-                   << " total_ms=" << Ms(absl::Now() - arrival_)
+                   << " total_ms=" << Ms(absl::Now() - arrival_) << " first_token_ms="
+                   << (first_token_ == absl::InfinitePast() ? -1.0 : Ms(first_token_ - arrival_))
+                   << " prefill_ms=" << prefill_ms_ << " kv_transfer_ms=" << kv_transfer_ms_
                    << (status.ok() ? "" : " error=\"" + status.error_message() + "\"");
 }
 

@@ -25,7 +25,7 @@ export TANDEM_FIXTURES_DIR="$PWD/tests/fixtures"
 nvidia-smi -L
 
 if [ -z "${SKIP_TEST:-}" ]; then
-  timeout 400 "$BIN/gpu_cluster_test" --gtest_output="json:$OUT/gpu_cluster_test.json" \
+  TANDEM_BIN_DIR="$PWD/$BIN" timeout 400 "$BIN/gpu_cluster_test" --gtest_output="json:$OUT/gpu_cluster_test.json" \
     > "$OUT/gpu_cluster_test.log" 2>&1
   echo "gpu_cluster_test rc=$?"
 fi

@@ -60,7 +60,7 @@ absl::Status RouterCluster::StartRouter() {
   for (const WorkerProcess& w : prefill_) prefill.push_back(w.grpc_address);
   for (const WorkerProcess& w : decode_) decode.push_back(w.grpc_address);
   std::string dir = MakeTempDir("router");
-  std::vector<std::string> argv = {TANDEM_ROUTER_BINARY,
+  std::vector<std::string> argv = {ServerBinary(TANDEM_ROUTER_BINARY),
                                    "--model=" + FixturePath("models/" + options_.model),
                                    "--listen=127.0.0.1:0", "--ready_file=" + dir + "/ready.json",
                                    "--prefill=" + absl::StrJoin(prefill, ","),

@@ -1,5 +1,7 @@
 #include "tests/integration/worker_pair.h"
 
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "tests/testing/fixtures.h"
 
@@ -11,11 +13,18 @@ void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }
 
+std::string ServerBinary(const std::string& compiled) {
+  const char* dir = std::getenv("TANDEM_BIN_DIR");
+  if (dir == nullptr || *dir == '\0') return compiled;
+  size_t slash = compiled.find_last_of('/');
+  return std::string(dir) + "/" + (slash == std::string::npos ? compiled : compiled.substr(slash + 1));
+}
+
 absl::StatusOr<WorkerProcess> StartWorker(const std::string& binary, const std::string& model,
                                           const std::string& name,
                                           const std::vector<std::string>& extra_flags) {
   std::string dir = MakeTempDir(name);
-  std::vector<std::string> argv = {binary, "--model=" + FixturePath("models/" + model),
+  std::vector<std::string> argv = {ServerBinary(binary), "--model=" + FixturePath("models/" + model),
                                    "--threads=1", "--name=" + name,
                                    "--ready_file=" + dir + "/ready.json"};
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());

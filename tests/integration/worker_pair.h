@@ -25,6 +25,10 @@ struct WorkerProcess {
 
 // Starts `binary` with `--model=<fixture model> --threads=1` plus `extra_flags`, and waits
 // for its ready file (at most 30 s).
+// A server binary's path: `compiled` (the build tree's), or the file of the same name in
+// $TANDEM_BIN_DIR when set (test binaries copied to another machine, e.g. the GPU one).
+std::string ServerBinary(const std::string& compiled);
+
 absl::StatusOr<WorkerProcess> StartWorker(const std::string& binary, const std::string& model,
                                           const std::string& name,
                                           const std::vector<std::string>& extra_flags);
