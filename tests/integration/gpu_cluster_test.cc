@@ -6,7 +6,9 @@
 // no KV block stays held on either side. Skipped with fewer than two CUDA devices.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <csignal>
+#include <iostream>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -186,21 +188,37 @@ TEST(GpuClusterTest, KilledDecodeWorkerMigratesThenItsRestartGetsANewCommunicato
   ASSERT_EQ(reference.tokens.size(), 400u);
 
   int victim = -1;
+  size_t streamed_before_kill = 0;
   StreamOutput migrated =
       cluster->Stream(SeededLongRequest(400), absl::Seconds(60), [&](int n) {
         if (victim >= 0 || n < 20) return;
         for (int i = 0; i < 2 && victim < 0; ++i) {
           if (Running(cluster->decode(i))) {
             victim = i;
+            streamed_before_kill = static_cast<size_t>(n);
             cluster->decode(i).process->Signal(SIGKILL);
           }
         }
       });
   ASSERT_GE(victim, 0);
   ASSERT_TRUE(migrated.status.ok()) << migrated.status.error_message();
-  EXPECT_EQ(migrated.tokens, reference.tokens);  // no duplicate, none lost, same draw
   EXPECT_EQ(migrated.num_errors, 0);
+  EXPECT_EQ(migrated.num_finished, 1);
   EXPECT_GE(migrated.finished.served_by().migrations(), 1);
+  // No token lost or repeated: exactly max_tokens, and everything streamed before the kill
+  // is the undisturbed run's. After it the new worker recomputes the KV of prompt + output
+  // in one prefill, which in bf16 is not bit-identical to the KV the killed worker built
+  // token by token, so a seeded draw near a probability boundary may differ later
+  // (on the fp32 CPU backend the whole stream is identical: router_failures_test).
+  ASSERT_EQ(migrated.tokens.size(), reference.tokens.size());
+  EXPECT_TRUE(std::equal(reference.tokens.begin(),
+                         reference.tokens.begin() + static_cast<ptrdiff_t>(streamed_before_kill),
+                         migrated.tokens.begin()));
+  size_t same = 0;
+  while (same < reference.tokens.size() && migrated.tokens[same] == reference.tokens[same]) ++same;
+  std::cout << "killed after " << streamed_before_kill << " tokens; identical to the "
+            << "undisturbed run for the first " << same << " of " << reference.tokens.size()
+            << "\n";
 
   // The survivor serves the next requests; then the victim comes back on its port as a new
   // incarnation, and the prefill worker must build a new communicator to reach it.
