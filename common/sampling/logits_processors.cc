@@ -43,20 +43,6 @@ int32_t TokenAt(const SequenceSamplingState& s, size_t index) {
                                      : s.output_ids[index - s.prompt_ids.size()];
 }
 
-// Bans tokens[i + n - 1] wherever tokens[i, i + n - 1) equals the last n - 1 tokens.
-void BanRepeatedNgrams(std::span<float> row, const SequenceSamplingState& s, size_t n) {
-  size_t length = s.prompt_ids.size() + s.output_ids.size();
-  if (length + 1 < n) return;
-  size_t suffix_start = length + 1 - n;
-  for (size_t i = 0; i + n <= length; ++i) {
-    bool match = true;
-    for (size_t j = 0; j + 1 < n && match; ++j) {
-      match = TokenAt(s, i + j) == TokenAt(s, suffix_start + j);
-    }
-    if (match) row[TokenAt(s, i + n - 1)] = -INFINITY;
-  }
-}
-
 }  // namespace
 
 void ApplyBiasAndBans(std::span<float> logits, const SamplingContext& ctx,
@@ -106,7 +92,9 @@ void ApplyNoRepeatNgram(std::span<float> logits, const SamplingContext& ctx,
   for (size_t i = 0; i < rows.size(); ++i) {
     int32_t n = rows[i].params->no_repeat_ngram_size;
     if (n == 0) continue;
-    BanRepeatedNgrams(RowOf(logits, ctx, i), *rows[i].state, static_cast<size_t>(n));
+    std::span<float> row = RowOf(logits, ctx, i);
+    ForEachRepeatedNgramBan(*rows[i].state, static_cast<size_t>(n),
+                            [&](int32_t token) { row[token] = -INFINITY; });
   }
 }
 
@@ -116,6 +104,20 @@ void ApplyLogitsProcessors(std::span<float> logits, const SamplingContext& ctx,
   ApplyMinTokens(logits, ctx, rows);
   ApplyPenalties(logits, ctx, rows);
   ApplyNoRepeatNgram(logits, ctx, rows);
+}
+
+void ForEachRepeatedNgramBan(const SequenceSamplingState& s, size_t n,
+                             absl::FunctionRef<void(int32_t)> ban) {
+  size_t length = s.prompt_ids.size() + s.output_ids.size();
+  if (length + 1 < n) return;
+  size_t suffix_start = length + 1 - n;
+  for (size_t i = 0; i + n <= length; ++i) {
+    bool match = true;
+    for (size_t j = 0; j + 1 < n && match; ++j) {
+      match = TokenAt(s, i + j) == TokenAt(s, suffix_start + j);
+    }
+    if (match) ban(TokenAt(s, i + n - 1));
+  }
 }
 
 }  // namespace tandem

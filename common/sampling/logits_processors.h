@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 
+#include "absl/functional/function_ref.h"
 #include "common/sampling/sequence_state.h"
 
 namespace tandem {
@@ -33,6 +34,12 @@ void ApplyPenalties(std::span<float> logits, const SamplingContext& ctx,
 // already present.
 void ApplyNoRepeatNgram(std::span<float> logits, const SamplingContext& ctx,
                         std::span<const SamplingRow> rows);
+
+// The bans of HF NoRepeatNGram for one sequence: calls `ban(token)` for tokens[i + n - 1]
+// wherever tokens[i, i + n - 1) of prompt + output equals the last n - 1 tokens (a token may
+// be reported more than once). Shared by the CPU stack and the GPU sampler's host side.
+void ForEachRepeatedNgramBan(const SequenceSamplingState& state, size_t n,
+                             absl::FunctionRef<void(int32_t)> ban);
 
 // All four, in order.
 void ApplyLogitsProcessors(std::span<float> logits, const SamplingContext& ctx,

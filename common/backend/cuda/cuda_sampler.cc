@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/backend/cuda/cuda_check.h"
+#include "common/sampling/logits_processors.h"
 #include "common/sampling/selection.h"
 #include "common/status.h"
 
@@ -34,28 +35,6 @@ absl::Status CheckToken(int32_t token, int64_t vocab_size, size_t row, const cha
   if (token >= 0 && token < vocab_size) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat("rows[", row, "].", field, " contains ", token,
                                                  ", outside [0, ", vocab_size, ")"));
-}
-
-// The token at `index` of prompt + output.
-int32_t TokenAt(const SequenceSamplingState& s, size_t index) {
-  return index < s.prompt_ids.size() ? s.prompt_ids[index]
-                                     : s.output_ids[index - s.prompt_ids.size()];
-}
-
-// NoRepeatNGram's bans (BanRepeatedNgrams in logits_processors.cc): tokens[i + n - 1]
-// wherever tokens[i, i + n - 1) equals the last n - 1 tokens.
-template <typename Ban>
-void ForEachRepeatedNgramBan(const SequenceSamplingState& s, size_t n, Ban ban) {
-  size_t length = s.prompt_ids.size() + s.output_ids.size();
-  if (length + 1 < n) return;
-  size_t suffix_start = length + 1 - n;
-  for (size_t i = 0; i + n <= length; ++i) {
-    bool match = true;
-    for (size_t j = 0; j + 1 < n && match; ++j) {
-      match = TokenAt(s, i + j) == TokenAt(s, suffix_start + j);
-    }
-    if (match) ban(TokenAt(s, i + n - 1));
-  }
 }
 
 // The sparse edits of one row: the processors of logits_processors.cc as per-token
