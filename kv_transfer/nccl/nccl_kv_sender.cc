@@ -86,70 +86,37 @@ absl::Status NcclKvSender::Init() {
 }
 
 NcclKvSender::~NcclKvSender() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
+  jobs_.Stop();
   if (thread_.joinable()) thread_.join();
   DeviceGuard guard(cache_.cuda_device);
   peers_.clear();  // aborts the communicators
 }
 
-uint64_t NcclKvSender::StartSend(KvSendRequest request) {
-  std::lock_guard<std::mutex> lock(mu_);
-  uint64_t id = next_id_++;
-  queue_.emplace_back(id, std::move(request));
-  wake_.notify_all();
-  return id;
-}
+uint64_t NcclKvSender::StartSend(KvSendRequest request) { return jobs_.Push(std::move(request)); }
 
 std::optional<absl::Status> NcclKvSender::Poll(uint64_t transfer_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = done_status_.find(transfer_id);
-  if (it == done_status_.end()) return std::nullopt;
-  absl::Status status = std::move(it->second);
-  done_status_.erase(it);
-  return status;
+  return jobs_.Poll(transfer_id);
 }
 
-void NcclKvSender::Cancel(uint64_t transfer_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!done_status_.contains(transfer_id)) cancelled_.insert(transfer_id);
-}
-
-bool NcclKvSender::Cancelled(uint64_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  return cancelled_.contains(id);
-}
+void NcclKvSender::Cancel(uint64_t transfer_id) { jobs_.Cancel(transfer_id); }
 
 void NcclKvSender::Loop() {
   TANDEM_CUDA_CHECK(cudaSetDevice(cache_.cuda_device));
-  while (true) {
-    std::pair<uint64_t, KvSendRequest> job;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (stopping_) return;
-      job = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    absl::Status status = Send(job.first, job.second);
+  while (std::optional<KvSendQueue::Job> job = jobs_.Next()) {
+    absl::Status status = Send(job->first, job->second);
     if (!status.ok() && !absl::IsCancelled(status) && !absl::IsInvalidArgument(status)) {
-      TANDEM_LOG(WARNING) << "kv sender: transfer of " << job.second.reservation_id << " to "
-                          << job.second.endpoint << " failed (" << status
+      TANDEM_LOG(WARNING) << "kv sender: transfer of " << job->second.reservation_id << " to "
+                          << job->second.endpoint << " failed (" << status
                           << "); aborting the communicator";
       // The pair may be mid-message: abort the communicator (stops our kernels), wait until
       // nothing reads the source blocks any more, and rebuild on the next transfer.
-      peers_.erase(job.second.endpoint);
+      peers_.erase(job->second.endpoint);
       DrainStreams();
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    if (status.ok() && cancelled_.contains(job.first)) {
+    if (status.ok() && jobs_.Cancelled(job->first)) {
       status = absl::CancelledError("kv transfer cancelled (after it was sent)");
     }
-    cancelled_.erase(job.first);
-    done_status_[job.first] = std::move(status);
+    jobs_.Finish(job->first, std::move(status));
   }
 }
 

@@ -35,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "common/backend/cuda/cuda_handles.h"
 #include "kv_transfer/kv_transfer.h"
+#include "kv_transfer/send_queue.h"
 #include "kv_transfer/nccl/kv_chunk_plan.h"
 #include "kv_transfer/nccl/nccl_comm.h"
 #include "kv_transfer/tcp/socket.h"
@@ -95,7 +96,7 @@ class NcclKvSender final : public KvSender {
   absl::Status SendChunks(Peer& peer, const KvChunkPlan& plan, absl::Time deadline);
   // Waits (bounded) until no kernel of ours reads the cache or the staging ring.
   void DrainStreams();
-  bool Cancelled(uint64_t id);
+  bool Cancelled(uint64_t id) { return jobs_.Cancelled(id); }
 
   const KvCacheView cache_;
   const NcclKvSenderOptions options_;
@@ -109,13 +110,7 @@ class NcclKvSender final : public KvSender {
   std::map<std::string, Peer> peers_;
   uint64_t use_clock_ = 0;
 
-  std::mutex mu_;
-  std::condition_variable wake_;
-  std::deque<std::pair<uint64_t, KvSendRequest>> queue_;  // guarded by mu_
-  std::map<uint64_t, absl::Status> done_status_;           // guarded by mu_
-  std::set<uint64_t> cancelled_;                           // guarded by mu_
-  uint64_t next_id_ = 1;                                   // guarded by mu_
-  bool stopping_ = false;                                  // guarded by mu_
+  KvSendQueue jobs_;
   std::thread thread_;
 };
 

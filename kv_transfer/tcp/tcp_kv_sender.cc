@@ -13,56 +13,23 @@ TcpKvSender::TcpKvSender(KvCacheView cache, TcpKvSenderOptions options)
 }
 
 TcpKvSender::~TcpKvSender() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
+  jobs_.Stop();
   thread_.join();
 }
 
-uint64_t TcpKvSender::StartSend(KvSendRequest request) {
-  std::lock_guard<std::mutex> lock(mu_);
-  uint64_t id = next_id_++;
-  queue_.emplace_back(id, std::move(request));
-  wake_.notify_all();
-  return id;
-}
+uint64_t TcpKvSender::StartSend(KvSendRequest request) { return jobs_.Push(std::move(request)); }
 
 std::optional<absl::Status> TcpKvSender::Poll(uint64_t transfer_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = done_.find(transfer_id);
-  if (it == done_.end()) return std::nullopt;
-  absl::Status status = std::move(it->second);
-  done_.erase(it);
-  return status;
+  return jobs_.Poll(transfer_id);
 }
 
-void TcpKvSender::Cancel(uint64_t transfer_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!done_.contains(transfer_id)) cancelled_.insert(transfer_id);
-}
-
-bool TcpKvSender::Cancelled(uint64_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  return cancelled_.contains(id);
-}
+void TcpKvSender::Cancel(uint64_t transfer_id) { jobs_.Cancel(transfer_id); }
 
 void TcpKvSender::Loop() {
-  while (true) {
-    std::pair<uint64_t, KvSendRequest> job;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (stopping_) return;
-      job = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    absl::Status status = Send(job.first, job.second);
-    if (!status.ok()) peers_.erase(job.second.endpoint);  // the stream may be mid-frame
-    std::lock_guard<std::mutex> lock(mu_);
-    cancelled_.erase(job.first);
-    done_[job.first] = std::move(status);
+  while (std::optional<KvSendQueue::Job> job = jobs_.Next()) {
+    absl::Status status = Send(job->first, job->second);
+    if (!status.ok()) peers_.erase(job->second.endpoint);  // the stream may be mid-frame
+    jobs_.Finish(job->first, std::move(status));
   }
 }
 

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "kv_transfer/kv_transfer.h"
+#include "kv_transfer/send_queue.h"
 #include "kv_transfer/tcp/socket.h"
 
 namespace tandem {
@@ -44,18 +45,12 @@ class TcpKvSender final : public KvSender {
   absl::StatusOr<Peer*> Connected(const KvSendRequest& request);
   absl::Status SendLayer(uint64_t id, const KvSendRequest& request, Peer& peer, int64_t layer,
                          uint64_t& sequence);
-  bool Cancelled(uint64_t id);
+  bool Cancelled(uint64_t id) { return jobs_.Cancelled(id); }
 
   const KvCacheView cache_;
   const TcpKvSenderOptions options_;
   std::map<std::string, Peer> peers_;  // only the I/O thread touches this
-  std::mutex mu_;
-  std::condition_variable wake_;
-  std::deque<std::pair<uint64_t, KvSendRequest>> queue_;  // guarded by mu_
-  std::map<uint64_t, absl::Status> done_;                  // guarded by mu_
-  std::set<uint64_t> cancelled_;                           // guarded by mu_
-  uint64_t next_id_ = 1;                                   // guarded by mu_
-  bool stopping_ = false;                                  // guarded by mu_
+  KvSendQueue jobs_;
   std::thread thread_;
 };
 
