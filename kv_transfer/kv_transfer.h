@@ -12,13 +12,16 @@
 #include <cstddef>
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/kv_cache/kv_cache_view.h"
+#include "common/kv_cache/kv_layer_progress.h"
 #include "common/kv_cache/kv_layout.h"
 
 namespace tandem {
@@ -28,6 +31,13 @@ struct KvPeerIdentity {
   std::string name;
   uint64_t incarnation = 0;
   std::string model_fingerprint;  // model identity + KvLayout::Describe()
+};
+
+// What the prefill worker sampled after the prompt: the decode worker continues from it.
+struct KvFirstToken {
+  int32_t token_id = -1;  // -1: none (n > 1 and beams: the decode worker computes it)
+  float logprob = 0.0f;
+  int32_t cached_prompt_tokens = 0;  // prompt tokens the sender reused from its prefix cache
 };
 
 struct KvSendRequest {
@@ -40,6 +50,14 @@ struct KvSendRequest {
   float first_logprob = 0.0f;
   int32_t cached_prompt_tokens = 0;  // prompt tokens the sender reused from its prefix cache
   absl::Time deadline;
+  // Overlap with the prefill forward pass (docs/kv_transfer.md): the blocks' K/V is still
+  // being written by the pass that `progress` tracks; the sender reads a layer only after
+  // it is published. Null: written already.
+  std::shared_ptr<KvLayerProgress> progress;
+  // The first token is not known yet (the pass that samples it is running): the first_*
+  // and cached_prompt_tokens fields above are ignored and KvSender::SetFirstToken supplies
+  // them; the KV may move before it, the transfer ends after it.
+  bool first_token_pending = false;
 };
 
 class KvSender {
@@ -53,7 +71,17 @@ class KvSender {
   virtual std::optional<absl::Status> Poll(uint64_t transfer_id) = 0;
   // Stops a transfer; Poll then reports CANCELLED (or its earlier final status).
   virtual void Cancel(uint64_t transfer_id) = 0;
+  // The first token of a transfer started with first_token_pending (ignored otherwise and
+  // after Cancel). Until it comes (or Cancel) such a transfer cannot finish OK.
+  virtual void SetFirstToken(uint64_t transfer_id, KvFirstToken token) = 0;
+  // Waits up to `timeout` until some transfer may have finished (then Poll). Transports
+  // with their own threads override it to wake at once; the default sleeps a millisecond.
+  virtual void WaitForProgress(absl::Duration timeout);
 };
+
+inline void KvSender::WaitForProgress(absl::Duration timeout) {
+  absl::SleepFor(std::min(absl::Milliseconds(1), timeout));
+}
 
 // What arrived for one reservation.
 struct KvArrival {

@@ -21,28 +21,48 @@ PrefillCall::PrefillCall(PrefillContext& ctx, grpc::ServerUnaryReactor* reactor,
 
 void PrefillCall::OnOutput(EngineOutput o) {
   std::unique_lock<std::mutex> lock(mu_);
-  const bool handoff = o.finish != OutputFinish::kAbort && !o.kv_blocks.empty();
-  if (phase_ != Phase::kPrefilling) {
-    lock.unlock();
-    if (handoff) ctx_.engine.ReleaseHold(id_);  // a late handoff nobody will send
-    return;
+  const bool handoff = !o.kv_blocks.empty();
+  switch (phase_) {
+    case Phase::kDone:
+      lock.unlock();
+      if (handoff) ctx_.engine.ReleaseHold(id_);  // a late hand-off nobody will send
+      return;
+    case Phase::kPrefilling:
+      if (handoff) {
+        if (cancelled_) {
+          phase_ = Phase::kDone;
+          lock.unlock();
+          ctx_.engine.ReleaseHold(id_);
+          Finish(absl::CancelledError("Prefill call cancelled"));
+          return;
+        }
+        StartSendLocked(o);  // the forward pass that writes the KV starts after this
+        return;
+      }
+      if (o.finish != OutputFinish::kAbort) return;  // nothing else precedes a hand-off
+      phase_ = Phase::kDone;
+      lock.unlock();
+      Finish(o.status.ok() ? absl::CancelledError("prefill aborted") : o.status);
+      return;
+    case Phase::kSending:
+      if (o.finish == OutputFinish::kAbort) {
+        // The pass failed or the request was aborted after the hand-off: the transfer ends
+        // (CANCELLED) and its end releases the blocks and answers with this status.
+        abort_status_ = o.status.ok() ? absl::CancelledError("prefill aborted") : o.status;
+        ctx_.sender.Cancel(transfer_id_);
+        return;
+      }
+      if (first_token_known_) return;
+      first_token_known_ = true;
+      first_token_at_ = absl::Now();
+      FillResponseLocked(o);
+      ctx_.sender.SetFirstToken(
+          transfer_id_,
+          {.token_id = o.token_ids.empty() ? -1 : o.token_ids[0],
+           .logprob = o.logprobs.empty() ? 0.0f : o.logprobs[0].chosen.logprob,
+           .cached_prompt_tokens = static_cast<int32_t>(o.num_cached_tokens)});
+      return;
   }
-  if (!handoff) {
-    if (o.finish != OutputFinish::kAbort) return;  // the prefill role emits nothing else
-    phase_ = Phase::kDone;
-    lock.unlock();
-    Finish(o.status.ok() ? absl::CancelledError("prefill aborted") : o.status);
-    return;
-  }
-  FillResponseLocked(o);
-  if (cancelled_) {
-    phase_ = Phase::kDone;
-    lock.unlock();
-    ctx_.engine.ReleaseHold(id_);
-    Finish(absl::CancelledError("Prefill call cancelled"));
-    return;
-  }
-  StartSendLocked(o);
 }
 
 void PrefillCall::FillResponseLocked(const EngineOutput& o) {
@@ -60,12 +80,10 @@ void PrefillCall::StartSendLocked(const EngineOutput& o) {
       .reservation_id = id_,
       .src_blocks = {o.kv_blocks.begin(), o.kv_blocks.end()},
       .num_tokens = static_cast<int32_t>(o.kv_num_tokens),
-      .first_token_id = o.token_ids.empty() ? -1 : o.token_ids[0],
-      .first_logprob = o.logprobs.empty() ? 0.0f : o.logprobs[0].chosen.logprob,
-      .cached_prompt_tokens = static_cast<int32_t>(o.num_cached_tokens),
-      .deadline = send_deadline_};
+      .deadline = send_deadline_,
+      .progress = o.kv_progress,
+      .first_token_pending = true};
   phase_ = Phase::kSending;
-  send_start_ = absl::Now();
   transfer_id_ = ctx_.sender.StartSend(std::move(send));
   ctx_.poller.Watch(transfer_id_, [call = shared_from_this()](absl::Status status) {
     call->OnTransferDone(std::move(status));
@@ -73,12 +91,21 @@ void PrefillCall::StartSendLocked(const EngineOutput& o) {
 }
 
 void PrefillCall::OnTransferDone(absl::Status status) {
+  absl::Status aborted;
   {
     std::lock_guard<std::mutex> lock(mu_);
     phase_ = Phase::kDone;
-    response_->set_kv_transfer_ms(absl::ToDoubleMilliseconds(absl::Now() - send_start_));
+    aborted = abort_status_;
+    // The part of the transfer the forward pass did not hide: first token -> KV arrived.
+    if (first_token_known_) {
+      response_->set_kv_transfer_ms(absl::ToDoubleMilliseconds(absl::Now() - first_token_at_));
+    }
   }
   ctx_.engine.ReleaseHold(id_);  // the sender stopped reading the blocks
+  if (!aborted.ok()) {
+    Finish(aborted);
+    return;
+  }
   if (!status.ok()) {
     TANDEM_LOG(WARNING) << "event=kv_send_failed id=" << id_ << " endpoint="
                         << reservation_.kv_endpoint() << " code=" << status.code()

@@ -1,8 +1,11 @@
 // One Prefill call, from the engine to the KV push to the answer (docs/protocol.md steps
-// 5-8). Phases: prefilling (in the engine) -> sending (the engine holds the blocks pinned,
-// the sender pushes them) -> done. Whoever moves it to done releases what it holds: the
-// engine request (Abort) while prefilling, the pinned blocks (ReleaseHold) once the
-// transfer stopped, never earlier.
+// 5-8). Phases: prefilling (in the engine) -> sending (from the KV hand-off, just before
+// the forward pass of the prompt's last chunk: the engine holds the blocks pinned, the
+// sender streams them as the pass writes them, and gets the first token when it is
+// sampled) -> done. Whoever moves it to done releases what it holds: the engine request
+// (Abort) while prefilling, the pinned blocks (ReleaseHold) once the transfer stopped,
+// never earlier. An abort after the hand-off cancels the transfer and answers once it
+// stopped.
 //
 // Threads: OnOutput on the engine thread, OnTransferDone on the poller thread, Cancel on
 // gRPC's (OnCancel) or the Abort RPC's. The call outlives its reactor: it touches the
@@ -56,7 +59,9 @@ class PrefillCall final : public OutputSink, public std::enable_shared_from_this
   Phase phase_ = Phase::kPrefilling;  // guarded by mu_
   bool cancelled_ = false;            // guarded by mu_
   uint64_t transfer_id_ = 0;          // guarded by mu_
-  absl::Time send_start_;             // guarded by mu_
+  bool first_token_known_ = false;    // guarded by mu_
+  absl::Time first_token_at_;         // guarded by mu_
+  absl::Status abort_status_;         // guarded by mu_: aborted after the hand-off
 };
 
 }  // namespace tandem

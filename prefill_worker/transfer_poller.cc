@@ -50,7 +50,8 @@ void TransferPoller::Loop() {
       }
       done(*std::move(status));  // outside the lock: it may call Watch or the engine
     }
-    absl::SleepFor(absl::Milliseconds(1));  // the sender has no completion signal to wait on
+    // Wakes as soon as a transfer finishes (or after the timeout: Stop and new watches).
+    sender_.WaitForProgress(absl::Milliseconds(20));
   }
 }
 

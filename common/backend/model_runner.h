@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/kv_cache/allocation_plan.h"
+#include "common/kv_cache/kv_layer_progress.h"
 #include "common/kv_cache/kv_layout.h"
 #include "common/model/model_config.h"
 
@@ -27,6 +28,11 @@ struct ForwardInputs {
   std::span<const int32_t> query_start;   // [num_seqs + 1] first token row of each sequence
   std::vector<std::span<const int32_t>> block_tables;  // [num_seqs][blocks of that sequence]
   std::span<const int32_t> logits_rows;   // token rows that need logits, ascending
+  // Optional (prefill role, overlap with the KV transfer): the runner publishes each
+  // layer once its K/V writes are issued (KvLayerProgress::LayerWritten). The engine
+  // completes or fails it when Forward returns, so a runner that never publishes is correct,
+  // only without overlap.
+  KvLayerProgress* kv_progress = nullptr;
 };
 
 // Logits of the requested rows, row-major [num_rows][vocab_size]. Owned by the runner and

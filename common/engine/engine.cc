@@ -36,7 +36,7 @@ void Engine::Stop() {
   std::vector<std::string> ids;
   for (const auto& [id, record] : records_) ids.push_back(id);
   for (const std::string& id : ids) {
-    AbortCommand c{id, absl::CancelledError("engine stopped")};
+    AbortCommand c{id, absl::CancelledError("engine stopped"), /*release_hold=*/true};
     Handle(c);
   }
 }
@@ -174,6 +174,9 @@ void Engine::ExpireDeadlines() {
   constexpr absl::Duration kLeaseGrace = absl::Seconds(5);  // the transport stops first
   std::vector<std::pair<std::string, absl::Status>> expired;
   for (const auto& [id, record] : records_) {
+    // A held prefill is done computing; its holder's transfer has its own deadline and
+    // releases it (ReleaseHold).
+    if (record->phase == Record::Phase::kHeld) continue;
     if (record->phase == Record::Phase::kReserved && now > record->lease_deadline + kLeaseGrace) {
       expired.emplace_back(id, absl::DeadlineExceededError("KV reservation lease expired"));
     } else if (now > record->request.deadline) {

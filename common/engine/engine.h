@@ -7,7 +7,9 @@
 // (n > 1 forks, beam forks) -> stop checks -> outputs -> free finished sequences.
 //
 // Roles (EngineRole): colocated serves whole requests. Prefill-only finishes a request
-// after its first token: the output carries the KV blocks, pinned until ReleaseHold.
+// after its first token: an output just before the forward pass of its last prompt chunk
+// hands off its KV blocks (pinned until ReleaseHold) with that pass's KvLayerProgress, so
+// the caller can stream the KV while the pass writes it; the first token follows.
 // Decode-only: Reserve allocates blocks for KV computed elsewhere; StartDecode attaches the
 // request once its KV arrived and decodes it.
 #pragma once
@@ -79,7 +81,9 @@ class Engine {
  private:
   struct Record;
   struct AddCommand { EngineRequest request; };
-  struct AbortCommand { std::string request_id; absl::Status reason; };
+  // A prefill-role request whose KV was handed off keeps its pinned blocks after an abort
+  // (the transfer may still read them) until ReleaseHold, unless `release_hold` (Stop).
+  struct AbortCommand { std::string request_id; absl::Status reason; bool release_hold = false; };
   struct ReserveCommand { std::string request_id; int64_t num_tokens; absl::Time lease; ReserveCallback done; };
   struct StartDecodeCommand { EngineRequest request; std::optional<int32_t> first_token; std::optional<SampledLogprobs> first_logprobs; };
   struct ReleaseCommand { std::string request_id; };
@@ -114,6 +118,10 @@ class Engine {
   void AcceptToken(Record& record, Sequence& seq, int32_t token,
                    std::optional<SampledLogprobs> logprobs);
   void ForkSamples(Record& record);
+  // Prefill role, before the forward pass: pins and hands off the KV of every request whose
+  // last prompt chunk is in `out`.
+  void HandOffKv(const SchedulerOutput& out, const std::shared_ptr<KvLayerProgress>& progress,
+                 const absl::flat_hash_map<const Sequence*, Record*>& owner);
   void FinishPrefill(Record& record, Sequence& seq, int32_t token,
                      std::optional<SampledLogprobs> logprobs);
   void FinishBeams(Record& record);

@@ -90,6 +90,15 @@ void Engine::Handle(AbortCommand& c) {
   if (it == records_.end()) return;  // finished already, or never known: idempotent
   Record& record = *it->second;
   if (record.request.sink) SendError(record.request, c.reason);
+  if (!record.held_blocks.empty() && !c.release_hold) {
+    // Prefill role after the KV hand-off: the transfer may be reading the pinned blocks.
+    // Everything else goes now; the blocks and the record wait for ReleaseHold.
+    scheduler_.Remove(&record.group);
+    for (auto& seq : record.group.seqs) blocks_.Free(seq->id);
+    record.group.seqs.clear();
+    record.phase = Record::Phase::kHeld;
+    return;
+  }
   Retire(c.request_id);
 }
 
@@ -165,6 +174,8 @@ void Engine::Handle(StartDecodeCommand& c) {
 }
 
 void Engine::Handle(ReleaseCommand& c) {
+  // A hand-off and the end of its step (kHeld) happen in one step, so a release, which
+  // comes through the inbox, always finds the record held.
   auto it = records_.find(c.request_id);
   if (it == records_.end() || it->second->phase != Record::Phase::kHeld) return;
   Retire(c.request_id);

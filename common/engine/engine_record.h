@@ -11,7 +11,7 @@ namespace tandem {
 struct Engine::Record {
   enum class Phase {
     kActive,    // queued or running in the scheduler
-    kHeld,      // prefill role: finished, KV blocks pinned until ReleaseHold
+    kHeld,      // prefill role: done computing, KV blocks pinned until ReleaseHold
     kReserved,  // decode role: blocks reserved, waiting for StartDecode
   };
 
@@ -23,7 +23,7 @@ struct Engine::Record {
   absl::Time arrival;
   std::optional<absl::Time> first_scheduled;
   std::optional<absl::Time> first_token;
-  std::vector<BlockId> held_blocks;  // kHeld: pinned
+  std::vector<BlockId> held_blocks;  // pinned since the KV hand-off (prefill role)
   absl::Time lease_deadline = absl::InfiniteFuture();  // kReserved
   int64_t reserved_tokens = 0;                         // kReserved
   int64_t max_total_tokens = 0;     // prompt + outputs the context allows

@@ -70,8 +70,22 @@ void Engine::RunForward(const SchedulerOutput& out) {
                                                   : runner_->CopyBlocks(out.block_copies);
   StepInputs step;
   BuildInputs(out, blocks_, step);
+  std::shared_ptr<KvLayerProgress> progress;
+  if (options_.role == EngineRole::kPrefillOnly && status.ok()) {
+    progress = std::make_shared<KvLayerProgress>(kv_layout_.num_layers);
+    step.inputs.kv_progress = progress.get();
+    HandOffKv(out, progress, owner);
+  }
   absl::StatusOr<LogitsView> logits =
       status.ok() ? runner_->Forward(step.inputs) : absl::StatusOr<LogitsView>(status);
+  if (progress) {
+    if (logits.ok()) {
+      progress->Complete();
+    } else {
+      progress->Fail(absl::InternalError(absl::StrCat("prefill forward pass failed: ",
+                                                      logits.status().message())));
+    }
+  }
   if (!logits.ok()) {
     TANDEM_LOG(ERROR) << "forward pass failed: " << logits.status();
     std::vector<std::string> failed;
@@ -86,6 +100,24 @@ void Engine::RunForward(const SchedulerOutput& out) {
   scheduler_.CommitComputed(out);
   num_computed_tokens_ += out.num_tokens;
   ProcessLogits(out, *logits, owner);
+}
+
+void Engine::HandOffKv(const SchedulerOutput& out,
+                       const std::shared_ptr<KvLayerProgress>& progress,
+                       const absl::flat_hash_map<const Sequence*, Record*>& owner) {
+  for (const ScheduledChunk& c : out.chunks) {
+    if (!c.needs_logits) continue;  // the prompt's last chunk is the one that samples
+    Record& record = *owner.at(c.seq);
+    if (!record.held_blocks.empty()) continue;
+    EngineOutput handoff = BaseOutput(record, *c.seq);
+    std::span<const BlockId> table = blocks_.block_table(c.seq->id);
+    handoff.kv_blocks.assign(table.begin(), table.end());
+    handoff.kv_num_tokens = c.first_position + c.num_tokens;
+    handoff.kv_progress = progress;
+    blocks_.Pin(handoff.kv_blocks);
+    record.held_blocks = handoff.kv_blocks;
+    record.request.sink->OnOutput(std::move(handoff));
+  }
 }
 
 void Engine::ProcessLogits(const SchedulerOutput& out, const LogitsView& logits,
@@ -184,16 +216,13 @@ void Engine::AcceptToken(Record& record, Sequence& seq, int32_t token,
   record.request.sink->OnOutput(std::move(out));
 }
 
+// The first token after the KV hand-off (HandOffKv, before this step's forward pass).
 void Engine::FinishPrefill(Record& record, Sequence& seq, int32_t token,
                            std::optional<SampledLogprobs> logprobs) {
+  TANDEM_CHECK(!record.held_blocks.empty()) << "prefill finished without a KV hand-off";
   EngineOutput out = BaseOutput(record, seq);
-  std::span<const BlockId> table = blocks_.block_table(seq.id);
-  out.kv_blocks.assign(table.begin(), table.end());
-  out.kv_num_tokens = seq.num_computed_tokens;
   if (token >= 0) out.token_ids = {token};
   if (logprobs) out.logprobs.push_back(std::move(*logprobs));
-  blocks_.Pin(out.kv_blocks);
-  record.held_blocks = out.kv_blocks;
   record.phase = Record::Phase::kHeld;
   seq.finished = true;
   record.request.sink->OnOutput(std::move(out));

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/kv_cache/block_ids.h"
+#include "common/kv_cache/kv_layer_progress.h"
 #include "common/sampling/logprobs.h"
 #include "common/sampling/sampling_params.h"
 
@@ -40,10 +41,15 @@ struct EngineOutput {
   uint64_t seed = 0;
   absl::Duration queue_time;           // arrival -> first scheduled
   absl::Duration first_token_time;     // arrival -> first token
-  // Prefill role: the finished prompt's KV. The blocks stay pinned for the caller until it
-  // calls Engine::ReleaseHold(request_id).
+  // Prefill role: the prompt's KV, handed off *before* the forward pass that finishes it
+  // (so the transfer can stream it as layers are written): `kv_progress` tracks that pass.
+  // The blocks stay pinned for the caller until it calls Engine::ReleaseHold(request_id),
+  // whatever happens to the request after. The first token comes in the next output (no
+  // kv_blocks; token_ids empty for n > 1 and beams, which the decode worker fans out), or
+  // an abort output if the pass failed or the request was aborted.
   std::vector<BlockId> kv_blocks;
   int64_t kv_num_tokens = 0;
+  std::shared_ptr<KvLayerProgress> kv_progress;
 };
 
 // Receives a request's outputs, in order, on the engine thread. Must not block: queue and

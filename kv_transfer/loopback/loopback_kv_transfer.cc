@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace tandem {
 
@@ -81,15 +82,50 @@ absl::Status LoopbackKvReceiver::Deliver(const KvCacheView& source,
 }
 
 uint64_t LoopbackKvSender::StartSend(KvSendRequest request) {
+  std::lock_guard<std::mutex> lock(mu_);
   uint64_t id = next_id_++;
-  LoopbackKvReceiver* receiver = network_.Find(request.endpoint);
-  done_[id] = receiver ? receiver->Deliver(cache_, request)
-                       : absl::UnavailableError(absl::StrCat("no kv receiver at ",
-                                                             request.endpoint));
+  if (request.first_token_pending) {
+    waiting_[id] = std::move(request);  // delivered with its first token
+  } else {
+    done_[id] = Deliver(request);
+  }
   return id;
 }
 
+absl::Status LoopbackKvSender::Deliver(const KvSendRequest& request) {
+  LoopbackKvReceiver* receiver = network_.Find(request.endpoint);
+  if (receiver == nullptr) {
+    return absl::UnavailableError(absl::StrCat("no kv receiver at ", request.endpoint));
+  }
+  if (request.progress) {
+    TANDEM_RETURN_IF_ERROR(
+        request.progress->WaitForHostLayers(cache_.layout.num_layers, request.deadline));
+  }
+  return receiver->Deliver(cache_, request);
+}
+
+void LoopbackKvSender::SetFirstToken(uint64_t transfer_id, KvFirstToken token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = waiting_.find(transfer_id);
+  if (it == waiting_.end()) return;
+  KvSendRequest request = std::move(it->second);
+  waiting_.erase(it);
+  request.first_token_pending = false;
+  request.first_token_id = token.token_id;
+  request.first_logprob = token.logprob;
+  request.cached_prompt_tokens = token.cached_prompt_tokens;
+  done_[transfer_id] = Deliver(request);
+}
+
+void LoopbackKvSender::Cancel(uint64_t transfer_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (waiting_.erase(transfer_id) > 0) {
+    done_[transfer_id] = absl::CancelledError("kv transfer cancelled");
+  }
+}
+
 std::optional<absl::Status> LoopbackKvSender::Poll(uint64_t transfer_id) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = done_.find(transfer_id);
   if (it == done_.end()) return std::nullopt;
   absl::Status status = std::move(it->second);

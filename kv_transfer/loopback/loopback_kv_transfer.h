@@ -57,15 +57,21 @@ class LoopbackKvSender final : public KvSender {
   LoopbackKvSender(KvCacheView cache, LoopbackKvNetwork& network)
       : cache_(std::move(cache)), network_(network) {}
 
+  // Transfers complete inside StartSend, or inside SetFirstToken when it was pending.
   uint64_t StartSend(KvSendRequest request) override;
   std::optional<absl::Status> Poll(uint64_t transfer_id) override;
-  void Cancel(uint64_t transfer_id) override {}  // transfers complete inside StartSend
+  void Cancel(uint64_t transfer_id) override;
+  void SetFirstToken(uint64_t transfer_id, KvFirstToken token) override;
 
  private:
+  absl::Status Deliver(const KvSendRequest& request);  // requires mu_
+
   const KvCacheView cache_;
   LoopbackKvNetwork& network_;
-  std::map<uint64_t, absl::Status> done_;
-  uint64_t next_id_ = 1;
+  std::mutex mu_;
+  std::map<uint64_t, KvSendRequest> waiting_;  // guarded by mu_: first token pending
+  std::map<uint64_t, absl::Status> done_;      // guarded by mu_
+  uint64_t next_id_ = 1;                       // guarded by mu_
 };
 
 }  // namespace tandem

@@ -13,7 +13,7 @@ namespace tandem::nccl_control {
 namespace {
 
 constexpr size_t kMaxFrameBytes = 64u << 10;
-enum Type : uint8_t { kHello = 1, kHelloAck = 2, kTransferHeader = 3 };
+enum Type : uint8_t { kHello = 1, kHelloAck = 2, kTransferHeader = 3, kTransferTrailer = 4 };
 
 absl::Status WaitFor(int fd, short events, absl::Time deadline) {
   while (true) {
@@ -179,8 +179,18 @@ absl::Status Write(const tcp::Socket& socket, const TransferHeader& header, absl
   w.I32(header.units_per_chunk);
   w.I32(header.edge_units);
   w.I32(header.num_tokens);
-  w.I32(header.first_token_id);
-  w.F32(header.first_logprob);
+  return w.Send(socket, deadline);
+}
+
+absl::Status Write(const tcp::Socket& socket, const TransferTrailer& trailer,
+                   absl::Time deadline) {
+  Writer w(kTransferTrailer);
+  w.U64(trailer.sequence);
+  w.I32(trailer.code);
+  w.Str(trailer.message);
+  w.I32(trailer.first_token_id);
+  w.F32(trailer.first_logprob);
+  w.I32(trailer.cached_prompt_tokens);
   return w.Send(socket, deadline);
 }
 
@@ -214,11 +224,22 @@ absl::StatusOr<TransferHeader> ReadTransferHeader(const tcp::Socket& socket, abs
   TANDEM_ASSIGN_OR_RETURN(Reader r, ReadFrame(socket, kTransferHeader, deadline));
   TransferHeader h;
   if (!r.U64(h.sequence) || !r.Str(h.reservation_id) || !r.I32(h.num_blocks) ||
-      !r.I32(h.units_per_chunk) || !r.I32(h.edge_units) || !r.I32(h.num_tokens) || !r.I32(h.first_token_id) ||
-      !r.F32(h.first_logprob) || !r.Done()) {
+      !r.I32(h.units_per_chunk) || !r.I32(h.edge_units) || !r.I32(h.num_tokens) ||
+      !r.Done()) {
     return Malformed("transfer header");
   }
   return h;
+}
+
+absl::StatusOr<TransferTrailer> ReadTransferTrailer(const tcp::Socket& socket,
+                                                    absl::Time deadline) {
+  TANDEM_ASSIGN_OR_RETURN(Reader r, ReadFrame(socket, kTransferTrailer, deadline));
+  TransferTrailer t;
+  if (!r.U64(t.sequence) || !r.I32(t.code) || !r.Str(t.message) || !r.I32(t.first_token_id) ||
+      !r.F32(t.first_logprob) || !r.I32(t.cached_prompt_tokens) || !r.Done()) {
+    return Malformed("transfer trailer");
+  }
+  return t;
 }
 
 bool PeerClosed(const tcp::Socket& socket) {

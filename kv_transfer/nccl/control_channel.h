@@ -1,10 +1,11 @@
 // The NCCL transport's control channel: one small TCP connection per (sender, receiver)
 // pair, opened by the sender to the receiver's kv_endpoint. It carries the handshake (peer
 // identities, model + KvLayout fingerprint, expected receiver incarnation, and the
-// ncclUniqueId the sender made for the pair's 2-rank communicator) and then one header per
-// transfer (sequence number, reservation, block count, units per chunk, first token). KV
-// bytes never go over it: they follow the header on the communicator, one NCCL message per
-// chunk.
+// ncclUniqueId the sender made for the pair's 2-rank communicator) and then, per transfer, a
+// header (sequence number, reservation, block count, units per chunk) and a trailer (the
+// transfer's outcome and the first token). KV bytes never go over it: they follow the
+// header on the communicator, one NCCL message per chunk; the trailer may be written before
+// or after them (the first token is sampled after the forward pass whose KV is streaming).
 //
 // For this milestone the channel is its own TCP connection (not the gRPC control plane):
 // the unique id must reach the one receiver process that will be rank 1, and the sender must
@@ -51,17 +52,29 @@ struct TransferHeader {
   int32_t units_per_chunk = 0;  // KvChunkPlan: chunks of (layer, block) units, any layers
   int32_t edge_units = 0;       // KvChunkPlan: graded first/last chunk; 0: uniform chunks
   int32_t num_tokens = 0;
+};
+
+// After every chunk of a transfer was sent: whether the KV is good and what follows it.
+// A failed transfer (its forward pass failed, or it was cancelled while streaming) still
+// sends all its chunks, so the pair stays in step; the receiver reports `code`/`message`.
+struct TransferTrailer {
+  uint64_t sequence = 0;  // the header's
+  int32_t code = 0;       // absl::StatusCode
+  std::string message;
   int32_t first_token_id = -1;
   float first_logprob = 0.0f;
+  int32_t cached_prompt_tokens = 0;
 };
 
 absl::Status Write(const tcp::Socket& socket, const Hello& hello, absl::Time deadline);
 absl::Status Write(const tcp::Socket& socket, const HelloAck& ack, absl::Time deadline);
 absl::Status Write(const tcp::Socket& socket, const TransferHeader& header, absl::Time deadline);
+absl::Status Write(const tcp::Socket& socket, const TransferTrailer& trailer, absl::Time deadline);
 
 absl::StatusOr<Hello> ReadHello(const tcp::Socket& socket, absl::Time deadline);
 absl::StatusOr<HelloAck> ReadHelloAck(const tcp::Socket& socket, absl::Time deadline);
 absl::StatusOr<TransferHeader> ReadTransferHeader(const tcp::Socket& socket, absl::Time deadline);
+absl::StatusOr<TransferTrailer> ReadTransferTrailer(const tcp::Socket& socket, absl::Time deadline);
 
 // Whether the peer closed the connection or it failed (not merely readable: a header for
 // the next transfer may be waiting). Does not block.

@@ -8,6 +8,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "kv_transfer/nccl/kv_pack_kernels.h"
+#include "kv_transfer/nccl/transfer_trace.h"
 
 namespace tandem {
 
@@ -98,8 +99,9 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handsha
           static_cast<size_t>(UnitsPerChunk(options_.max_chunk_bytes, unit_bytes,
                                             cache_.num_blocks, cache_.layout.num_layers)) *
           unit_bytes;
-      TANDEM_ASSIGN_OR_RETURN(session->nccl_stream, CudaStream::Create());
-      TANDEM_ASSIGN_OR_RETURN(session->scatter_stream, CudaStream::Create());
+      // As the sender's: NCCL above the scatters, both above the decode steps.
+      TANDEM_ASSIGN_OR_RETURN(session->nccl_stream, CudaStream::CreateWithPriority(5));
+      TANDEM_ASSIGN_OR_RETURN(session->scatter_stream, CudaStream::CreateWithPriority(1));
       TANDEM_ASSIGN_OR_RETURN(session->staging, DeviceBuffer::Allocate(
                                                     session->slot_bytes * options_.num_staging_slots));
       size_t ids_bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(1, cache_.num_blocks));
@@ -183,7 +185,10 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
                          .num_layers = cache_.layout.num_layers,
                          .units_per_chunk = header.units_per_chunk,
                          .edge_units = header.edge_units};
-  absl::Status status = ReceiveChunks(session, socket, plan, header.reservation_id, generation);
+  TransferTrace trace("recv");
+  trace.Mark("header");
+  absl::Status status =
+      ReceiveChunks(session, socket, plan, header.reservation_id, generation, trace);
   // Our scatters were launched only after their data had landed, so they finish without the
   // peer: wait for them (bounded, never a stream synchronize) before the reservation is
   // reported and its blocks are reused.
@@ -194,8 +199,34 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
     TANDEM_LOG(ERROR) << "kv receiver: scatters did not finish: " << scattered;
     if (status.ok()) status = scattered;
   }
+  trace.Mark("scattered");
+  // The trailer: the sender's verdict on the KV (a failed or cancelled prefill still sends
+  // every chunk) and the first token. Anything else leaves the pair out of step.
+  const bool in_step = status.ok();
+  KvArrival arrival{.reservation_id = header.reservation_id, .num_tokens = header.num_tokens};
+  if (in_step) {
+    absl::StatusOr<nccl_control::TransferTrailer> trailer =
+        nccl_control::ReadTransferTrailer(socket, absl::Now() + options_.recv_timeout);
+    if (!trailer.ok()) {
+      status = trailer.status();
+    } else if (trailer->sequence != header.sequence) {
+      status = absl::DataLossError(absl::StrCat("kv trailer sequence ", trailer->sequence,
+                                                " after header ", header.sequence));
+    } else if (trailer->code != 0) {
+      arrival.status = absl::Status(static_cast<absl::StatusCode>(trailer->code),
+                                    absl::StrCat("kv sender ", session.sender_name, ": ",
+                                                 trailer->message));
+    } else {
+      arrival.first_token_id = trailer->first_token_id;
+      arrival.first_logprob = trailer->first_logprob;
+      arrival.cached_prompt_tokens = trailer->cached_prompt_tokens;
+    }
+    trace.Mark("trailer");
+  }
+  if (!status.ok()) arrival.status = status;
   // Report before anything that can block (ncclCommAbort).
-  Report(header, generation, status);
+  Report(std::move(arrival), generation);
+  trace.Log(header.reservation_id);
   if (!status.ok()) {
     TANDEM_LOG(WARNING) << "kv receiver: transfer of " << header.reservation_id << " from "
                         << session.sender_name << " failed (" << status
@@ -243,7 +274,7 @@ bool NcclKvReceiver::StillWriting(const std::string& reservation_id, uint64_t ge
 absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket,
                                            const KvChunkPlan& plan,
                                            const std::string& reservation_id,
-                                           uint64_t generation) {
+                                           uint64_t generation, TransferTrace& trace) {
   const size_t block_bytes = cache_.layout.BytesPerBlockPerLayer();
   const WaitCheck sender_alive = [&]() -> absl::Status {
     TANDEM_RETURN_IF_ERROR(session.kv().AsyncError());
@@ -283,6 +314,7 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
                        absl::FormatDuration(options_.recv_timeout)));
     }
     TANDEM_RETURN_IF_ERROR(landed);
+    if (c == 0) trace.Mark("first_landed");
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (StillWriting(reservation_id, generation)) {
@@ -305,21 +337,14 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
   return absl::OkStatus();
 }
 
-void NcclKvReceiver::Report(const nccl_control::TransferHeader& header, uint64_t generation,
-                            const absl::Status& status) {
+void NcclKvReceiver::Report(KvArrival arrival, uint64_t generation) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!StillWriting(header.reservation_id, generation)) return;  // drained, cancelled, expired
-  auto it = pending_.find(header.reservation_id);
+  if (!StillWriting(arrival.reservation_id, generation)) return;  // drained, cancelled, expired
+  auto it = pending_.find(arrival.reservation_id);
   it->second.writing_stream = nullptr;
-  if (status.ok()) {
-    arrivals_.push_back({.reservation_id = header.reservation_id,
-                         .status = absl::OkStatus(),
-                         .num_tokens = header.num_tokens,
-                         .first_token_id = header.first_token_id,
-                         .first_logprob = header.first_logprob});
-  } else {
-    arrivals_.push_back({.reservation_id = header.reservation_id, .status = status});
-  }
+  if (!arrival.status.ok()) arrival = {.reservation_id = arrival.reservation_id,
+                                       .status = arrival.status};
+  arrivals_.push_back(std::move(arrival));
   pending_.erase(it);
   arrived_.notify_all();
 }

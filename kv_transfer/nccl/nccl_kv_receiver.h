@@ -7,7 +7,9 @@
 // sequence number, posts ncclRecv for the first `num_staging_slots` chunks (kv_chunk_plan.h:
 // runs of (layer, block) units spanning layers), and as each chunk lands launches one
 // scatter kernel into the reservation's blocks and posts the receive that reuses the slot.
-// Every chunk must land within `recv_timeout` (the deadline on every receive); a timeout, a
+// Then it reads the transfer's trailer: the first token, or the sender's failure (its
+// prefill failed or was cancelled after the KV started streaming), which fails only that
+// reservation (the pair stays in step). Every chunk must land within `recv_timeout` (the deadline on every receive); a timeout, a
 // communicator error or a closed connection fails the reservation being received with
 // DEADLINE_EXCEEDED or UNAVAILABLE — reported first, since nothing after it may block the
 // bookkeeping — then aborts the communicator (ncclCommAbort) and closes the connection; the
@@ -36,6 +38,7 @@
 #include "kv_transfer/nccl/control_channel.h"
 #include "kv_transfer/nccl/kv_chunk_plan.h"
 #include "kv_transfer/nccl/nccl_comm.h"
+#include "kv_transfer/nccl/transfer_trace.h"
 #include "kv_transfer/tcp/connection_server.h"
 #include "kv_transfer/tcp/socket.h"
 
@@ -88,10 +91,10 @@ class NcclKvReceiver final : public KvReceiver {
   // cancelled, or too small: that failure is reported here).
   uint64_t Claim(Session& session, const nccl_control::TransferHeader& header);
   absl::Status ReceiveChunks(Session& session, tcp::Socket& socket, const KvChunkPlan& plan,
-                             const std::string& reservation_id, uint64_t generation);
+                             const std::string& reservation_id, uint64_t generation,
+                             TransferTrace& trace);
   // The arrival, if the reservation is still the one claimed (same generation).
-  void Report(const nccl_control::TransferHeader& header, uint64_t generation,
-              const absl::Status& status);
+  void Report(KvArrival arrival, uint64_t generation);
   bool StillWriting(const std::string& reservation_id, uint64_t generation);  // requires mu_
   // Forgets a pending reservation; waits for scatters it has in flight. Requires mu_.
   void Forget(std::map<std::string, Pending>::iterator it);

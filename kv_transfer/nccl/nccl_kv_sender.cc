@@ -10,6 +10,7 @@
 #include "common/status.h"
 #include "kv_transfer/nccl/control_channel.h"
 #include "kv_transfer/nccl/kv_pack_kernels.h"
+#include "kv_transfer/nccl/transfer_trace.h"
 
 namespace tandem {
 namespace {
@@ -63,8 +64,10 @@ absl::Status NcclKvSender::Init() {
     return absl::InvalidArgumentError("kv cache view has a K/V pointer count != num_layers");
   }
   TANDEM_RETURN_IF_ERROR(PreloadKvPackKernels());
-  TANDEM_ASSIGN_OR_RETURN(gather_stream_, CudaStream::Create());
-  TANDEM_ASSIGN_OR_RETURN(nccl_stream_, CudaStream::Create());
+  // Priorities: NCCL's kernel starts before pending gather blocks (a 112 MiB gather is
+  // thousands of blocks), and both before a running forward pass's (overlap).
+  TANDEM_ASSIGN_OR_RETURN(gather_stream_, CudaStream::CreateWithPriority(1));
+  TANDEM_ASSIGN_OR_RETURN(nccl_stream_, CudaStream::CreateWithPriority(5));
   TANDEM_ASSIGN_OR_RETURN(staging_, DeviceBuffer::Allocate(slot_bytes_ * options_.num_staging_slots));
   size_t ids_bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(1, cache_.num_blocks));
   TANDEM_ASSIGN_OR_RETURN(block_ids_, DeviceBuffer::Allocate(ids_bytes));
@@ -100,11 +103,18 @@ std::optional<absl::Status> NcclKvSender::Poll(uint64_t transfer_id) {
 
 void NcclKvSender::Cancel(uint64_t transfer_id) { jobs_.Cancel(transfer_id); }
 
+void NcclKvSender::SetFirstToken(uint64_t transfer_id, KvFirstToken token) {
+  jobs_.SetFirstToken(transfer_id, token);
+}
+
+void NcclKvSender::WaitForProgress(absl::Duration timeout) { jobs_.WaitForFinish(timeout); }
+
 void NcclKvSender::Loop() {
   TANDEM_CUDA_CHECK(cudaSetDevice(cache_.cuda_device));
   while (std::optional<KvSendQueue::Job> job = jobs_.Next()) {
-    absl::Status status = Send(job->first, job->second);
-    if (!status.ok() && !absl::IsCancelled(status) && !absl::IsInvalidArgument(status)) {
+    bool in_step = true;
+    absl::Status status = Send(job->first, job->second, in_step);
+    if (!in_step) {
       TANDEM_LOG(WARNING) << "kv sender: transfer of " << job->second.reservation_id << " to "
                           << job->second.endpoint << " failed (" << status
                           << "); aborting the communicator";
@@ -197,7 +207,9 @@ void NcclKvSender::DrainStreams() {
   }
 }
 
-absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan, absl::Time deadline) {
+absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
+                                      const KvSendRequest& request, TransferTrace& trace,
+                                      absl::Status& forward_failed) {
   // The receiver died: its control connection closed (checked while NCCL calls are polled).
   const WaitCheck receiver_alive = [&peer]() -> absl::Status {
     if (nccl_control::PeerClosed(peer.socket)) {
@@ -207,11 +219,29 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan, absl:
   };
   const int slots = options_.num_staging_slots;
   std::byte* const* layers = layer_ptrs_.as<std::byte* const>();
-  // With overlap of the prefill forward, this loop would stop at
-  // plan.ReadyChunks(layers_written) and resume as layers complete.
+  // Overlap: a chunk is gathered once the forward pass wrote every layer it covers; the
+  // gather waits for that layer's event on our stream, so this thread runs ahead of the GPU.
+  int64_t layers_ready = request.progress ? 0 : plan.num_layers;
   for (int64_t index = 0; index < plan.num_chunks(); ++index) {
     if (options_.before_chunk_for_test) options_.before_chunk_for_test(index);
     const KvChunk chunk = plan.chunk(index);
+    const int64_t needed = (chunk.first_unit + chunk.num_units - 1) / plan.num_blocks + 1;
+    if (needed > layers_ready && forward_failed.ok()) {
+      absl::StatusOr<void*> written = request.progress->WaitForLayers(needed, request.deadline);
+      if (absl::IsDeadlineExceeded(written.status())) return written.status();
+      if (written.ok()) {
+        if (*written != nullptr) {
+          TANDEM_CUDA_CHECK(cudaStreamWaitEvent(gather_stream_.get(),
+                                                static_cast<cudaEvent_t>(*written), 0));
+        }
+        layers_ready = needed;
+        if (index == 0) trace.Mark("first_layers");
+      } else {
+        // The pass failed: the remaining chunks still go (stale bytes), so the receiver's
+        // receives complete and the pair stays in step; the trailer carries the failure.
+        forward_failed = written.status();
+      }
+    }
     const int slot = static_cast<int>(index % slots);
     std::byte* staging = staging_.as<std::byte>() + slot * slot_bytes_;
     // The slot is free once the send that last used it completed.
@@ -227,10 +257,21 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan, absl:
     const size_t bytes = 2 * static_cast<size_t>(chunk.num_units) * cache_.layout.BytesPerBlockPerLayer();
     TANDEM_RETURN_IF_ERROR(peer.kv().Finish(
         ncclSend(staging, bytes, ncclUint8, /*peer=*/1, peer.kv().get(), nccl_stream_.get()),
-        "ncclSend", deadline, receiver_alive));
+        "ncclSend", request.deadline, receiver_alive));
     sent_[slot].Record(nccl_stream_.get());
   }
+  trace.Mark("enqueued");
   done_.Record(nccl_stream_.get());
+  return absl::OkStatus();
+}
+
+absl::Status NcclKvSender::WaitSent(Peer& peer, absl::Time deadline) {
+  const WaitCheck receiver_alive = [&peer]() -> absl::Status {
+    if (nccl_control::PeerClosed(peer.socket)) {
+      return absl::UnavailableError("kv receiver closed its connection mid-transfer (died?)");
+    }
+    return peer.kv().AsyncError();
+  };
   absl::Status done = WaitForEvent(done_.get(), deadline, "kv transfer", receiver_alive);
   if (absl::IsDeadlineExceeded(done)) {
     return absl::DeadlineExceededError("kv transfer deadline passed before the receiver took the KV");
@@ -238,7 +279,9 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan, absl:
   return done;
 }
 
-absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request) {
+absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request, bool& in_step) {
+  // Refusals before the header leave the pair as it was; any failure after it breaks the
+  // pair unless the trailer reported it.
   if (Cancelled(id)) return absl::CancelledError("kv transfer cancelled");  // before connecting
   const int64_t num_blocks = static_cast<int64_t>(request.src_blocks.size());
   for (int32_t b : request.src_blocks) {
@@ -246,12 +289,22 @@ absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request) {
       return absl::InvalidArgumentError(absl::StrCat("src block ", b, " outside the cache"));
     }
   }
-  TANDEM_ASSIGN_OR_RETURN(Peer * peer, Connected(request));
+  if (request.progress && request.progress->num_layers() != cache_.layout.num_layers) {
+    return absl::InvalidArgumentError("kv layer progress has a layer count != the cache's");
+  }
+  TransferTrace trace("send");
+  trace.Mark("job");
+  absl::StatusOr<Peer*> connected = Connected(request);
+  if (!connected.ok()) {
+    in_step = false;  // drops whatever half-built pair there was
+    return connected.status();
+  }
+  Peer* peer = *connected;
   if (Cancelled(id)) return absl::CancelledError("kv transfer cancelled");  // last chance
   if (absl::Now() >= request.deadline) {
     return absl::DeadlineExceededError("kv transfer deadline passed before it started");
   }
-  // The previous transfer's kernels are done (SendChunks or DrainStreams waited): the pinned
+  // The previous transfer's kernels are done (WaitSent or DrainStreams waited): the pinned
   // ids are free to overwrite.
   std::memcpy(block_ids_host_.data(), request.src_blocks.data(), sizeof(int32_t) * num_blocks);
   TANDEM_CUDA_CHECK(cudaMemcpyAsync(block_ids_.data(), block_ids_host_.data(),
@@ -268,12 +321,36 @@ absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request) {
                                       .num_blocks = static_cast<int32_t>(num_blocks),
                                       .units_per_chunk = peer->units_per_chunk,
                                       .edge_units = static_cast<int32_t>(plan.edge_units),
-                                      .num_tokens = request.num_tokens,
-                                      .first_token_id = request.first_token_id,
-                                      .first_logprob = request.first_logprob};
+                                      .num_tokens = request.num_tokens};
+  in_step = false;  // until the trailer is out
   TANDEM_RETURN_IF_ERROR(nccl_control::Write(peer->socket, header, request.deadline));
-
-  return SendChunks(*peer, plan, request.deadline);
+  trace.Mark("header");
+  absl::Status outcome;  // what the trailer reports
+  TANDEM_RETURN_IF_ERROR(SendChunks(*peer, plan, request, trace, outcome));
+  nccl_control::TransferTrailer trailer{.sequence = header.sequence,
+                                        .first_token_id = request.first_token_id,
+                                        .first_logprob = request.first_logprob,
+                                        .cached_prompt_tokens = request.cached_prompt_tokens};
+  if (outcome.ok() && request.first_token_pending) {
+    absl::StatusOr<KvFirstToken> first = jobs_.WaitFirstToken(id, request.deadline);
+    if (first.ok()) {
+      trailer.first_token_id = first->token_id;
+      trailer.first_logprob = first->logprob;
+      trailer.cached_prompt_tokens = first->cached_prompt_tokens;
+      trace.Mark("first_token");
+    } else {
+      outcome = first.status();
+    }
+  }
+  if (outcome.ok() && Cancelled(id)) outcome = absl::CancelledError("kv transfer cancelled");
+  trailer.code = static_cast<int32_t>(outcome.code());
+  trailer.message = std::string(outcome.message());
+  TANDEM_RETURN_IF_ERROR(nccl_control::Write(peer->socket, trailer, request.deadline));
+  TANDEM_RETURN_IF_ERROR(WaitSent(*peer, request.deadline));
+  trace.Mark("sent");
+  trace.Log(request.reservation_id);
+  in_step = true;
+  return outcome;
 }
 
 }  // namespace tandem

@@ -11,14 +11,22 @@
 // communicator's stream) while the next chunk is gathered. Chunks are graded: short first
 // and last ones (`edge_chunk_bytes`), large ones between; a 2k-token Llama-3-8B request
 // (256 MiB) is 4 messages (16 + 112 + 112 + 16 MiB), not 32 per-layer ones, sent on a
-// blocking child communicator (calls cost microseconds, not a thread start each). The transfer is done when the
-// last send completes; the thread polls that with the request's deadline, the
-// communicator's asynchronous error and the control connection (a closed one: the receiver
-// died). Any failure aborts the communicator (ncclCommAbort) and drops the pair; the next
-// transfer builds a new one.
+// blocking child communicator (calls cost microseconds, not a thread start each). After the
+// chunks a trailer on the control connection carries the outcome and the first token. The
+// transfer is done when the last send completes; the thread polls that with the request's
+// deadline, the communicator's asynchronous error and the control connection (a closed one:
+// the receiver died). A failure that leaves the pair mid-message aborts the communicator
+// (ncclCommAbort) and drops the pair; the next transfer builds a new one.
 //
-// Once its header is sent a transfer runs to its end (a few milliseconds at most): Cancel
-// stops a transfer that has not started; one in flight finishes and reports CANCELLED.
+// Overlap (KvSendRequest::progress): a chunk is enqueued once the forward pass published
+// every layer it covers, its gather ordered after that layer's event on our stream, so the
+// KV streams while the pass runs; with first_token_pending the trailer waits for
+// SetFirstToken. A pass that fails still gets all its chunks sent (stale bytes) and a
+// failing trailer, so the pair stays in step.
+//
+// Once its header is sent a transfer runs to its end (the forward pass's remaining layers,
+// then a few milliseconds at most): Cancel stops a transfer that has not started; one in
+// flight sends everything and a CANCELLED trailer, and reports CANCELLED.
 #pragma once
 
 #include <condition_variable>
@@ -38,6 +46,7 @@
 #include "kv_transfer/send_queue.h"
 #include "kv_transfer/nccl/kv_chunk_plan.h"
 #include "kv_transfer/nccl/nccl_comm.h"
+#include "kv_transfer/nccl/transfer_trace.h"
 #include "kv_transfer/tcp/socket.h"
 
 namespace tandem {
@@ -75,6 +84,8 @@ class NcclKvSender final : public KvSender {
   uint64_t StartSend(KvSendRequest request) override;
   std::optional<absl::Status> Poll(uint64_t transfer_id) override;
   void Cancel(uint64_t transfer_id) override;
+  void SetFirstToken(uint64_t transfer_id, KvFirstToken token) override;
+  void WaitForProgress(absl::Duration timeout) override;
 
  private:
   struct Peer {
@@ -91,9 +102,16 @@ class NcclKvSender final : public KvSender {
   NcclKvSender(KvCacheView cache, NcclKvSenderOptions options);
   absl::Status Init();
   void Loop();
-  absl::Status Send(uint64_t id, const KvSendRequest& request);
+  // `in_step` false: the pair may be mid-message (abort and rebuild it).
+  absl::Status Send(uint64_t id, const KvSendRequest& request, bool& in_step);
   absl::StatusOr<Peer*> Connected(const KvSendRequest& request);
-  absl::Status SendChunks(Peer& peer, const KvChunkPlan& plan, absl::Time deadline);
+  // Enqueues every chunk (after the layers it covers, with request.progress). A failed
+  // forward pass goes to `forward_failed` and the chunks still go; an error return means
+  // the pair is out of step.
+  absl::Status SendChunks(Peer& peer, const KvChunkPlan& plan, const KvSendRequest& request,
+                          TransferTrace& trace, absl::Status& forward_failed);
+  // Waits (bounded) for the last enqueued send.
+  absl::Status WaitSent(Peer& peer, absl::Time deadline);
   // Waits (bounded) until no kernel of ours reads the cache or the staging ring.
   void DrainStreams();
   bool Cancelled(uint64_t id) { return jobs_.Cancelled(id); }

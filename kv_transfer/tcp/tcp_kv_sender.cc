@@ -25,6 +25,12 @@ std::optional<absl::Status> TcpKvSender::Poll(uint64_t transfer_id) {
 
 void TcpKvSender::Cancel(uint64_t transfer_id) { jobs_.Cancel(transfer_id); }
 
+void TcpKvSender::SetFirstToken(uint64_t transfer_id, KvFirstToken token) {
+  jobs_.SetFirstToken(transfer_id, token);
+}
+
+void TcpKvSender::WaitForProgress(absl::Duration timeout) { jobs_.WaitForFinish(timeout); }
+
 void TcpKvSender::Loop() {
   while (std::optional<KvSendQueue::Job> job = jobs_.Next()) {
     absl::Status status = Send(job->first, job->second);
@@ -99,20 +105,34 @@ absl::Status TcpKvSender::Send(uint64_t id, const KvSendRequest& request) {
       return absl::InvalidArgumentError(absl::StrCat("src block ", b, " outside the cache"));
     }
   }
+  if (request.progress && request.progress->num_layers() != cache_.layout.num_layers) {
+    return absl::InvalidArgumentError("kv layer progress has a layer count != the cache's");
+  }
   TANDEM_ASSIGN_OR_RETURN(Peer * peer, Connected(request));
   uint64_t sequence = 0;
   for (int64_t layer = 0; layer < cache_.layout.num_layers; ++layer) {
+    // Overlap: a layer goes once the forward pass wrote it (host KV: as each layer ends;
+    // device KV read through managed memory: once the pass synchronized). A failed pass
+    // fails the transfer; the connection is dropped and the receiver fails the reservation.
+    if (request.progress) {
+      TANDEM_RETURN_IF_ERROR(request.progress->WaitForHostLayers(layer + 1, request.deadline));
+    }
     TANDEM_RETURN_IF_ERROR(SendLayer(id, request, *peer, layer, sequence));
+  }
+  KvFirstToken first{.token_id = request.first_token_id, .logprob = request.first_logprob,
+                     .cached_prompt_tokens = request.cached_prompt_tokens};
+  if (request.first_token_pending) {
+    TANDEM_ASSIGN_OR_RETURN(first, jobs_.WaitFirstToken(id, request.deadline));
   }
   KvFrame frame;
   auto* complete = frame.mutable_complete();
   complete->set_reservation_id(request.reservation_id);
   complete->set_num_tokens(request.num_tokens);
-  complete->set_first_token_id(request.first_token_id);
-  complete->mutable_first_logprob()->set_token_id(request.first_token_id);
-  complete->mutable_first_logprob()->set_logprob(request.first_logprob);
+  complete->set_first_token_id(first.token_id);
+  complete->mutable_first_logprob()->set_token_id(first.token_id);
+  complete->mutable_first_logprob()->set_logprob(first.logprob);
   complete->set_sequence_number(sequence);
-  complete->set_cached_prompt_tokens(request.cached_prompt_tokens);
+  complete->set_cached_prompt_tokens(first.cached_prompt_tokens);
   return tcp::WriteFrame(peer->socket, frame, request.deadline);
 }
 

@@ -1,6 +1,7 @@
 // The prefill side of the TCP KV transport. One I/O thread sends queued transfers in order
-// over one cached connection per receiver endpoint, layer by layer, in chunks of whole
-// blocks, then a KvComplete carrying the first token. A connection is re-handshaken when a
+// over one cached connection per receiver endpoint, layer by layer (each once the forward
+// pass wrote it, with KvSendRequest::progress), in chunks of whole blocks, then a
+// KvComplete carrying the first token (waiting for SetFirstToken when it is pending). A connection is re-handshaken when a
 // transfer expects a different receiver incarnation, and dropped on any error.
 #pragma once
 
@@ -33,6 +34,8 @@ class TcpKvSender final : public KvSender {
   uint64_t StartSend(KvSendRequest request) override;
   std::optional<absl::Status> Poll(uint64_t transfer_id) override;
   void Cancel(uint64_t transfer_id) override;
+  void SetFirstToken(uint64_t transfer_id, KvFirstToken token) override;
+  void WaitForProgress(absl::Duration timeout) override;
 
  private:
   struct Peer {

@@ -191,6 +191,51 @@ TEST_F(TcpKvTransferTest, GarbageOnTheSocketIsDroppedAndReceiverKeepsWorking) {
   EXPECT_TRUE(dst_.BlockEquals(src_, 9, 3));
 }
 
+// Overlap over TCP (host KV): each layer goes once the pass published it, the first token
+// once supplied; what arrives is what the pass wrote, not what the blocks held before.
+TEST_F(TcpKvTransferTest, StreamsLayersAsPublishedAndWaitsForTheFirstToken) {
+  TcpKvSender sender(src_.view, {.identity = Identity("prefill-0", 5), .max_chunk_bytes = 300});
+  std::vector<int32_t> src = {3, 9, 27}, dst = {12, 0, 7};
+  receiver_->Expect("s", dst, absl::Now() + absl::Seconds(10));
+  auto progress = std::make_shared<KvLayerProgress>(src_.view.layout.num_layers);
+  KvSendRequest request = Request("s", src, 11);
+  request.progress = progress;
+  request.first_token_pending = true;
+  const uint64_t id = sender.StartSend(std::move(request));
+  const size_t bb = src_.view.layout.BytesPerBlockPerLayer();
+  for (int64_t l = 0; l < src_.view.layout.num_layers; ++l) {
+    absl::SleepFor(absl::Milliseconds(20));
+    EXPECT_TRUE(receiver_->PollArrivals().empty());
+    for (int32_t b : src) {  // the "forward pass" writes this layer now
+      std::memset(src_.view.KBlock(l, b), static_cast<int>(l + b), bb);
+      std::memset(src_.view.VBlock(l, b), static_cast<int>(l + 2 * b), bb);
+    }
+    progress->LayerWritten(l, nullptr);
+  }
+  progress->Complete();
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_FALSE(sender.Poll(id).has_value());  // waiting for the first token
+  sender.SetFirstToken(id, {.token_id = 42, .logprob = -1.5f, .cached_prompt_tokens = 16});
+  ASSERT_TRUE(WaitForSend(sender, id).ok());
+  std::vector<KvArrival> arrivals = WaitForArrivals(*receiver_, 1);
+  ASSERT_EQ(arrivals.size(), 1u);
+  EXPECT_TRUE(arrivals[0].status.ok()) << arrivals[0].status;
+  EXPECT_EQ(arrivals[0].first_token_id, 42);
+  EXPECT_FLOAT_EQ(arrivals[0].first_logprob, -1.5f);
+  EXPECT_EQ(arrivals[0].cached_prompt_tokens, 16);
+  for (size_t i = 0; i < src.size(); ++i) EXPECT_TRUE(dst_.BlockEquals(src_, dst[i], src[i])) << i;
+
+  // Cancelled before its first token: CANCELLED, the reservation is not reported done.
+  receiver_->Expect("c", {1}, absl::Now() + absl::Seconds(10));
+  KvSendRequest pending = Request("c", {4}, 5);
+  pending.first_token_pending = true;
+  const uint64_t cancelled = sender.StartSend(std::move(pending));
+  absl::SleepFor(absl::Milliseconds(50));
+  sender.Cancel(cancelled);
+  EXPECT_TRUE(absl::IsCancelled(WaitForSend(sender, cancelled)));
+  for (const KvArrival& a : receiver_->PollArrivals()) EXPECT_FALSE(a.status.ok());
+}
+
 TEST(LoopbackKvTransferTest, CopiesBlocksAndReportsArrival) {
   HostCache src(3), dst(4);
   LoopbackKvNetwork network;

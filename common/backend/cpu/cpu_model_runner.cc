@@ -142,6 +142,7 @@ void CpuModelRunner::AttentionBlock(int64_t layer, const ForwardInputs& in) {
   reference::ApplyRope(q_, c.num_heads, c.head_dim, in.positions, inv_freq_);
   reference::ApplyRope(k_, c.num_kv_heads, c.head_dim, in.positions, inv_freq_);
   reference::WriteKv(k_, v_, in.slot_mapping, layer_kv(layer));
+  if (in.kv_progress != nullptr) in.kv_progress->LayerWritten(layer, nullptr);  // host: done
   Attention(layer, in);
   MatMulTransposed(attn_, num_tokens, c.num_heads * c.head_dim, w.o_proj, c.hidden_size,
                    proj_.data(), c.hidden_size);

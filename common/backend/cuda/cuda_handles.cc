@@ -2,11 +2,23 @@
 
 #include "common/backend/cuda/cuda_check.h"
 
+#include <algorithm>
+
 namespace tandem {
 
 absl::StatusOr<CudaStream> CudaStream::Create() {
   cudaStream_t stream = nullptr;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  return CudaStream(stream);
+}
+
+absl::StatusOr<CudaStream> CudaStream::CreateWithPriority(int levels_above_lowest) {
+  int least = 0, greatest = 0;  // numerically lower is higher priority
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  const int priority = std::max(greatest, least - std::max(0, levels_above_lowest));
+  cudaStream_t stream = nullptr;
+  TANDEM_CUDA_RETURN_IF_ERROR(
+      cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking, priority));
   return CudaStream(stream);
 }
 
@@ -27,6 +39,12 @@ void CudaStream::Synchronize() const { TANDEM_CUDA_CHECK(cudaStreamSynchronize(s
 absl::StatusOr<CudaEvent> CudaEvent::Create() {
   cudaEvent_t event = nullptr;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&event));
+  return CudaEvent(event);
+}
+
+absl::StatusOr<CudaEvent> CudaEvent::CreateWithoutTiming() {
+  cudaEvent_t event = nullptr;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
   return CudaEvent(event);
 }
 

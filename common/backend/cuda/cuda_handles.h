@@ -17,6 +17,11 @@ namespace tandem {
 class CudaStream {
  public:
   static absl::StatusOr<CudaStream> Create();  // non-blocking stream on the current device
+  // The same, `levels_above_lowest` scheduling priority levels above the default (lowest)
+  // one, clamped to the device's range (an H100/H200 has 6 levels): the block scheduler
+  // starts a kernel's blocks before pending blocks of lower-priority streams (the KV
+  // transfer's NCCL stream above its copy kernels, both above a forward pass).
+  static absl::StatusOr<CudaStream> CreateWithPriority(int levels_above_lowest);
   CudaStream() = default;
   CudaStream(CudaStream&& other) noexcept : stream_(std::exchange(other.stream_, nullptr)) {}
   CudaStream& operator=(CudaStream&& other) noexcept;
@@ -33,6 +38,7 @@ class CudaStream {
 class CudaEvent {
  public:
   static absl::StatusOr<CudaEvent> Create();  // with timing enabled
+  static absl::StatusOr<CudaEvent> CreateWithoutTiming();  // cheaper to record and wait on
   CudaEvent() = default;
   CudaEvent(CudaEvent&& other) noexcept : event_(std::exchange(other.event_, nullptr)) {}
   CudaEvent& operator=(CudaEvent&& other) noexcept;

@@ -69,6 +69,7 @@ struct CudaModelRunner::Batch {
   const int32_t *token_ids = nullptr, *positions = nullptr, *slot_mapping = nullptr,
                 *query_start = nullptr, *context_lens = nullptr, *block_tables = nullptr,
                 *logits_rows = nullptr, *tiles = nullptr;
+  KvLayerProgress* kv_progress = nullptr;  // eager passes only (not captured in graphs)
 };
 
 std::string CudaMemoryReport::ToString() const {
@@ -118,6 +119,10 @@ CudaModelRunner::~CudaModelRunner() {
 absl::Status CudaModelRunner::Allocate(const WeightStore& store) {
   const ModelConfig& c = config_;
   TANDEM_ASSIGN_OR_RETURN(stream_, CudaStream::Create());
+  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+    TANDEM_ASSIGN_OR_RETURN(CudaEvent event, CudaEvent::CreateWithoutTiming());
+    layer_written_.push_back(std::move(event));
+  }
   TANDEM_ASSIGN_OR_RETURN(gemm_, CublasLtGemm::Create());
   TANDEM_ASSIGN_OR_RETURN(weights_, CudaWeights::Load(c, store));
   memory_.weight_bytes = weights_->device_bytes();
@@ -383,6 +388,7 @@ absl::StatusOr<LogitsView> CudaModelRunner::Forward(const ForwardInputs& in) {
     TANDEM_RETURN_IF_ERROR(RunDecodeGraph(in, batch));
   } else {
     TANDEM_ASSIGN_OR_RETURN(batch, UploadBatch(in));
+    batch.kv_progress = in.kv_progress;
     TANDEM_RETURN_IF_ERROR(RunModel(batch));
   }
   // Only the requested rows come back (the first rows of the gathered logits).
@@ -484,6 +490,10 @@ absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
        .num_tokens = b.num_tokens, .num_heads = static_cast<int32_t>(c.num_heads),
        .cache = layer_kv(layer)},
       stream_.get()));
+  if (b.kv_progress != nullptr) {
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(layer_written_[layer].get(), stream_.get()));
+    b.kv_progress->LayerWritten(layer, layer_written_[layer].get());
+  }
   TANDEM_RETURN_IF_ERROR(Attention(layer, b));
   return GemmIntoResidual(attn_.as<bf16>(), b.num_tokens, q_dim, w.o_proj);
 }

@@ -144,6 +144,9 @@ class CudaModelRunner final : public ModelRunner {
     CudaGraphExec exec;
   };
   std::map<std::pair<int32_t, int32_t>, GraphEntry> graphs_;  // (seqs, blocks) bucket
+  // Recorded after each layer's K/V write when a forward pass publishes its progress
+  // (ForwardInputs::kv_progress, eager steps only); re-recorded by later passes.
+  std::vector<CudaEvent> layer_written_;
 };
 
 }  // namespace tandem

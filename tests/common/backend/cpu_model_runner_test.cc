@@ -144,6 +144,27 @@ TEST_P(CpuRunnerTest, ChunkedPrefillMatchesReference) {
   }
 }
 
+// A forward pass publishes every layer once its K/V is written (prefill overlap), with no
+// device event (host memory: written already), and the logits are unchanged.
+TEST_P(CpuRunnerTest, PublishesEachLayersKvWrite) {
+  const std::vector<int32_t>& ids = golden_.prompts[0];
+  ShuffledBlocks blocks(runner_->num_kv_blocks(), /*seed=*/4);
+  std::vector<int32_t> table = blocks.Take(ids.size(), 16);
+  BatchBuilder batch(16);
+  batch.Add(ids, 0, table, LogitsFor::kAll);
+  KvLayerProgress progress(runner_->config().num_layers);
+  ForwardInputs in = batch.inputs();
+  in.kv_progress = &progress;
+  auto logits = runner_->Forward(in);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  absl::StatusOr<void*> written =
+      progress.WaitForLayers(runner_->config().num_layers, absl::Now());  // no waiting
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_EQ(*written, nullptr);
+  EXPECT_LE(MaxAbsDiff(logits->values, std::span(golden_.logits[0]).subspan(0, ids.size() * vocab())),
+            kLogitTolerance);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, CpuRunnerTest, ::testing::Values("llama3-tiny", "llama2-tiny"),
                          [](const auto& info) {
                            std::string name = info.param;

@@ -312,10 +312,19 @@ TEST_P(EngineTest, PrefillAndDecodeRolesHandOverKv) {
   auto p_sink = std::make_shared<CollectingSink>();
   ASSERT_TRUE(prefill->AddRequest(Greedy("x", prompt, 16, p_sink)).ok());
   RunToCompletion(*prefill);  // stops stepping work once held: the record stays live
-  ASSERT_EQ(p_sink->outputs.size(), 1u);
+  // The hand-off comes before the forward pass that writes the KV (its progress says when
+  // each layer is written), the first token after it.
+  ASSERT_EQ(p_sink->outputs.size(), 2u);
   const EngineOutput& handoff = p_sink->outputs[0];
   EXPECT_EQ(handoff.kv_num_tokens, static_cast<int64_t>(prompt.size()));
-  ASSERT_EQ(handoff.token_ids.size(), 1u);
+  EXPECT_TRUE(handoff.token_ids.empty());
+  ASSERT_NE(handoff.kv_progress, nullptr);
+  EXPECT_TRUE(handoff.kv_progress->WaitForComplete(absl::Now()).ok());
+  const EngineOutput& first = p_sink->outputs[1];
+  EXPECT_TRUE(first.kv_blocks.empty());
+  ASSERT_EQ(first.token_ids.size(), 1u);
+  EXPECT_EQ(first.token_ids[0], Reference(f_, num_prompts() - 1, 1)[0]);
+  EXPECT_LT(prefill->stats().num_blocks_free, 32);  // pinned until ReleaseHold
 
   Reservation reservation;
   decode->Reserve("x", handoff.kv_num_tokens, absl::Now() + absl::Seconds(30),
@@ -336,11 +345,46 @@ TEST_P(EngineTest, PrefillAndDecodeRolesHandOverKv) {
   EXPECT_EQ(prefill->stats().num_blocks_free, 32);
 
   auto d_sink = std::make_shared<CollectingSink>();
-  ASSERT_TRUE(decode->StartDecode(Greedy("x", prompt, 16, d_sink), handoff.token_ids[0],
+  ASSERT_TRUE(decode->StartDecode(Greedy("x", prompt, 16, d_sink), first.token_ids[0],
                                   std::nullopt).ok());
   RunToCompletion(*decode);
   EXPECT_EQ(d_sink->Tokens(), Reference(f_, num_prompts() - 1, 16));
   EXPECT_EQ(decode->stats().num_blocks_free, 32);
+}
+
+// After the hand-off the transfer may be reading the blocks: an abort (or a passed request
+// deadline) ends the request but keeps them pinned until the holder's ReleaseHold; Stop
+// releases everything.
+TEST_P(EngineTest, PrefillHoldSurvivesAbortUntilReleased) {
+  auto prefill = MakeEngine(f_, 32, EngineRole::kPrefillOnly);
+  auto sink = std::make_shared<CollectingSink>();
+  EngineRequest request = Greedy("held", Prompt(f_, 0), 8, sink);
+  request.deadline = absl::Now() + absl::Milliseconds(300);
+  ASSERT_TRUE(prefill->AddRequest(std::move(request)).ok());
+  RunToCompletion(*prefill);
+  ASSERT_EQ(sink->outputs.size(), 2u);
+  const int32_t held = 32 - prefill->stats().num_blocks_free;
+  EXPECT_GT(held, 0);
+  absl::SleepFor(absl::Milliseconds(400));  // past the request deadline: not expired
+  prefill->Step();
+  EXPECT_EQ(prefill->stats().num_blocks_free, 32 - held);
+  prefill->Abort("held", absl::InternalError("boom"));
+  prefill->Step();
+  ASSERT_EQ(sink->outputs.size(), 3u);
+  EXPECT_EQ(sink->outputs.back().finish, OutputFinish::kAbort);
+  EXPECT_EQ(prefill->stats().num_blocks_free, 32 - held);  // still pinned
+  prefill->ReleaseHold("held");
+  prefill->Step();
+  EXPECT_EQ(prefill->stats().num_blocks_free, 32);
+
+  auto again = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(prefill->AddRequest(Greedy("held2", Prompt(f_, 1), 8, again)).ok());
+  RunToCompletion(*prefill);
+  ASSERT_EQ(again->outputs.size(), 2u);
+  EXPECT_LT(prefill->stats().num_blocks_free, 32);
+  prefill->Stop();  // releases holds
+  prefill->Step();  // refreshes the stats
+  EXPECT_EQ(prefill->stats().num_blocks_free, 32);
 }
 
 TEST_P(EngineTest, ExpiredReservationIsFreed) {

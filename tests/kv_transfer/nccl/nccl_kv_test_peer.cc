@@ -15,6 +15,12 @@
 //             CHECK src_seed s,s,.. d,d,..  (dst blocks equal the src pattern's blocks)
 //             UNTOUCHED d,d,..              (blocks still hold this peer's own pattern)
 //   sender:   SEND endpoint incarnation id tokens deadline_ms s,s,.. (SENT tid)
+//             STREAM endpoint incarnation id tokens deadline_ms s,s,.. seed fail_layer end
+//               (SENT tid once done): a send overlapped with a simulated forward pass that
+//               rewrites the src blocks layer by layer with pattern `seed` (each layer after a
+//               host pause and a slow kernel, its event recorded after the write, published
+//               through a KvLayerProgress); fails the pass at `fail_layer` (-1: never); then
+//               end = token (SetFirstToken 1000 + tokens) or cancel (Cancel)
 //             POLL tid timeout_ms (STATUS code message) | CANCEL tid
 //   both:     QUIT
 // The KV cache's bytes are LaunchFillPattern(seed) over the whole allocation, so a receiver
@@ -29,6 +35,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/backend/cuda/cuda_check.h"
 #include "common/backend/cuda/cuda_handles.h"
@@ -216,6 +223,12 @@ int RunSender(const std::map<std::string, std::string>& flags, const KvLayout& l
     std::cout << "ERROR " << sender.status() << std::endl;
     return 1;
   }
+  CudaStream forward = *CudaStream::Create();  // the simulated forward pass (STREAM)
+  DeviceBuffer scratch = *DeviceBuffer::Allocate(256u << 20);
+  std::vector<CudaEvent> layer_events;
+  for (int64_t l = 0; l < layout.num_layers; ++l) {
+    layer_events.push_back(*CudaEvent::CreateWithoutTiming());
+  }
   std::cout << "READY -" << std::endl;
   std::string line;
   while (std::getline(std::cin, line)) {
@@ -233,6 +246,50 @@ int RunSender(const std::map<std::string, std::string>& flags, const KvLayout& l
       request.first_logprob = -0.25f;
       request.deadline = absl::Now() + absl::Milliseconds(deadline_ms);
       std::cout << "SENT " << (*sender)->StartSend(std::move(request)) << std::endl;
+    } else if (cmd == "STREAM") {
+      KvSendRequest request;
+      int64_t deadline_ms, fail_layer;
+      uint64_t new_seed;
+      std::string blocks, end;
+      in >> request.endpoint >> request.receiver_incarnation >> request.reservation_id >>
+          request.num_tokens >> deadline_ms >> blocks >> new_seed >> fail_layer >> end;
+      request.src_blocks = Blocks(blocks);
+      request.deadline = absl::Now() + absl::Milliseconds(deadline_ms);
+      request.first_token_pending = true;
+      auto progress = std::make_shared<KvLayerProgress>(layout.num_layers);
+      request.progress = progress;
+      const std::vector<int32_t> src = request.src_blocks;
+      const int32_t tokens = request.num_tokens;
+      const uint64_t tid = (*sender)->StartSend(std::move(request));
+      const size_t bb = layout.BytesPerBlockPerLayer();
+      for (int64_t l = 0; l < layout.num_layers; ++l) {
+        if (l == fail_layer) {
+          progress->Fail(absl::InternalError(absl::StrCat("forward pass failed at layer ", l)));
+          break;
+        }
+        absl::SleepFor(absl::Milliseconds(2));
+        // A slow kernel first, so a gather not ordered after the event would read old bytes.
+        LaunchFillPattern(scratch.as<std::byte>(), scratch.size_bytes(), l, 0, forward.get());
+        for (int32_t b : src) {
+          for (int kv = 0; kv < 2; ++kv) {
+            const size_t offset = (2 * l + kv) * cache.region + static_cast<size_t>(b) * bb;
+            LaunchFillPattern(cache.bytes.as<std::byte>() + offset, bb, new_seed, offset / 8,
+                              forward.get());
+          }
+        }
+        layer_events[l].Record(forward.get());
+        progress->LayerWritten(l, layer_events[l].get());
+      }
+      if (fail_layer < 0) {
+        forward.Synchronize();
+        progress->Complete();
+      }
+      if (end == "cancel") {
+        (*sender)->Cancel(tid);
+      } else {
+        (*sender)->SetFirstToken(tid, {.token_id = 1000 + tokens, .logprob = -0.25f});
+      }
+      std::cout << "SENT " << tid << std::endl;
     } else if (cmd == "POLL") {
       uint64_t id;
       int64_t timeout_ms;

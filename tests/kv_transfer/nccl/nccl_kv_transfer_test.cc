@@ -280,6 +280,71 @@ TEST_F(NcclKvTransferTest, EightBShapeTwoThousandTokens) {
   EXPECT_EQ(receiver->Ask(absl::StrCat("CHECK 100 ", List(src), " ", List(dst))), "CHECK OK");
 }
 
+// Overlap with the forward pass: the sender reads each layer only after the pass wrote it
+// (the src blocks change pattern during the transfer, each layer behind a slow kernel);
+// what arrives is the new pattern, with the first token supplied after the last layer.
+TEST_F(NcclKvTransferTest, StreamsKvAsTheForwardPassWritesEachLayer) {
+  for (const std::string& shape : {"small", "8b"}) {
+    SCOPED_TRACE(shape);
+    std::string endpoint;
+    std::vector<std::string> flags = {"--shape=" + shape, "--blocks=160"};
+    if (shape == "small") flags.push_back("--max_chunk_bytes=40960");  // odd layer boundaries
+    auto receiver = Receiver(&endpoint, flags);
+    auto sender = Sender(flags);
+    std::mt19937 rng(std::random_device{}());
+    std::vector<int32_t> all(160);
+    for (int i = 0; i < 160; ++i) all[i] = i;
+    std::shuffle(all.begin(), all.end(), rng);
+    std::vector<int32_t> src(all.begin(), all.begin() + 128);
+    std::shuffle(all.begin(), all.end(), rng);
+    std::vector<int32_t> dst(all.begin(), all.begin() + 128);
+    EXPECT_EQ(receiver->Ask("EXPECT s 60000 " + List(dst)), "OK");
+    std::string sent = sender->Ask(absl::StrCat("STREAM ", endpoint, " 1 s 2048 30000 ", List(src),
+                                                " 300 -1 token"));
+    ASSERT_THAT(sent, StartsWith("SENT "));
+    EXPECT_EQ(Status(*sender, sent.substr(5)), "0 ");
+    std::vector<Arrival> arrivals = Wait(*receiver, 1);
+    ASSERT_EQ(arrivals.size(), 1u);
+    EXPECT_EQ(arrivals[0].code, 0) << arrivals[0].message;
+    EXPECT_EQ(arrivals[0].first_token, 1000 + 2048);
+    EXPECT_EQ(receiver->Ask(absl::StrCat("CHECK 300 ", List(src), " ", List(dst))), "CHECK OK");
+  }
+}
+
+// A forward pass that fails mid-transfer, or a transfer cancelled before its first token,
+// fails only that reservation (the trailer says so); the pair stays in step and the next
+// transfer on it succeeds.
+TEST_F(NcclKvTransferTest, FailedOrCancelledStreamFailsOnlyItsReservation) {
+  std::string endpoint;
+  auto receiver = Receiver(&endpoint);
+  auto sender = Sender({"--max_chunk_bytes=40960"});
+  EXPECT_EQ(receiver->Ask("EXPECT f 60000 10,11,12"), "OK");
+  std::string sent = sender->Ask(absl::StrCat("STREAM ", endpoint, " 1 f 40 30000 1,2,3 300 2 token"));
+  ASSERT_THAT(sent, StartsWith("SENT "));
+  std::string status = Status(*sender, sent.substr(5));
+  EXPECT_THAT(status, StartsWith("13 "));  // INTERNAL: the pass's failure
+  EXPECT_THAT(status, HasSubstr("forward pass failed at layer 2"));
+  std::vector<Arrival> arrivals = Wait(*receiver, 1);
+  ASSERT_EQ(arrivals.size(), 1u);
+  EXPECT_EQ(arrivals[0].code, 13) << arrivals[0].message;
+  EXPECT_THAT(arrivals[0].message, HasSubstr("forward pass failed at layer 2"));
+
+  EXPECT_EQ(receiver->Ask("EXPECT c 60000 20,21"), "OK");
+  sent = sender->Ask(absl::StrCat("STREAM ", endpoint, " 1 c 20 30000 4,5 300 -1 cancel"));
+  ASSERT_THAT(sent, StartsWith("SENT "));
+  EXPECT_THAT(Status(*sender, sent.substr(5)), StartsWith("1 "));  // CANCELLED
+  arrivals = Wait(*receiver, 1);
+  ASSERT_EQ(arrivals.size(), 1u);
+  EXPECT_EQ(arrivals[0].code, 1) << arrivals[0].message;
+
+  EXPECT_EQ(receiver->Ask("EXPECT ok 60000 30,31"), "OK");
+  EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "ok", 20, {7, 8})), "0 ");
+  arrivals = Wait(*receiver, 1);
+  ASSERT_EQ(arrivals.size(), 1u);
+  EXPECT_EQ(arrivals[0].code, 0) << arrivals[0].message;
+  EXPECT_EQ(receiver->Ask("CHECK 100 7,8 30,31"), "CHECK OK");
+}
+
 TEST_F(NcclKvTransferTest, HandshakeRefusesAnotherModel) {
   std::string endpoint;
   auto receiver = Receiver(&endpoint, {"--fingerprint=llama-A"});

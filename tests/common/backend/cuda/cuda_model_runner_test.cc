@@ -193,6 +193,34 @@ TEST_P(CudaRunnerTest, ChunkedPrefillMatchesReference) {
   }
 }
 
+// An eager pass publishes every layer once its K/V write is enqueued, each with an event
+// that has completed by the time Forward returns; the logits are unchanged.
+TEST_P(CudaRunnerTest, PublishesEachLayersKvWriteWithAnEvent) {
+  size_t p = golden_.prompts.size() - 1;
+  const std::vector<int32_t>& ids = golden_.prompts[p];
+  ShuffledBlocks blocks(runner_->num_kv_blocks(), /*seed=*/4);
+  std::vector<int32_t> table = blocks.Take(ids.size(), 16);
+  BatchBuilder batch(16);
+  batch.Add(ids, 0, table, LogitsFor::kAll);
+  KvLayerProgress progress(runner_->config().num_layers);
+  ForwardInputs in = batch.inputs();
+  in.kv_progress = &progress;
+  auto logits = runner_->Forward(in);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  for (int64_t layer = 1; layer <= runner_->config().num_layers; ++layer) {
+    absl::StatusOr<void*> written = progress.WaitForLayers(layer, absl::Now());  // no waiting
+    ASSERT_TRUE(written.ok()) << "layer " << layer << ": " << written.status();
+    ASSERT_NE(*written, nullptr);
+    EXPECT_EQ(cudaEventQuery(static_cast<cudaEvent_t>(*written)), cudaSuccess);
+  }
+  for (size_t r = 0; r < ids.size(); ++r) {
+    EXPECT_LE(testing::RelativeError(logits->Row(r),
+                                     std::span(golden_.logits[p]).subspan(r * vocab(), vocab())),
+              kRelativeTolerance)
+        << "position " << r;
+  }
+}
+
 // Decode steps through CUDA graphs (eager first step, captured second, replays after) give
 // the logits of eager decode steps on the same inputs.
 TEST_P(CudaRunnerTest, DecodeGraphsMatchEagerDecode) {

@@ -1,0 +1,56 @@
+// Per-transfer stage timestamps for finding where a transfer's time goes (bench, debugging):
+// logged as one line per transfer and side when the environment sets TANDEM_KV_TRACE=1,
+// in microseconds since the process's first trace, so a sender and a receiver in one
+// process (kv_transfer_bench) line up. Free when off: Mark is a branch.
+#pragma once
+
+#include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/logging.h"
+
+namespace tandem {
+
+class TransferTrace {
+ public:
+  explicit TransferTrace(const char* side) : side_(side), enabled_(Enabled()) {
+    if (enabled_) Epoch();  // fixed before this transfer's first mark
+  }
+
+  void Mark(const char* stage) {
+    if (enabled_) marks_.emplace_back(stage, absl::Now());
+  }
+
+  void Log(const std::string& reservation_id) const {
+    if (!enabled_ || marks_.empty()) return;
+    std::string line = absl::StrCat("kv_trace side=", side_, " id=", reservation_id);
+    for (const auto& [stage, at] : marks_) {
+      absl::StrAppend(&line, " ", stage, "=", absl::ToInt64Microseconds(at - Epoch()));
+    }
+    TANDEM_LOG(INFO) << line;
+  }
+
+ private:
+  static bool Enabled() {
+    static const bool enabled = [] {
+      const char* v = std::getenv("TANDEM_KV_TRACE");
+      return v != nullptr && std::string(v) == "1";
+    }();
+    return enabled;
+  }
+  static absl::Time Epoch() {
+    static const absl::Time epoch = absl::Now();
+    return epoch;
+  }
+
+  const char* side_;
+  bool enabled_;
+  std::vector<std::pair<const char*, absl::Time>> marks_;
+};
+
+}  // namespace tandem
