@@ -284,7 +284,7 @@ TEST_F(NcclKvTransferTest, EightBShapeTwoThousandTokens) {
 // (the src blocks change pattern during the transfer, each layer behind a slow kernel);
 // what arrives is the new pattern, with the first token supplied after the last layer.
 TEST_F(NcclKvTransferTest, StreamsKvAsTheForwardPassWritesEachLayer) {
-  for (const std::string& shape : {"small", "8b"}) {
+  for (std::string shape : {"small", "8b"}) {
     SCOPED_TRACE(shape);
     std::string endpoint;
     std::vector<std::string> flags = {"--shape=" + shape, "--blocks=160"};
