@@ -16,7 +16,14 @@ namespace tandem {
 // communicator is declared last so it is aborted first.
 class NcclKvReceiver::Session {
  public:
-  CudaStream nccl_stream, scatter_stream;
+  // Scatters alternate between two streams, so the last (short) chunk's scatter runs beside
+  // the previous (long) one instead of behind it; scatter_stream also carries the block-id
+  // upload (scatter_side waits for it) and joins both at the end of a transfer.
+  CudaStream nccl_stream, scatter_stream, scatter_side;
+  CudaEvent ids_uploaded, side_done;
+  cudaStream_t scatter(int64_t chunk) const {
+    return chunk % 2 == 0 ? scatter_stream.get() : scatter_side.get();
+  }
   DeviceBuffer staging, block_ids, layer_ptrs;  // layer_ptrs: [K layers][V layers]
   PinnedBuffer block_ids_host;
   std::vector<CudaEvent> received, scattered;
@@ -102,6 +109,9 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handsha
       // As the sender's: NCCL above the scatters, both above the decode steps.
       TANDEM_ASSIGN_OR_RETURN(session->nccl_stream, CudaStream::CreateWithPriority(5));
       TANDEM_ASSIGN_OR_RETURN(session->scatter_stream, CudaStream::CreateWithPriority(1));
+      TANDEM_ASSIGN_OR_RETURN(session->scatter_side, CudaStream::CreateWithPriority(1));
+      TANDEM_ASSIGN_OR_RETURN(session->ids_uploaded, CudaEvent::CreateWithoutTiming());
+      TANDEM_ASSIGN_OR_RETURN(session->side_done, CudaEvent::CreateWithoutTiming());
       TANDEM_ASSIGN_OR_RETURN(session->staging, DeviceBuffer::Allocate(
                                                     session->slot_bytes * options_.num_staging_slots));
       size_t ids_bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(1, cache_.num_blocks));
@@ -192,6 +202,8 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
   // Our scatters were launched only after their data had landed, so they finish without the
   // peer: wait for them (bounded, never a stream synchronize) before the reservation is
   // reported and its blocks are reused.
+  session.side_done.Record(session.scatter_side.get());
+  TANDEM_CUDA_CHECK(cudaStreamWaitEvent(session.scatter_stream.get(), session.side_done.get(), 0));
   session.scatter_done.Record(session.scatter_stream.get());
   absl::Status scattered = WaitForEvent(session.scatter_done.get(),
                                         absl::Now() + options_.recv_timeout, "kv scatter");
@@ -256,12 +268,14 @@ uint64_t NcclKvReceiver::Claim(Session& session, const nccl_control::TransferHea
     arrived_.notify_all();
     return 0;
   }
-  p.writing_stream = session.scatter_stream.get();
+  p.writing_streams = {session.scatter_stream.get(), session.scatter_side.get()};
   std::memcpy(session.block_ids_host.data(), p.block_ids.data(),
               sizeof(int32_t) * header.num_blocks);
   TANDEM_CUDA_CHECK(cudaMemcpyAsync(session.block_ids.data(), session.block_ids_host.data(),
                                     sizeof(int32_t) * header.num_blocks, cudaMemcpyHostToDevice,
                                     session.scatter_stream.get()));
+  session.ids_uploaded.Record(session.scatter_stream.get());
+  TANDEM_CUDA_CHECK(cudaStreamWaitEvent(session.scatter_side.get(), session.ids_uploaded.get(), 0));
   return p.generation;
 }
 
@@ -324,9 +338,9 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
                          .num_blocks = static_cast<int32_t>(plan.num_blocks),
                          .first_unit = chunk.first_unit, .count = chunk.num_units,
                          .block_bytes = block_bytes, .staging = staging(c)},
-                        session.scatter_stream.get());
+                        session.scatter(c));
       }
-      session.scattered[slot].Record(session.scatter_stream.get());
+      session.scattered[slot].Record(session.scatter(c));
     }
     if (c + slots < num_chunks) {
       TANDEM_CUDA_CHECK(cudaStreamWaitEvent(session.nccl_stream.get(),
@@ -341,7 +355,7 @@ void NcclKvReceiver::Report(KvArrival arrival, uint64_t generation) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!StillWriting(arrival.reservation_id, generation)) return;  // drained, cancelled, expired
   auto it = pending_.find(arrival.reservation_id);
-  it->second.writing_stream = nullptr;
+  it->second.writing_streams = {};
   if (!arrival.status.ok()) arrival = {.reservation_id = arrival.reservation_id,
                                        .status = arrival.status};
   arrivals_.push_back(std::move(arrival));
@@ -352,7 +366,9 @@ void NcclKvReceiver::Report(KvArrival arrival, uint64_t generation) {
 void NcclKvReceiver::Forget(std::map<std::string, Pending>::iterator it) {
   // A connection thread launches scatters into this reservation only under mu_ (held here),
   // so once the ones already launched finish, none of its bytes is written again.
-  if (it->second.writing_stream != nullptr) cudaStreamSynchronize(it->second.writing_stream);
+  for (cudaStream_t stream : it->second.writing_streams) {
+    if (stream != nullptr) cudaStreamSynchronize(stream);
+  }
   pending_.erase(it);
 }
 

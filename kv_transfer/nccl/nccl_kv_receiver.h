@@ -23,6 +23,7 @@
 // after Cancel returns.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <map>
@@ -77,7 +78,8 @@ class NcclKvReceiver final : public KvReceiver {
     std::vector<int32_t> block_ids;
     absl::Time deadline;
     uint64_t generation = 0;
-    cudaStream_t writing_stream = nullptr;  // a connection's scatter stream while it writes
+    // A connection's scatter streams while it writes.
+    std::array<cudaStream_t, 2> writing_streams{};
   };
   class Session;  // one connection's communicator, streams, staging ring
 
