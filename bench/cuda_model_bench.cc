@@ -10,20 +10,24 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <tuple>
 #include <cstring>
 #include <iostream>
+#include <numeric>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/backend/cuda/bf16_host.h"
 #include "common/backend/cuda/cublaslt_gemm.h"
 #include "common/backend/cuda/cuda_check.h"
 #include "common/backend/cuda/cuda_model_runner.h"
+#include "common/backend/cuda/kernels/add_rms_norm.h"
 #include "common/backend/cuda/kernels/decode_attention.h"
 #include "common/backend/cuda/kernels/gemv.h"
 #include "common/backend/cuda/kernels/prefill_attention.h"
+#include "common/backend/cuda/kernels/rope_kv_write.h"
+#include "common/backend/cuda/kernels/silu_mul.h"
 #include "nlohmann/json.hpp"
 
 namespace tandem::bench {
@@ -248,20 +252,222 @@ nlohmann::json KernelBreakdown(CudaModelRunner& runner, const Sequences& seqs, i
   return out;
 }
 
+// The memory-bound kernels of one layer at prefill sizes, on random operands (slices of
+// a, w, d): both RMSNorms (fp32 residual in, bf16 out), RoPE + KV write into layer 0 at the
+// prompt's slots, SiLU·mul; bytes are each input read and each output written once.
+nlohmann::json OtherPrefillKernels(CudaModelRunner& runner, const Sequences& prompt,
+                                   const DeviceBuffer& a, const DeviceBuffer& w,
+                                   const DeviceBuffer& d, const CudaStream& stream) {
+  const ModelConfig& c = runner.config();
+  const int64_t h = c.hidden_size, inter = c.intermediate_size;
+  const int64_t qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  std::vector<float> inv_freq(c.head_dim / 2);
+  for (size_t i = 0; i < inv_freq.size(); ++i) {
+    inv_freq[i] =
+        std::pow(500000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(c.head_dim));
+  }
+  DeviceBuffer d_inv_freq = *DeviceBuffer::Allocate(inv_freq.size() * 4);
+  TANDEM_CUDA_CHECK(
+      cudaMemcpy(d_inv_freq.data(), inv_freq.data(), inv_freq.size() * 4, cudaMemcpyHostToDevice));
+  nlohmann::json out;
+  for (int64_t m : {int64_t{2048}, int64_t{8192}}) {
+    std::vector<int32_t> positions(m), slots(m);
+    for (int32_t p = 0; p < m; ++p) {
+      positions[p] = p;
+      slots[p] = prompt.tables[0][p / kBlock] * kBlock + p % kBlock;
+    }
+    DeviceBuffer d_positions = *DeviceBuffer::Allocate(m * 4),
+                 d_slots = *DeviceBuffer::Allocate(m * 4);
+    TANDEM_CUDA_CHECK(
+        cudaMemcpy(d_positions.data(), positions.data(), m * 4, cudaMemcpyHostToDevice));
+    TANDEM_CUDA_CHECK(cudaMemcpy(d_slots.data(), slots.data(), m * 4, cudaMemcpyHostToDevice));
+    double layer_ms = 0;
+    auto time = [&](const char* name, double bytes, auto&& launch) {
+      auto run = [&] {
+        absl::Status status = launch();
+        if (!status.ok()) std::cerr << name << ": " << status << "\n";
+      };
+      TimeMs(stream, 2, run);
+      const double ms = TimeMs(stream, 10, run);
+      layer_ms += ms;
+      out["kernels"].push_back(
+          {{"name", name}, {"m", m}, {"ms", ms}, {"gb_per_s", bytes / (ms * 1e-3) / 1e9}});
+    };
+    const auto* bf16_a = a.as<__nv_bfloat16>();
+    auto* bf16_d = d.as<__nv_bfloat16>();
+    for (const char* name : {"input_rms_norm", "post_attention_rms_norm"}) {
+      time(name, m * h * 6.0, [&] {
+        return LaunchAddRmsNorm({.residual = a.as<float>(),
+                                 .x = nullptr,
+                                 .weight = w.as<__nv_bfloat16>(),
+                                 .out = bf16_d,
+                                 .num_rows = m,
+                                 .dim = h,
+                                 .eps = 1e-5f},
+                                stream.get());
+      });
+    }
+    time("rope_kv_write",
+         m * (qkv + c.num_heads * c.head_dim + 2 * c.num_kv_heads * c.head_dim) * 2.0, [&] {
+           return LaunchRopeKvWrite({.qkv = bf16_a,
+                                     .q_out = bf16_d,
+                                     .positions = d_positions.as<int32_t>(),
+                                     .slot_mapping = d_slots.as<int32_t>(),
+                                     .inv_freq = d_inv_freq.as<float>(),
+                                     .num_tokens = m,
+                                     .num_heads = static_cast<int32_t>(c.num_heads),
+                                     .cache = runner.layer_kv(0)},
+                                    stream.get());
+         });
+    time("silu_mul", m * inter * 6.0, [&] {
+      return LaunchSiluMul({.gate_up = bf16_a, .out = bf16_d, .num_rows = m, .dim = inter},
+                           stream.get());
+    });
+    out["layer"].push_back(
+        {{"m", m}, {"ms", layer_ms}, {"all_layers_ms", layer_ms * c.num_layers}});
+  }
+  return out;
+}
+
+// What a prefill is made of, at the kernel level: the prefill attention of one layer over
+// the prompt's KV (layer 0, written by the prefill runs) for every block shape of the kernel,
+// and the four per-layer GEMMs at prefill sizes with the heuristic's first algorithm and with
+// the timed choice (random bf16 operands; bf16 output for qkv and gate_up, fp32 accumulate
+// for o and down, as in the runner).
+nlohmann::json PrefillBreakdown(CudaModelRunner& runner, const Sequences& prompt,
+                                const CudaStream& stream, double gemm_rate) {
+  const ModelConfig& c = runner.config();
+  nlohmann::json out;
+  const int32_t group = static_cast<int32_t>(c.num_heads / c.num_kv_heads);
+  const int32_t max_blocks = static_cast<int32_t>(prompt.tables[0].size());
+  auto upload = [](const std::vector<int32_t>& v) {
+    DeviceBuffer b = *DeviceBuffer::Allocate(v.size() * 4);
+    TANDEM_CUDA_CHECK(cudaMemcpy(b.data(), v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+    return b;
+  };
+  DeviceBuffer d_table = upload(prompt.tables[0]);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  for (int32_t tokens : {512, 2048, 8192}) {
+    std::vector<int32_t> positions(tokens), query_start{0, tokens};
+    std::iota(positions.begin(), positions.end(), 0);
+    DeviceBuffer d_positions = upload(positions), d_query_start = upload(query_start);
+    const size_t q_elements = static_cast<size_t>(tokens) * c.num_heads * c.head_dim;
+    std::vector<uint16_t> q_host = RandomBf16(q_elements, 11);
+    DeviceBuffer q = *DeviceBuffer::Allocate(q_elements * 2),
+                 o = *DeviceBuffer::Allocate(q_elements * 2);
+    TANDEM_CUDA_CHECK(cudaMemcpy(q.data(), q_host.data(), q_elements * 2, cudaMemcpyHostToDevice));
+    for (auto [tiling, name] : {std::tuple{PrefillTiling::kRows64Warps4, "rows64_warps4"},
+                                {PrefillTiling::kRows128Warps4, "rows128_warps4"}}) {
+      std::vector<int32_t> tiles =
+          BuildPrefillTiles(query_start.data(), 1, group, PrefillRowsPerTile(tiling));
+      DeviceBuffer d_tiles = upload(tiles);
+      auto run = [&] {
+        absl::Status status =
+            LaunchPrefillAttention({.q = q.as<__nv_bfloat16>(),
+                                    .out = o.as<__nv_bfloat16>(),
+                                    .positions = d_positions.as<int32_t>(),
+                                    .query_start = d_query_start.as<int32_t>(),
+                                    .block_tables = d_table.as<int32_t>(),
+                                    .tiles = d_tiles.as<int32_t>(),
+                                    .num_tiles = static_cast<int32_t>(tiles.size() / 2),
+                                    .num_heads = static_cast<int32_t>(c.num_heads),
+                                    .max_blocks_per_seq = max_blocks,
+                                    .scale = scale,
+                                    .cache = runner.layer_kv(0),
+                                    .tiling = tiling},
+                                   stream.get());
+        if (!status.ok()) std::cerr << status << "\n";
+      };
+      TimeMs(stream, 2, run);
+      const double ms = TimeMs(stream, 10, run);
+      const double flops = 4.0 * c.head_dim * c.num_heads * tokens * (tokens + 1) / 2.0;
+      out["attention"].push_back({{"tokens", tokens},
+                                  {"tiling", name},
+                                  {"default", tiling == kDefaultPrefillTiling},
+                                  {"ms", ms},
+                                  {"tflops", flops / (ms * 1e-3) / 1e12},
+                                  {"fraction_of_gemm_rate", flops / gemm_rate / (ms * 1e-3)}});
+    }
+  }
+  // GEMMs: one random buffer serves every operand (slices of it).
+  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  const int64_t inter = c.intermediate_size, max_m = 8192;
+  const size_t operand_elements =
+      static_cast<size_t>(std::max(max_m, 2 * inter) * std::max(h, inter));
+  std::vector<uint16_t> host = RandomBf16(operand_elements, 5);
+  DeviceBuffer a = *DeviceBuffer::Allocate(operand_elements * 2),
+               w = *DeviceBuffer::Allocate(operand_elements * 2),
+               d = *DeviceBuffer::Allocate(static_cast<size_t>(max_m) * 2 * inter * 2);
+  TANDEM_CUDA_CHECK(
+      cudaMemcpy(a.data(), host.data(), operand_elements * 2, cudaMemcpyHostToDevice));
+  TANDEM_CUDA_CHECK(
+      cudaMemcpy(w.data(), host.data() + 1, (operand_elements - 1) * 2, cudaMemcpyHostToDevice));
+  TANDEM_CUDA_CHECK(cudaMemset(d.data(), 0, d.size_bytes()));  // accumulate adds into it
+  out["other_kernels"] = OtherPrefillKernels(runner, prompt, a, w, d, stream);
+  for (int algorithms : {1, 16}) {
+    std::unique_ptr<CublasLtGemm> gemm = *CublasLtGemm::Create({.max_algorithms = algorithms});
+    for (int64_t m : {int64_t{512}, int64_t{2048}, max_m}) {
+      double layer_ms = 0;
+      for (auto [name, n, k, output] : {std::tuple{"qkv", qkv, h, GemmOutput::kBF16},
+                                        {"o", h, c.num_heads * c.head_dim, GemmOutput::kF32},
+                                        {"gate_up", 2 * inter, h, GemmOutput::kBF16},
+                                        {"down", h, inter, GemmOutput::kF32}}) {
+        const GemmArgs args{.a = a.as<__nv_bfloat16>(),
+                            .w = w.as<__nv_bfloat16>(),
+                            .out = d.data(),
+                            .m = m,
+                            .n = n,
+                            .k = k,
+                            .output = output,
+                            .accumulate = output == GemmOutput::kF32};
+        auto run = [&] {
+          absl::Status status = gemm->MatMulTransposed(args, stream.get());
+          if (!status.ok()) std::cerr << status << "\n";
+        };
+        double first_ms = WallMs([&] {
+          run();
+          stream.Synchronize();
+        });
+        TimeMs(stream, 2, run);
+        const double ms = TimeMs(stream, 10, run);
+        layer_ms += ms;
+        const double flops = 2.0 * m * n * k;
+        out["gemms"].push_back({{"name", name},
+                                {"m", m},
+                                {"n", n},
+                                {"k", k},
+                                {"algorithms", algorithms},
+                                {"ms", ms},
+                                {"first_call_ms", first_ms},
+                                {"tflops", flops / (ms * 1e-3) / 1e12},
+                                {"fraction_of_gemm_rate", flops / gemm_rate / (ms * 1e-3)}});
+      }
+      out["gemm_layer_ms"].push_back({{"m", m},
+                                      {"algorithms", algorithms},
+                                      {"ms", layer_ms},
+                                      {"all_layers_ms", layer_ms * c.num_layers}});
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
   std::string model;
   int decode_steps = 16;
   int64_t max_batch = 256;
+  bool prefill_only = false;  // skips decode: the prefill numbers and their breakdown only
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg.rfind("--model=", 0) == 0) model = arg.substr(8);
     if (arg.rfind("--decode_steps=", 0) == 0) decode_steps = std::stoi(arg.substr(15));
     if (arg.rfind("--max_batch=", 0) == 0) max_batch = std::stoll(arg.substr(12));
+    if (arg == "--prefill_only") prefill_only = true;
   }
   if (model.empty()) {
-    std::cerr << "usage: cuda_model_bench --model=DIR [--decode_steps=N]\n";
+    std::cerr << "usage: cuda_model_bench --model=DIR [--decode_steps=N] [--max_batch=N] "
+                 "[--prefill_only]\n";
     return 2;
   }
   CudaStream stream = *CudaStream::Create();
@@ -307,19 +513,30 @@ int Main(int argc, char** argv) {
                                static_cast<double>(c.vocab_size * c.hidden_size);
   for (int32_t tokens : {512, 2048, 8192}) {
     std::vector<double> times;
+    double first_ms = 0;  // includes choosing the GEMM algorithms of new shapes
     for (int rep = 0; rep < 4; ++rep) {
       ForwardInputs in = MakeInputs(prompt, 0, 1, 0, tokens, true, storage);
       double ms = WallMs([&] { Check(runner.Forward(in)); });
       if (rep > 0) times.push_back(ms);
+      if (rep == 0) first_ms = ms;
     }
     const double ms = Median(times);
     const double attention_flops = 4.0 * c.head_dim * c.num_heads * c.num_layers * tokens *
                                    (tokens + 1) / 2.0;
     const double flops = 2.0 * tokens * linear_params + attention_flops +
                          2.0 * c.hidden_size * c.vocab_size;
-    out["prefill"].push_back({{"tokens", tokens}, {"ms", ms}, {"tokens_per_s", tokens / ms * 1e3},
+    out["prefill"].push_back({{"tokens", tokens},
+                              {"ms", ms},
+                              {"first_call_ms", first_ms},
+                              {"tokens_per_s", tokens / ms * 1e3},
                               {"tflops", flops / (ms * 1e-3) / 1e12},
                               {"roofline_fraction", flops / gemm_rate / (ms * 1e-3)}});
+  }
+
+  out["prefill_kernels"] = PrefillBreakdown(runner, prompt, stream, gemm_rate);
+  if (prefill_only) {
+    std::cout << out.dump(1) << std::endl;
+    return 0;
   }
 
   // Fill the KV of max_batch sequences with max_context tokens, 4 sequences per call.

@@ -4,7 +4,17 @@
 //
 // a: [m][k] row-major bf16 (activations); w: [n][k] row-major bf16 (a Hugging Face Linear
 // weight [out][in], used as stored); out: [m][ldc] row-major, columns [0, n) written.
-// Algorithm choices are cached per shape. Not thread-safe: one owner (the engine thread).
+//
+// Algorithms: the heuristic's first for each exact shape by default. With max_algorithms >
+// 1, on the first use of a shape with m >= kMinTunedRows outside stream capture, up to
+// max_algorithms of the heuristic's candidates are timed on the caller's operands (median of
+// 5 back-to-back runs each, in rounds over the candidates) and the fastest is kept; the
+// heuristic's first stays unless another is more than 2% faster. The choice is shared by
+// every m of one bucket (four per power of two), checked with cublasLtMatmulAlgoCheck for
+// each new m. Timing synchronizes the stream and, when accumulating, briefly allocates an
+// fp32 [m][ldc] scratch output so the caller's output is not summed into (no memory: the
+// heuristic's first). Smaller m, and any m while the stream is capturing, run the
+// heuristic's first algorithm. Not thread-safe: one owner (the engine thread).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -14,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/backend/cuda/cuda_handles.h"
@@ -33,26 +44,55 @@ struct GemmArgs {
                             // fuses the residual add into the GEMM epilogue
 };
 
+// Below this many rows (decode batches, short chunks) reading the weights dominates and
+// back-to-back timing would see them in L2, unlike a model whose layers do not fit there:
+// such shapes are not timed.
+constexpr int64_t kMinTunedRows = 512;
+
+struct CublasLtGemmOptions {
+  // Heuristic candidates timed per shape bucket; 1 (the default) runs the heuristic's first
+  // for each exact shape with no timing. On the H200 the first already reaches 84-100% of
+  // the 8192^3 rate at the 8B prefill shapes and timed choices measured no faster there
+  // (docs/cuda_backend.md, "Milestone 3: prefill"); the benchmark compares the two.
+  int max_algorithms = 1;
+};
+
+// m values sharing one tuned algorithm: m itself up to 64, then the next multiple of a
+// quarter of m's power-of-two range (513..1024 -> 640, 768, 896, 1024).
+int64_t GemmAlgorithmBucket(int64_t m);
+
 class CublasLtGemm {
  public:
   static constexpr size_t kWorkspaceBytes = 32u << 20;
 
-  static absl::StatusOr<std::unique_ptr<CublasLtGemm>> Create();
+  // InvalidArgument for max_algorithms outside [1, 64].
+  static absl::StatusOr<std::unique_ptr<CublasLtGemm>> Create(CublasLtGemmOptions options = {});
   ~CublasLtGemm();
 
   // InvalidArgument for non-positive sizes, ldc < n or null pointers.
   absl::Status MatMulTransposed(const GemmArgs& args, cudaStream_t stream);
 
+  int num_tuned_buckets() const { return static_cast<int>(choices_.size()); }
+
  private:
   struct Plan;
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, GemmOutput>;
+  // (m or its bucket, n, k, ldc, output, accumulate)
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, GemmOutput, bool>;
 
-  CublasLtGemm() = default;
+  explicit CublasLtGemm(CublasLtGemmOptions options);
   absl::StatusOr<Plan*> GetPlan(const GemmArgs& args);
+  absl::StatusOr<std::vector<cublasLtMatmulAlgo_t>> Candidates(const Plan& plan, int count);
+  bool Runs(const Plan& plan, const cublasLtMatmulAlgo_t& algo);
+  absl::Status ChooseAlgorithm(Plan& plan, const GemmArgs& args, cudaStream_t stream);
+  absl::StatusOr<size_t> FastestCandidate(const Plan& plan, const GemmArgs& args,
+                                          const std::vector<cublasLtMatmulAlgo_t>& candidates,
+                                          cudaStream_t stream);
 
+  CublasLtGemmOptions options_;
   CublasLtHandle handle_;
   DeviceBuffer workspace_;
-  std::map<Key, std::unique_ptr<Plan>> plans_;
+  std::map<Key, std::unique_ptr<Plan>> plans_;   // exact m
+  std::map<Key, cublasLtMatmulAlgo_t> choices_;  // m's bucket
 };
 
 }  // namespace tandem

@@ -16,239 +16,352 @@ using cuda_kernels::LdMatrixX4Trans;
 using cuda_kernels::MmaBf16;
 using cuda_kernels::PackBf16x2;
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
 constexpr int kKvTile = 64;  // tokens per K/V tile
-static_assert(kPrefillRowsPerTile == 16 * kWarps, "one 16-row mma tile per warp");
+constexpr int kKvNTiles = kKvTile / 8;  // n-tiles of S
 
 template <int kDim>
 constexpr int kRow = kDim + 8;  // padded shared rows: conflict-free ldmatrix
 
-template <int kDim>
-constexpr size_t SharedBytes() {
-  // 2 stages of k [64][row] and v [64][row]; Q passes through stage 1's k before the loop
-  return sizeof(__nv_bfloat16) * kRow<kDim> * 4 * kKvTile;
-}
+// One block shape: kWarps warps of kWarpTiles 16-row mma tiles each. With kQInRegs the Q
+// fragments stay in registers (staged through stage 1 of the K/V buffers before the loop);
+// otherwise Q keeps its own shared region and is re-read with ldmatrix per K/V tile.
+template <int kDim, int kWarps, int kWarpTiles, bool kQInRegs, int kMinBlocks>
+struct Shape {
+  static constexpr int kDimSize = kDim, kTilesPerWarp = kWarpTiles;
+  static constexpr bool kQRegs = kQInRegs;
+  static constexpr int kMinBlocksPerSm = kMinBlocks;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kRowsPerWarp = 16 * kWarpTiles;
+  static constexpr int kTileRows = kWarps * kRowsPerWarp;
+  static constexpr int R = kRow<kDim>;
+  // [stage][K | V][64][R], then Q's own [kTileRows][R] unless it lives in registers
+  static constexpr size_t kSharedBytes =
+      sizeof(__nv_bfloat16) * R * (4 * kKvTile + (kQInRegs ? 0 : kTileRows));
+  static_assert(!kQInRegs || kTileRows <= 2 * kKvTile, "Q is staged through stage 1");
+};
 
 // Gathers tokens [tile_begin, tile_begin + 64) of one kv head into shared rows; tokens past
-// `end` are zero-filled (and masked by the caller).
-template <int kDim>
+// `end` are zero-filled (and masked by the caller). Each thread owns one 16-byte column
+// (part) of kRowsPerThread consecutive token rows. When those rows always share a cache
+// block (block_size = 2^block_shift >= kRowsPerThread; block_shift < 0 otherwise), one
+// table lookup and shift serve them all; otherwise each row divides by block_size.
+template <int kDim, int kThreads>
 __device__ __forceinline__ void LoadKvTile(const PrefillAttentionArgs& a, const int32_t* table,
-                                           int kv_head, int tile_begin, int end,
+                                           int kv_head, int tile_begin, int end, int block_shift,
                                            __nv_bfloat16* k_s, __nv_bfloat16* v_s) {
-  // Each thread owns one 16-byte column (part) of every 8th (D = 128) token row: the
-  // address arithmetic and block-table lookups are per row, not per chunk.
-  constexpr int kChunks = kDim / 8, kRowsPerPass = kThreads / kChunks;
+  constexpr int kChunks = kDim / 8, kRowsPerThread = kKvTile * kChunks / kThreads;
+  static_assert(kKvTile * kChunks % kThreads == 0, "whole rows per thread");
   const int bs = a.cache.block_size, part = threadIdx.x % kChunks;
+  const int first_row = threadIdx.x / kChunks * kRowsPerThread, first_pos = tile_begin + first_row;
   const int64_t token_stride = static_cast<int64_t>(a.cache.num_kv_heads) * kDim;
   const int64_t column = static_cast<int64_t>(kv_head) * kDim + part * 8;
+  __nv_bfloat16* k_row = k_s + first_row * kRow<kDim> + part * 8;
+  __nv_bfloat16* v_row = v_s + first_row * kRow<kDim> + part * 8;
+  if (block_shift >= 0) {
+    const int64_t first_slot =
+        first_pos < end ? (static_cast<int64_t>(table[first_pos >> block_shift]) << block_shift) +
+                              (first_pos & (bs - 1))
+                        : 0;
+    const int64_t offset = first_slot * token_stride + column;
 #pragma unroll
-  for (int i = 0; i < kKvTile / kRowsPerPass; ++i) {
-    const int j = threadIdx.x / kChunks + i * kRowsPerPass, pos = tile_begin + j;
+    for (int i = 0; i < kRowsPerThread; ++i) {
+      const bool valid = first_pos + i < end;
+      const int64_t row_offset = valid ? offset + i * token_stride : 0;
+      CpAsync16(k_row + i * kRow<kDim>, a.cache.k + row_offset, valid);
+      CpAsync16(v_row + i * kRow<kDim>, a.cache.v + row_offset, valid);
+    }
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < kRowsPerThread; ++i) {
+    const int pos = first_pos + i;
     const bool valid = pos < end;
     const int64_t slot = valid ? static_cast<int64_t>(table[pos / bs]) * bs + pos % bs : 0;
-    const int64_t offset = slot * token_stride + column;
-    CpAsync16(k_s + j * kRow<kDim> + part * 8, a.cache.k + offset, valid);
-    CpAsync16(v_s + j * kRow<kDim> + part * 8, a.cache.v + offset, valid);
+    const int64_t offset = valid ? slot * token_stride + column : 0;
+    CpAsync16(k_row + i * kRow<kDim>, a.cache.k + offset, valid);
+    CpAsync16(v_row + i * kRow<kDim>, a.cache.v + offset, valid);
   }
 }
 
-// grid (num_kv_heads, num_tiles); tiles run longest first (causal work grows with the row).
-template <int kDim>
-__global__ void __launch_bounds__(kThreads, 3) PrefillAttentionKernel(PrefillAttentionArgs a,
-                                                                      float scale_log2) {
-  constexpr int R = kRow<kDim>;
-  constexpr int kSteps = kDim / 16;   // k-steps of S = Q·Kᵀ
+// One 16-row mma tile's softmax state: this thread's two rows (g and g + 8).
+struct RowState {
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+};
+
+// Causal mask of one 16-row mma tile's scores: tokens past a row's position get -inf.
+__device__ __forceinline__ void CausalMask(float (&s)[kKvNTiles][4], int tile_begin, int pos0,
+                                           int pos1) {
+  const int t = threadIdx.x % 4;
+#pragma unroll
+  for (int j = 0; j < kKvNTiles; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int token = tile_begin + j * 8 + 2 * t + (e & 1);
+      if (token > (e < 2 ? pos0 : pos1)) s[j][e] = -INFINITY;
+    }
+  }
+}
+
+// The online softmax on raw scores: p = 2^(s * scale_log2 - m * scale_log2), one FFMA and
+// one exp2 per score; O is rescaled by the change of the running max. s holds p afterwards.
+template <int kDimTiles>
+__device__ __forceinline__ void OnlineSoftmax(float (&s)[kKvNTiles][4], float (&o)[kDimTiles][4],
+                                              RowState& st, float scale_log2) {
+  float tile_max0 = -INFINITY, tile_max1 = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < kKvNTiles; ++j) {
+    tile_max0 = fmaxf(tile_max0, fmaxf(s[j][0], s[j][1]));
+    tile_max1 = fmaxf(tile_max1, fmaxf(s[j][2], s[j][3]));
+  }
+  const float new0 = fmaxf(st.m0, cuda_kernels::QuadMax(tile_max0));
+  const float new1 = fmaxf(st.m1, cuda_kernels::QuadMax(tile_max1));
+  const float use0 = new0 == -INFINITY ? 0.0f : new0;
+  const float use1 = new1 == -INFINITY ? 0.0f : new1;
+  const float alpha0 = exp2f((st.m0 - use0) * scale_log2);
+  const float alpha1 = exp2f((st.m1 - use1) * scale_log2);
+  const float offset0 = -use0 * scale_log2, offset1 = -use1 * scale_log2;
+  st.m0 = new0;
+  st.m1 = new1;
+  float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kKvNTiles; ++j) {
+    s[j][0] = exp2f(fmaf(s[j][0], scale_log2, offset0));
+    s[j][1] = exp2f(fmaf(s[j][1], scale_log2, offset0));
+    s[j][2] = exp2f(fmaf(s[j][2], scale_log2, offset1));
+    s[j][3] = exp2f(fmaf(s[j][3], scale_log2, offset1));
+    sum0 += s[j][0] + s[j][1];
+    sum1 += s[j][2] + s[j][3];
+  }
+  st.l0 = st.l0 * alpha0 + sum0;  // per-thread partial sums; the quad is summed at the end
+  st.l1 = st.l1 * alpha1 + sum1;
+#pragma unroll
+  for (int d = 0; d < kDimTiles; ++d) {
+    o[d][0] *= alpha0;
+    o[d][1] *= alpha0;
+    o[d][2] *= alpha1;
+    o[d][3] *= alpha1;
+  }
+}
+
+// Where a block's tile sits: its sequence, rows and positions.
+struct TileInfo {
+  int token_begin, row_begin, num_rows, group, first_position, max_position;
+  const int32_t* table;
+
+  __device__ int Position(int row) const {  // rows past num_rows take the last valid one's
+    return first_position + (row_begin + min(row, num_rows - 1)) / group;
+  }
+  __device__ int64_t Offset(int row, int kv_head, int num_heads, int dim) const {
+    const int64_t token = token_begin + (row_begin + row) / group;
+    const int head = kv_head * group + (row_begin + row) % group;
+    return (token * num_heads + head) * dim;
+  }
+};
+
+template <int kTileRows>
+__device__ TileInfo ReadTile(const PrefillAttentionArgs& a) {
+  TileInfo info;
+  const int tile = a.num_tiles - 1 - blockIdx.y;  // tiles run longest first
+  const int seq = a.tiles[2 * tile];
+  info.row_begin = a.tiles[2 * tile + 1];
+  info.group = a.num_heads / a.cache.num_kv_heads;
+  info.token_begin = a.query_start[seq];
+  const int total_rows = (a.query_start[seq + 1] - info.token_begin) * info.group;
+  info.num_rows = min(kTileRows, total_rows - info.row_begin);
+  info.first_position = a.positions[info.token_begin];
+  info.max_position = info.Position(info.num_rows - 1);
+  info.table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  return info;
+}
+
+// grid (num_kv_heads, num_tiles); causal work grows with the row, so tiles run longest first.
+template <typename S>
+__global__ void __launch_bounds__(S::kThreads, S::kMinBlocksPerSm)
+    PrefillAttentionKernel(PrefillAttentionArgs a, float scale_log2) {
+  constexpr int kDim = S::kDimSize, R = S::R, kWT = S::kTilesPerWarp;
+  constexpr int kSteps = kDim / 16;    // k-steps of S = Q·Kᵀ
   constexpr int kDimTiles = kDim / 8;  // n-tiles of O
   extern __shared__ __align__(16) unsigned char shared_raw[];
-  __nv_bfloat16* k_s = reinterpret_cast<__nv_bfloat16*>(shared_raw);  // [2][64][R]
-  __nv_bfloat16* v_s = k_s + 2 * kKvTile * R;                           // [2][64][R]
-  __nv_bfloat16* q_s = k_s + kKvTile * R;  // stage 1's k, until the loop starts
+  __nv_bfloat16* kv_s = reinterpret_cast<__nv_bfloat16*>(shared_raw);  // [2][K|V][64][R]
+  // Q: stage 1 until the loop starts (fragments in registers), else its own region
+  __nv_bfloat16* q_s = kv_s + (S::kQRegs ? 2 : 4) * kKvTile * R;
 
-  const int tile = a.num_tiles - 1 - blockIdx.y;
-  const int seq = a.tiles[2 * tile], row_begin = a.tiles[2 * tile + 1];
+  const TileInfo tile = ReadTile<S::kTileRows>(a);
   const int kv_head = blockIdx.x;
-  const int group = a.num_heads / a.cache.num_kv_heads;
-  const int token_begin = a.query_start[seq];
-  const int total_rows = (a.query_start[seq + 1] - token_begin) * group;
-  const int num_rows = min(kPrefillRowsPerTile, total_rows - row_begin);
-  const int first_position = a.positions[token_begin];
-  const int max_position = first_position + (row_begin + num_rows - 1) / group;
-  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 
   // Q rows (zero past num_rows), then the first K/V tile.
-  for (int c = threadIdx.x; c < kPrefillRowsPerTile * (kDim / 8); c += kThreads) {
+  for (int c = threadIdx.x; c < S::kTileRows * (kDim / 8); c += S::kThreads) {
     const int r = c / (kDim / 8), part = c % (kDim / 8);
-    const bool valid = r < num_rows;
-    int64_t offset = 0;
-    if (valid) {
-      const int64_t token = token_begin + (row_begin + r) / group;
-      const int head = kv_head * group + (row_begin + r) % group;
-      offset = (token * a.num_heads + head) * kDim + part * 8;
-    }
+    const bool valid = r < tile.num_rows;
+    const int64_t offset = valid ? tile.Offset(r, kv_head, a.num_heads, kDim) + part * 8 : 0;
     CpAsync16(q_s + r * R + part * 8, a.q + offset, valid);
   }
-  const int num_kv_tiles = max_position / kKvTile + 1;
-  LoadKvTile<kDim>(a, table, kv_head, 0, max_position + 1, k_s, v_s);
+  const int num_kv_tiles = tile.max_position / kKvTile + 1;
+  const int bs = a.cache.block_size;
+  const int block_shift =
+      (bs & (bs - 1)) == 0 && bs >= kKvTile * (kDim / 8) / S::kThreads ? __ffs(bs) - 1 : -1;
+  LoadKvTile<kDim, S::kThreads>(a, tile.table, kv_head, 0, tile.max_position + 1, block_shift, kv_s,
+                                kv_s + kKvTile * R);
   CpAsyncCommit();
 
-  // This thread's two rows (warp * 16 + g and + 8) and their positions; rows past num_rows
-  // take the last valid row's position (computed, never written).
-  const int row0 = warp * 16 + g, row1 = row0 + 8;
-  const int pos0 = first_position + (row_begin + min(row0, num_rows - 1)) / group;
-  const int pos1 = first_position + (row_begin + min(row1, num_rows - 1)) / group;
-  const int warp_last = first_position + (row_begin + min(warp * 16 + 15, num_rows - 1)) / group;
-  const int warp_first = first_position + (row_begin + min(warp * 16, num_rows - 1)) / group;
-  const bool warp_active = warp * 16 < num_rows;
+  const int warp_row = warp * S::kRowsPerWarp;  // this warp's first row
+  RowState st[kWT];
+  const int warp_first = tile.Position(warp_row);
+  const int warp_last = tile.Position(warp_row + S::kRowsPerWarp - 1);
+  const bool warp_active = warp_row < tile.num_rows;
 
-  uint32_t q_frag[kSteps][4];
+  uint32_t q_frag[S::kQRegs ? kWT : 1][S::kQRegs ? kSteps : 1][4];
   CpAsyncWait<0>();
   __syncthreads();
+  if constexpr (S::kQRegs) {
 #pragma unroll
-  for (int kk = 0; kk < kSteps; ++kk) {
-    LdMatrixX4(q_frag[kk], q_s + (warp * 16 + lane % 16) * R + kk * 16 + (lane / 16) * 8);
+    for (int i = 0; i < kWT; ++i) {
+#pragma unroll
+      for (int kk = 0; kk < kSteps; ++kk) {
+        LdMatrixX4(q_frag[i][kk],
+                   q_s + (warp_row + i * 16 + lane % 16) * R + kk * 16 + (lane / 16) * 8);
+      }
+    }
+    __syncthreads();  // q_s (stage 1) is free for tile 1
   }
-  __syncthreads();  // q_s (stage 1's k) is free for tile 1
-  float o[kDimTiles][4];
+  float o[kWT][kDimTiles][4];
 #pragma unroll
-  for (int d = 0; d < kDimTiles; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  for (int i = 0; i < kWT; ++i) {
+#pragma unroll
+    for (int d = 0; d < kDimTiles; ++d) o[i][d][0] = o[i][d][1] = o[i][d][2] = o[i][d][3] = 0.0f;
+  }
 
   for (int kt = 0; kt < num_kv_tiles; ++kt) {
     const int stage = kt & 1;
     if (kt + 1 < num_kv_tiles) {
-      LoadKvTile<kDim>(a, table, kv_head, (kt + 1) * kKvTile, max_position + 1,
-                       k_s + (stage ^ 1) * kKvTile * R, v_s + (stage ^ 1) * kKvTile * R);
+      __nv_bfloat16* next = kv_s + (stage ^ 1) * 2 * kKvTile * R;
+      LoadKvTile<kDim, S::kThreads>(a, tile.table, kv_head, (kt + 1) * kKvTile,
+                                    tile.max_position + 1, block_shift, next, next + kKvTile * R);
     }
     CpAsyncCommit();
     CpAsyncWait<1>();
     __syncthreads();
     const int tile_begin = kt * kKvTile;
     if (warp_active && tile_begin <= warp_last) {
-      const __nv_bfloat16* k_tile = k_s + stage * kKvTile * R;
-      const __nv_bfloat16* v_tile = v_s + stage * kKvTile * R;
-      float s[kKvTile / 8][4];
+      const __nv_bfloat16* k_tile = kv_s + stage * 2 * kKvTile * R;
+      const __nv_bfloat16* v_tile = k_tile + kKvTile * R;
+      float s[kWT][kKvNTiles][4];
 #pragma unroll
-      for (int j = 0; j < kKvTile / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+      for (int i = 0; i < kWT; ++i) {
+#pragma unroll
+        for (int j = 0; j < kKvNTiles; ++j)
+          s[i][j][0] = s[i][j][1] = s[i][j][2] = s[i][j][3] = 0.0f;
+      }
 #pragma unroll
       for (int kk = 0; kk < kSteps; ++kk) {
+        uint32_t qa[kWT][4];
+#pragma unroll
+        for (int i = 0; i < kWT; ++i) {
+          if constexpr (S::kQRegs) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) qa[i][e] = q_frag[i][kk][e];
+          } else {
+            LdMatrixX4(qa[i],
+                       q_s + (warp_row + i * 16 + lane % 16) * R + kk * 16 + (lane / 16) * 8);
+          }
+        }
 #pragma unroll
         for (int np = 0; np < kKvTile / 16; ++np) {
           uint32_t b[4];
           LdMatrixX4(b, k_tile + (np * 16 + lane % 8 + (lane / 16) * 8) * R + kk * 16 +
                             ((lane / 8) % 2) * 8);
-          MmaBf16(s[2 * np], q_frag[kk], b[0], b[1]);
-          MmaBf16(s[2 * np + 1], q_frag[kk], b[2], b[3]);
-        }
-      }
-      // Causal mask (only tiles that reach past the warp's first row need it), then the
-      // online softmax on raw scores: p = 2^(s * scale_log2 - m * scale_log2), one FFMA and
-      // one exp2 per score.
-      if (tile_begin + kKvTile - 1 > warp_first) {
 #pragma unroll
-        for (int j = 0; j < kKvTile / 8; ++j) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int token = tile_begin + j * 8 + 2 * t + (e & 1);
-            if (token > (e < 2 ? pos0 : pos1)) s[j][e] = -INFINITY;
+          for (int i = 0; i < kWT; ++i) {
+            MmaBf16(s[i][2 * np], qa[i], b[0], b[1]);
+            MmaBf16(s[i][2 * np + 1], qa[i], b[2], b[3]);
           }
         }
       }
-      float tile_max0 = -INFINITY, tile_max1 = -INFINITY;
+      if (tile_begin + kKvTile - 1 > warp_first) {  // only tiles past the warp's first row
 #pragma unroll
-      for (int j = 0; j < kKvTile / 8; ++j) {
-        tile_max0 = fmaxf(tile_max0, fmaxf(s[j][0], s[j][1]));
-        tile_max1 = fmaxf(tile_max1, fmaxf(s[j][2], s[j][3]));
+        for (int i = 0; i < kWT; ++i) {
+          const int row = warp_row + i * 16 + g;
+          CausalMask(s[i], tile_begin, tile.Position(row), tile.Position(row + 8));
+        }
       }
-      const float new0 = fmaxf(m0, cuda_kernels::QuadMax(tile_max0));
-      const float new1 = fmaxf(m1, cuda_kernels::QuadMax(tile_max1));
-      const float use0 = new0 == -INFINITY ? 0.0f : new0;
-      const float use1 = new1 == -INFINITY ? 0.0f : new1;
-      const float alpha0 = exp2f((m0 - use0) * scale_log2);
-      const float alpha1 = exp2f((m1 - use1) * scale_log2);
-      const float offset0 = -use0 * scale_log2, offset1 = -use1 * scale_log2;
-      m0 = new0;
-      m1 = new1;
-      float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
-      for (int j = 0; j < kKvTile / 8; ++j) {
-        s[j][0] = exp2f(fmaf(s[j][0], scale_log2, offset0));
-        s[j][1] = exp2f(fmaf(s[j][1], scale_log2, offset0));
-        s[j][2] = exp2f(fmaf(s[j][2], scale_log2, offset1));
-        s[j][3] = exp2f(fmaf(s[j][3], scale_log2, offset1));
-        sum0 += s[j][0] + s[j][1];
-        sum1 += s[j][2] + s[j][3];
-      }
-      l0 = l0 * alpha0 + sum0;  // per-thread partial sums; the quad is summed at the end
-      l1 = l1 * alpha1 + sum1;
-#pragma unroll
-      for (int d = 0; d < kDimTiles; ++d) {
-        o[d][0] *= alpha0;
-        o[d][1] *= alpha0;
-        o[d][2] *= alpha1;
-        o[d][3] *= alpha1;
-      }
+      for (int i = 0; i < kWT; ++i) OnlineSoftmax<kDimTiles>(s[i], o[i], st[i], scale_log2);
 #pragma unroll
       for (int ks = 0; ks < kKvTile / 16; ++ks) {
-        const uint32_t p[4] = {PackBf16x2(s[2 * ks][0], s[2 * ks][1]),
-                               PackBf16x2(s[2 * ks][2], s[2 * ks][3]),
-                               PackBf16x2(s[2 * ks + 1][0], s[2 * ks + 1][1]),
-                               PackBf16x2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+        uint32_t p[kWT][4];
+#pragma unroll
+        for (int i = 0; i < kWT; ++i) {
+          p[i][0] = PackBf16x2(s[i][2 * ks][0], s[i][2 * ks][1]);
+          p[i][1] = PackBf16x2(s[i][2 * ks][2], s[i][2 * ks][3]);
+          p[i][2] = PackBf16x2(s[i][2 * ks + 1][0], s[i][2 * ks + 1][1]);
+          p[i][3] = PackBf16x2(s[i][2 * ks + 1][2], s[i][2 * ks + 1][3]);
+        }
 #pragma unroll
         for (int dp = 0; dp < kDim / 16; ++dp) {
           uint32_t b[4];
           LdMatrixX4Trans(b, v_tile + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * R +
                                  dp * 16 + (lane / 16) * 8);
-          MmaBf16(o[2 * dp], p, b[0], b[1]);
-          MmaBf16(o[2 * dp + 1], p, b[2], b[3]);
+#pragma unroll
+          for (int i = 0; i < kWT; ++i) {
+            MmaBf16(o[i][2 * dp], p[i], b[0], b[1]);
+            MmaBf16(o[i][2 * dp + 1], p[i], b[2], b[3]);
+          }
         }
       }
     }
     __syncthreads();  // this stage is consumed before the next iteration refills it
   }
 
-  l0 = cuda_kernels::QuadSum(l0);
-  l1 = cuda_kernels::QuadSum(l1);
-  const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int r = half == 0 ? row0 : row1;
-    if (r >= num_rows) continue;
-    const int64_t token = token_begin + (row_begin + r) / group;
-    const int head = kv_head * group + (row_begin + r) % group;
-    __nv_bfloat16* out = a.out + (token * a.num_heads + head) * kDim + 2 * t;
-    const float inv = half == 0 ? inv0 : inv1;
+  for (int i = 0; i < kWT; ++i) {
+    const float l0 = cuda_kernels::QuadSum(st[i].l0), l1 = cuda_kernels::QuadSum(st[i].l1);
+    const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
-    for (int d = 0; d < kDimTiles; ++d) {
-      *reinterpret_cast<__nv_bfloat162*>(out + d * 8) =
-          __floats2bfloat162_rn(o[d][2 * half] * inv, o[d][2 * half + 1] * inv);
+    for (int half = 0; half < 2; ++half) {
+      const int r = warp_row + i * 16 + g + 8 * half;
+      if (r >= tile.num_rows) continue;
+      __nv_bfloat16* out = a.out + tile.Offset(r, kv_head, a.num_heads, kDim) + 2 * t;
+      const float inv = half == 0 ? inv0 : inv1;
+#pragma unroll
+      for (int d = 0; d < kDimTiles; ++d) {
+        *reinterpret_cast<__nv_bfloat162*>(out + d * 8) =
+            __floats2bfloat162_rn(o[i][d][2 * half] * inv, o[i][d][2 * half + 1] * inv);
+      }
     }
   }
 }
 
-template <int kDim>
+template <typename S>
 void Launch(const PrefillAttentionArgs& a, cudaStream_t stream) {
-  constexpr size_t kShared = SharedBytes<kDim>();
-  static const cudaError_t attribute = cudaFuncSetAttribute(
-      PrefillAttentionKernel<kDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      static_cast<int>(kShared));
+  static const cudaError_t attribute =
+      cudaFuncSetAttribute(PrefillAttentionKernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(S::kSharedBytes));
   TANDEM_CUDA_CHECK(attribute);
   const float scale_log2 = a.scale * 1.4426950408889634f;
   dim3 grid(a.cache.num_kv_heads, a.num_tiles);
-  PrefillAttentionKernel<kDim><<<grid, kThreads, kShared, stream>>>(a, scale_log2);
+  PrefillAttentionKernel<S><<<grid, S::kThreads, S::kSharedBytes, stream>>>(a, scale_log2);
   TANDEM_CUDA_CHECK_LAUNCH();
+}
+
+template <int kDim>
+void LaunchTiling(const PrefillAttentionArgs& a, cudaStream_t stream) {
+  switch (a.tiling) {
+    case PrefillTiling::kRows64Warps4:
+      return Launch<Shape<kDim, 4, 1, true, 3>>(a, stream);
+    case PrefillTiling::kRows128Warps4:
+      return Launch<Shape<kDim, 4, 2, false, 2>>(a, stream);
+  }
 }
 
 }  // namespace
 
-std::vector<int32_t> BuildPrefillTiles(const int32_t* query_start, int32_t num_seqs,
-                                       int32_t group) {
+std::vector<int32_t> BuildPrefillTiles(const int32_t* query_start, int32_t num_seqs, int32_t group,
+                                       int32_t rows_per_tile) {
   std::vector<int32_t> tiles;
   for (int32_t s = 0; s < num_seqs; ++s) {
     const int32_t rows = (query_start[s + 1] - query_start[s]) * group;
-    for (int32_t r = 0; r < rows; r += kPrefillRowsPerTile) {
+    for (int32_t r = 0; r < rows; r += rows_per_tile) {
       tiles.push_back(s);
       tiles.push_back(r);
     }
@@ -276,9 +389,15 @@ absl::Status LaunchPrefillAttention(const PrefillAttentionArgs& a, cudaStream_t 
     return absl::InvalidArgumentError("prefill_attention: null pointer");
   }
   switch (c.head_dim) {
-    case 32: Launch<32>(a, stream); break;
-    case 64: Launch<64>(a, stream); break;
-    default: Launch<128>(a, stream); break;
+    case 32:
+      LaunchTiling<32>(a, stream);
+      break;
+    case 64:
+      LaunchTiling<64>(a, stream);
+      break;
+    default:
+      LaunchTiling<128>(a, stream);
+      break;
   }
   return absl::OkStatus();
 }

@@ -104,38 +104,73 @@ TEST_F(KernelTest, SiluMulMatchesReference) {
   }
 }
 
+// Both outputs and the accumulating epilogue of one shape against the reference.
+void CheckGemm(CublasLtGemm& gemm, int64_t m, int64_t n, int64_t k, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k);
+  std::vector<uint16_t> a = RandomBf16(size_t(m) * k, rng), w = RandomBf16(size_t(n) * k, rng);
+  std::vector<float> want(size_t(m) * n);
+  reference::MatMulTransposed(Widen(a), m, k, Widen(w), n, want);
+  DeviceArray<uint16_t> d_a(a), d_w(w);
+  auto out_f32 = DeviceArray<float>::Poisoned(want.size());
+  auto out_bf16 = DeviceArray<uint16_t>::Poisoned(want.size());
+  GemmArgs args{.a = AsBf16(d_a.get()),
+                .w = AsBf16(d_w.get()),
+                .out = out_f32.get(),
+                .m = m,
+                .n = n,
+                .k = k,
+                .output = GemmOutput::kF32};
+  ASSERT_TRUE(gemm.MatMulTransposed(args, nullptr).ok());
+  args.out = out_bf16.get();
+  args.output = GemmOutput::kBF16;
+  ASSERT_TRUE(gemm.MatMulTransposed(args, nullptr).ok());
+  EXPECT_LE(RelativeError(out_f32.Download(), want), kF32Tolerance);
+  EXPECT_LE(RelativeError(Bf16Result(out_bf16), want), kBf16Tolerance);
+
+  // accumulate: out += a·wᵀ (the residual add fused into the epilogue); the algorithm
+  // timing on first use must not add into it
+  std::vector<float> initial = Widen(RandomBf16(want.size(), rng, 8.0f)), sum = want;
+  for (size_t i = 0; i < sum.size(); ++i) sum[i] += initial[i];
+  DeviceArray<float> accumulated(initial);
+  args.out = accumulated.get();
+  args.output = GemmOutput::kF32;
+  args.accumulate = true;
+  ASSERT_TRUE(gemm.MatMulTransposed(args, nullptr).ok());
+  EXPECT_LE(RelativeError(accumulated.Download(), sum), kF32Tolerance);
+  args.output = GemmOutput::kBF16;
+  EXPECT_EQ(gemm.MatMulTransposed(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(KernelTest, GemmMatchesReference) {
   absl::StatusOr<std::unique_ptr<CublasLtGemm>> gemm = CublasLtGemm::Create();
   ASSERT_TRUE(gemm.ok()) << gemm.status();
   for (auto [m, n, k] : {std::tuple{1, 4096, 1024}, {7, 96, 128}, {33, 1000, 96},
                          {130, 384, 520}, {3, 1024, 8}}) {
-    SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k);
-    std::vector<uint16_t> a = RandomBf16(size_t(m) * k, rng_), w = RandomBf16(size_t(n) * k, rng_);
-    std::vector<float> want(size_t(m) * n);
-    reference::MatMulTransposed(Widen(a), m, k, Widen(w), n, want);
-    DeviceArray<uint16_t> d_a(a), d_w(w);
-    auto out_f32 = DeviceArray<float>::Poisoned(want.size());
-    auto out_bf16 = DeviceArray<uint16_t>::Poisoned(want.size());
-    GemmArgs args{.a = AsBf16(d_a.get()), .w = AsBf16(d_w.get()), .out = out_f32.get(),
-                  .m = m, .n = n, .k = k, .output = GemmOutput::kF32};
-    ASSERT_TRUE((*gemm)->MatMulTransposed(args, nullptr).ok());
-    args.out = out_bf16.get();
-    args.output = GemmOutput::kBF16;
-    ASSERT_TRUE((*gemm)->MatMulTransposed(args, nullptr).ok());
-    EXPECT_LE(RelativeError(out_f32.Download(), want), kF32Tolerance);
-    EXPECT_LE(RelativeError(Bf16Result(out_bf16), want), kBf16Tolerance);
+    CheckGemm(**gemm, m, n, k, rng_);
+  }
+}
 
-    // accumulate: out += a·wᵀ (the residual add fused into the epilogue)
-    std::vector<float> initial = Widen(RandomBf16(want.size(), rng_, 8.0f)), sum = want;
-    for (size_t i = 0; i < sum.size(); ++i) sum[i] += initial[i];
-    DeviceArray<float> accumulated(initial);
-    args.out = accumulated.get();
-    args.output = GemmOutput::kF32;
-    args.accumulate = true;
-    ASSERT_TRUE((*gemm)->MatMulTransposed(args, nullptr).ok());
-    EXPECT_LE(RelativeError(accumulated.Download(), sum), kF32Tolerance);
-    args.output = GemmOutput::kBF16;
-    EXPECT_EQ((*gemm)->MatMulTransposed(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
+// Tuned algorithms are shared within an m bucket: the first m of a bucket is timed, later
+// ones reuse (or re-check) its choice; without tuning nothing is shared.
+TEST_F(KernelTest, GemmAlgorithmBucketsMatchReference) {
+  EXPECT_EQ(GemmAlgorithmBucket(64), 64);
+  EXPECT_EQ(GemmAlgorithmBucket(65), 80);
+  EXPECT_EQ(GemmAlgorithmBucket(100), 112);
+  EXPECT_EQ(GemmAlgorithmBucket(600), 640);
+  EXPECT_EQ(GemmAlgorithmBucket(2048), 2048);
+  EXPECT_EQ(GemmAlgorithmBucket(2049), 2560);
+  EXPECT_EQ(GemmAlgorithmBucket(8192), 8192);
+  EXPECT_EQ(CublasLtGemm::Create({.max_algorithms = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  for (int max_algorithms : {1, 16}) {
+    SCOPED_TRACE(::testing::Message() << "max_algorithms " << max_algorithms);
+    absl::StatusOr<std::unique_ptr<CublasLtGemm>> gemm =
+        CublasLtGemm::Create({.max_algorithms = max_algorithms});
+    ASSERT_TRUE(gemm.ok()) << gemm.status();
+    for (int64_t m : {600, 520, 640, 300, 700, 1100}) CheckGemm(**gemm, m, 768, 264, rng_);
+    // buckets 640, 768, 1280 (300 is below kMinTunedRows), each with three epilogues (bf16,
+    // fp32, fp32 accumulate)
+    EXPECT_EQ((*gemm)->num_tuned_buckets(), max_algorithms == 1 ? 0 : 3 * 3);
   }
 }
 
@@ -288,14 +323,15 @@ struct AttentionCase {
   int64_t heads, kv_heads, dim;
   std::vector<int32_t> query_lens, context_lens;  // per sequence; context includes the queries
   int32_t num_splits = 0;
+  int64_t block_size = 16;  // tokens per KV block
 };
 
 // Runs the reference over random q and a random paged cache, then the kernel.
 void CheckAttention(const AttentionCase& c, bool decode, std::mt19937& rng) {
-  SCOPED_TRACE(::testing::Message() << "heads " << c.heads << "/" << c.kv_heads << " dim "
-                                    << c.dim << " seqs " << c.context_lens.size() << " splits "
-                                    << c.num_splits);
-  const int64_t block_size = 16, num_seqs = int64_t(c.context_lens.size());
+  SCOPED_TRACE(::testing::Message() << "heads " << c.heads << "/" << c.kv_heads << " dim " << c.dim
+                                    << " seqs " << c.context_lens.size() << " splits "
+                                    << c.num_splits << " block size " << c.block_size);
+  const int64_t block_size = c.block_size, num_seqs = int64_t(c.context_lens.size());
   int64_t total_blocks = 0, num_tokens = 0, max_context = 0;
   for (int32_t len : c.context_lens) total_blocks += (len + block_size - 1) / block_size + 1;
   for (int32_t len : c.query_lens) num_tokens += len;
@@ -354,18 +390,31 @@ void CheckAttention(const AttentionCase& c, bool decode, std::mt19937& rng) {
     EXPECT_LE(RelativeError(Bf16Result(d_out), want), kBf16Tolerance);
     return;
   }
+  // Every block shape of the prefill kernel against the same reference.
   const int32_t group = int32_t(c.heads / c.kv_heads);
-  std::vector<int32_t> tiles = BuildPrefillTiles(query_start.data(), int32_t(num_seqs), group);
-  DeviceArray<int32_t> d_tiles(tiles);
-  absl::Status status = LaunchPrefillAttention(
-      {.q = AsBf16(d_q.get()), .out = out, .positions = d_positions.get(),
-       .query_start = d_query_start.get(), .block_tables = d_tables.get(),
-       .tiles = d_tiles.get(), .num_tiles = int32_t(tiles.size() / 2),
-       .num_heads = int32_t(c.heads), .max_blocks_per_seq = int32_t(max_blocks), .scale = scale,
-       .cache = cache},
-      nullptr);
-  ASSERT_TRUE(status.ok()) << status;
-  EXPECT_LE(RelativeError(Bf16Result(d_out), want), kBf16Tolerance);
+  for (PrefillTiling tiling : {PrefillTiling::kRows64Warps4, PrefillTiling::kRows128Warps4}) {
+    SCOPED_TRACE(::testing::Message() << "tiling " << static_cast<int>(tiling));
+    std::vector<int32_t> tiles =
+        BuildPrefillTiles(query_start.data(), int32_t(num_seqs), group, PrefillRowsPerTile(tiling));
+    DeviceArray<int32_t> d_tiles(tiles);
+    auto d_prefill_out = DeviceArray<uint16_t>::Poisoned(q.size());
+    absl::Status status =
+        LaunchPrefillAttention({.q = AsBf16(d_q.get()),
+                                .out = reinterpret_cast<__nv_bfloat16*>(d_prefill_out.get()),
+                                .positions = d_positions.get(),
+                                .query_start = d_query_start.get(),
+                                .block_tables = d_tables.get(),
+                                .tiles = d_tiles.get(),
+                                .num_tiles = int32_t(tiles.size() / 2),
+                                .num_heads = int32_t(c.heads),
+                                .max_blocks_per_seq = int32_t(max_blocks),
+                                .scale = scale,
+                                .cache = cache,
+                                .tiling = tiling},
+                               nullptr);
+    ASSERT_TRUE(status.ok()) << status;
+    EXPECT_LE(RelativeError(Bf16Result(d_prefill_out), want), kBf16Tolerance);
+  }
 }
 
 TEST_F(KernelTest, DecodeAttentionMatchesReference) {
@@ -386,13 +435,17 @@ TEST_F(KernelTest, PrefillAttentionMatchesReference) {
   const std::vector<AttentionCase> cases = {
       {4, 2, 32, {10}, {10}},
       {32, 8, 128, {300}, {300}},
-      {32, 8, 128, {7, 1, 65}, {40, 90, 65}},        // chunks after cached prefixes, a decode row
+      {32, 8, 128, {7, 1, 65}, {40, 90, 65}},  // chunks after cached prefixes, a decode row
       {3, 3, 64, {33, 17}, {33, 50}},
       {6, 2, 128, {129, 3}, {200, 3}},
       {8, 1, 64, {20}, {99}},
-      {32, 8, 128, {1000}, {1000}},                  // the 8B shape, a long prompt
-      {32, 8, 128, {100, 1, 1}, {1100, 5, 2000}},    // chunk after a long prefix, decode rows
-      {5, 5, 32, {77}, {77}},                        // MHA, odd heads and length
+      {32, 8, 128, {1000}, {1000}},                // the 8B shape, a long prompt
+      {32, 8, 128, {100, 1, 1}, {1100, 5, 2000}},  // chunk after a long prefix, decode rows
+      {5, 5, 32, {77}, {77}},                      // MHA, odd heads and length
+      // block sizes whose blocks split a thread's K/V rows (per-row table lookups)
+      {8, 2, 128, {90, 1}, {200, 33}, 0, /*block_size=*/5},
+      {8, 2, 128, {70}, {150}, 0, /*block_size=*/4},
+      {4, 1, 64, {40}, {130}, 0, /*block_size=*/2},
   };
   for (const AttentionCase& c : cases) CheckAttention(c, /*decode=*/false, rng_);
 }
