@@ -125,22 +125,25 @@ struct Config {
   size_t edge_bytes = 0;  // NcclKvSenderOptions::edge_chunk_bytes
   int slots = 0;
   bool blocking = false;  // NcclKv*Options::blocking_communicator
+  int32_t max_ctas = 0;   // NcclKv*Options::pack_max_ctas
 };
 
-// "chunk_mib:edge_mib:slots:b|n" entries, comma separated.
+// "chunk_mib:edge_mib:slots:b|n[:pack_ctas]" entries, comma separated.
 std::vector<Config> ParseConfigs(const std::string& text) {
   std::vector<Config> out;
   for (absl::string_view entry : absl::StrSplit(text, ',')) {
     std::vector<std::string> f = absl::StrSplit(entry, ':');
-    int64_t chunk = 0, edge = 0, slots = 0;
-    if (f.size() != 4 || !absl::SimpleAtoi(f[0], &chunk) || !absl::SimpleAtoi(f[1], &edge) ||
-        !absl::SimpleAtoi(f[2], &slots)) {
+    int64_t chunk = 0, edge = 0, slots = 0, ctas = 0;
+    if (f.size() < 4 || f.size() > 5 || !absl::SimpleAtoi(f[0], &chunk) ||
+        !absl::SimpleAtoi(f[1], &edge) || !absl::SimpleAtoi(f[2], &slots) ||
+        (f.size() == 5 && !absl::SimpleAtoi(f[4], &ctas))) {
       std::fprintf(stderr, "bad --configs entry %s\n", std::string(entry).c_str());
       std::exit(2);
     }
     out.push_back({.chunk_bytes = static_cast<size_t>(chunk) << 20,
                    .edge_bytes = static_cast<size_t>(edge) << 20,
-                   .slots = static_cast<int>(slots), .blocking = f[3] == "b"});
+                   .slots = static_cast<int>(slots), .blocking = f[3] == "b",
+                   .max_ctas = static_cast<int32_t>(ctas)});
   }
   return out;
 }
@@ -157,12 +160,14 @@ bool TimeTandem(const Config& config, const DeviceCache& src, const DeviceCache&
       .identity = {.name = "decode", .incarnation = 1, .model_fingerprint = "bench"}};
   receiver_options.max_chunk_bytes = config.chunk_bytes;
   receiver_options.num_staging_slots = config.slots;
+  receiver_options.pack_max_ctas = config.max_ctas;
   NcclKvSenderOptions sender_options{
       .identity = {.name = "prefill", .incarnation = 1, .model_fingerprint = "bench"}};
   sender_options.max_chunk_bytes = config.chunk_bytes;
   sender_options.num_staging_slots = config.slots;
   sender_options.blocking_communicator = config.blocking;
   sender_options.edge_chunk_bytes = config.edge_bytes;
+  sender_options.pack_max_ctas = config.max_ctas;
   auto receiver = *NcclKvReceiver::Start(dst.view, receiver_options);
   auto sender = *NcclKvSender::Create(src.view, sender_options);
   for (int64_t tokens : token_counts) {
@@ -336,6 +341,7 @@ int main(int argc, char** argv) {
                                      {"edge_mib", config.edge_bytes >> 20},
                                      {"slots", config.slots},
                                      {"blocking_comm", config.blocking},
+                                     {"pack_max_ctas", config.max_ctas},
                                      {"ms", seconds[t] * 1e3},
                                      {"gb_per_s", bytes / seconds[t] / 1e9},
                                      {"fraction_of_raw", raw_best / seconds[t]}});

@@ -1,6 +1,7 @@
 #include "kv_transfer/nccl/kv_pack_kernels.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/backend/cuda/cuda_check.h"
@@ -11,34 +12,41 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kUnroll = 4;
 
-// One CTA copies one 16-byte-word slice of one unit's K or V block (blockIdx.y). gridDim.z
-// slices a block so that small chunks still spread over the SMs. kUnroll independent loads
-// are in flight per thread before the stores.
+// A task copies one 16-byte-word slice of one unit's K or V block; task t is (unit
+// t / (2 * slices), K or V, slice). CTAs take tasks blockIdx.x, + gridDim.x, ...: one task
+// each when the grid is not capped, several when max_ctas leaves SMs to a concurrent NCCL
+// kernel. kUnroll independent loads are in flight per thread before the stores.
 template <bool kGather>
-__global__ void PackKernel(KvChunkArgs args, int64_t words_per_block, int64_t words_per_slice) {
-  const int64_t unit = args.first_unit + blockIdx.x;
-  const int64_t layer = unit / args.num_blocks;
-  const int64_t block = args.block_ids[unit % args.num_blocks];
-  const bool is_v = blockIdx.y == 1;
-  uint4* cache = reinterpret_cast<uint4*>(is_v ? args.v_layers[layer] : args.k_layers[layer]) +
-                 block * words_per_block;
-  uint4* staging = reinterpret_cast<uint4*>(args.staging) +
-                   (2 * static_cast<int64_t>(blockIdx.x) + (is_v ? 1 : 0)) * words_per_block;
-  const uint4* __restrict__ src = kGather ? cache : staging;
-  uint4* __restrict__ dst = kGather ? staging : cache;
-  const int64_t begin = blockIdx.z * words_per_slice;
-  const int64_t end = min(words_per_block, begin + words_per_slice);
-  for (int64_t w = begin + threadIdx.x; w < end; w += kThreads * kUnroll) {
-    uint4 r[kUnroll];
+__global__ void PackKernel(KvChunkArgs args, int64_t words_per_block, int64_t words_per_slice,
+                           int32_t slices) {
+  const int64_t num_tasks = static_cast<int64_t>(args.count) * 2 * slices;
+  for (int64_t task = blockIdx.x; task < num_tasks; task += gridDim.x) {
+    const int64_t in_chunk = task / (2 * slices);
+    const bool is_v = (task / slices) % 2 == 1;
+    const int64_t slice = task % slices;
+    const int64_t unit = args.first_unit + in_chunk;
+    const int64_t layer = unit / args.num_blocks;
+    const int64_t block = args.block_ids[unit % args.num_blocks];
+    uint4* cache = reinterpret_cast<uint4*>(is_v ? args.v_layers[layer] : args.k_layers[layer]) +
+                   block * words_per_block;
+    uint4* staging = reinterpret_cast<uint4*>(args.staging) +
+                     (2 * in_chunk + (is_v ? 1 : 0)) * words_per_block;
+    const uint4* __restrict__ src = kGather ? cache : staging;
+    uint4* __restrict__ dst = kGather ? staging : cache;
+    const int64_t begin = slice * words_per_slice;
+    const int64_t end = min(words_per_block, begin + words_per_slice);
+    for (int64_t w = begin + threadIdx.x; w < end; w += kThreads * kUnroll) {
+      uint4 r[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      int64_t j = w + u * kThreads;
-      if (j < end) r[u] = src[j];
-    }
+      for (int u = 0; u < kUnroll; ++u) {
+        int64_t j = w + u * kThreads;
+        if (j < end) r[u] = src[j];
+      }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      int64_t j = w + u * kThreads;
-      if (j < end) dst[j] = r[u];
+      for (int u = 0; u < kUnroll; ++u) {
+        int64_t j = w + u * kThreads;
+        if (j < end) dst[j] = r[u];
+      }
     }
   }
 }
@@ -47,13 +55,15 @@ template <bool kGather>
 void LaunchPack(const KvChunkArgs& args, cudaStream_t stream) {
   if (args.count == 0) return;
   const int64_t words_per_block = static_cast<int64_t>(args.block_bytes / 16);
-  // Aim for at least ~512 CTAs so the copy fills 132 SMs even for a few blocks.
+  // Aim for at least ~512 tasks so the copy fills 132 SMs even for a few blocks.
   int64_t slices = std::clamp<int64_t>(512 / (2 * args.count), 1,
                                        std::max<int64_t>(1, words_per_block / (kThreads * kUnroll)));
-  slices = std::min<int64_t>(slices, 65535);
   const int64_t words_per_slice = (words_per_block + slices - 1) / slices;
-  dim3 grid(static_cast<unsigned>(args.count), 2, static_cast<unsigned>(slices));
-  PackKernel<kGather><<<grid, kThreads, 0, stream>>>(args, words_per_block, words_per_slice);
+  const int64_t num_tasks = static_cast<int64_t>(args.count) * 2 * slices;
+  int64_t grid = std::min<int64_t>(num_tasks, std::numeric_limits<int32_t>::max());
+  if (args.max_ctas > 0) grid = std::min<int64_t>(grid, args.max_ctas);
+  PackKernel<kGather><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
+      args, words_per_block, words_per_slice, static_cast<int32_t>(slices));
   TANDEM_CUDA_CHECK_LAUNCH();
 }
 

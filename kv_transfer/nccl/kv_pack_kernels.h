@@ -30,6 +30,9 @@ struct KvChunkArgs {
   int32_t count = 0;                     // units in the chunk
   size_t block_bytes = 0;
   std::byte* staging = nullptr;          // device, 2 * count * block_bytes
+  // At most this many CTAs (0: one per 16-byte-word slice of a block, thousands for a big
+  // chunk), so a copy running beside an NCCL kernel leaves it SMs and memory bandwidth.
+  int32_t max_ctas = 0;
 };
 
 // Every layer pointer non-null and 16-byte aligned, block_bytes a non-zero multiple of 16.

@@ -250,7 +250,8 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
                     .block_ids = block_ids_.as<int32_t>(),
                     .num_blocks = static_cast<int32_t>(plan.num_blocks),
                     .first_unit = chunk.first_unit, .count = chunk.num_units,
-                    .block_bytes = cache_.layout.BytesPerBlockPerLayer(), .staging = staging},
+                    .block_bytes = cache_.layout.BytesPerBlockPerLayer(), .staging = staging,
+                    .max_ctas = options_.pack_max_ctas},
                    gather_stream_.get());
     gathered_[slot].Record(gather_stream_.get());
     TANDEM_CUDA_CHECK(cudaStreamWaitEvent(nccl_stream_.get(), gathered_[slot].get(), 0));

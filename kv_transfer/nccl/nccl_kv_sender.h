@@ -62,6 +62,9 @@ struct NcclKvSenderOptions {
   // max_chunk_bytes. 0, or max_chunk_bytes and above: uniform chunks.
   size_t edge_chunk_bytes = 16u << 20;
   int num_staging_slots = 2;             // gather runs this many chunks ahead of the sends
+  // CTAs a gather may use (0: as many as its blocks need): the gather of chunk i+1 runs
+  // beside the NCCL kernel sending chunk i and would otherwise take every SM.
+  int32_t pack_max_ctas = 0;
   size_t max_communicators = 8;          // receivers with a live communicator at once
   absl::Duration connect_timeout = absl::Seconds(20);  // TCP connect + communicator init
   // KV messages on a blocking child communicator (NcclComm::SplitBlocking) split from the
