@@ -303,13 +303,21 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
   auto staging = [&](int64_t c) {
     return session.staging.as<std::byte>() + (c % slots) * session.slot_bytes;
   };
+  static constexpr const char* kRecvStart[] = {"r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7+"};
+  static constexpr const char* kRecvEnd[] = {"r0e", "r1e", "r2e", "r3e", "r4e", "r5e", "r6e", "r7+e"};
+  static constexpr const char* kScatterStart[] = {"x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7+"};
+  static constexpr const char* kScatterEnd[] = {"x0e", "x1e", "x2e", "x3e", "x4e", "x5e", "x6e", "x7+e"};
+  auto label = [](const char* const* labels, int64_t c) { return labels[std::min<int64_t>(c, 7)]; };
+  trace.MarkGpu("r_base", session.nccl_stream.get());
   auto post = [&](int64_t c) -> absl::Status {
+    trace.MarkGpu(label(kRecvStart, c), session.nccl_stream.get());
     const size_t bytes = 2 * static_cast<size_t>(plan.chunk(c).num_units) * block_bytes;
     TANDEM_RETURN_IF_ERROR(session.kv().Finish(
         ncclRecv(staging(c), bytes, ncclUint8, /*peer=*/0, session.kv().get(),
                  session.nccl_stream.get()),
         "ncclRecv", absl::Now() + options_.recv_timeout, sender_alive));
     session.received[c % slots].Record(session.nccl_stream.get());
+    trace.MarkGpu(label(kRecvEnd, c), session.nccl_stream.get());
     return absl::OkStatus();
   };
   std::byte* const* layers = session.layer_ptrs.as<std::byte* const>();
@@ -331,6 +339,7 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
     if (c == 0) trace.Mark("first_landed");
     {
       std::lock_guard<std::mutex> lock(mu_);
+      trace.MarkGpu(label(kScatterStart, c), session.scatter(c));
       if (StillWriting(reservation_id, generation)) {
         const KvChunk chunk = plan.chunk(c);
         LaunchKvScatter({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
@@ -341,6 +350,7 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
                         session.scatter(c));
       }
       session.scattered[slot].Record(session.scatter(c));
+      trace.MarkGpu(label(kScatterEnd, c), session.scatter(c));
     }
     if (c + slots < num_chunks) {
       TANDEM_CUDA_CHECK(cudaStreamWaitEvent(session.nccl_stream.get(),

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/backend/cuda/cuda_handles.h"
 #include "common/logging.h"
 
 namespace tandem {
@@ -26,11 +27,29 @@ class TransferTrace {
     if (enabled_) marks_.emplace_back(stage, absl::Now());
   }
 
+  bool enabled() const { return enabled_; }
+
+  // GPU-side marks: an event recorded on `stream` (when the stream reaches this point);
+  // Log prints each as microseconds after the first GPU mark.
+  void MarkGpu(const char* stage, cudaStream_t stream) {
+    if (!enabled_) return;
+    absl::StatusOr<CudaEvent> event = CudaEvent::Create();
+    if (!event.ok()) return;
+    event->Record(stream);
+    gpu_marks_.emplace_back(stage, std::move(*event));
+  }
+
   void Log(const std::string& reservation_id) const {
     if (!enabled_ || marks_.empty()) return;
     std::string line = absl::StrCat("kv_trace side=", side_, " id=", reservation_id);
     for (const auto& [stage, at] : marks_) {
       absl::StrAppend(&line, " ", stage, "=", absl::ToInt64Microseconds(at - Epoch()));
+    }
+    if (!gpu_marks_.empty()) absl::StrAppend(&line, " gpu:");
+    for (const auto& [stage, event] : gpu_marks_) {
+      event.Synchronize();
+      absl::StrAppend(&line, " ", stage, "=",
+                      static_cast<int64_t>(1000 * event.ElapsedMsSince(gpu_marks_[0].second)));
     }
     TANDEM_LOG(INFO) << line;
   }
@@ -51,6 +70,7 @@ class TransferTrace {
   const char* side_;
   bool enabled_;
   std::vector<std::pair<const char*, absl::Time>> marks_;
+  std::vector<std::pair<const char*, CudaEvent>> gpu_marks_;
 };
 
 }  // namespace tandem
