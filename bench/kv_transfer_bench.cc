@@ -126,24 +126,26 @@ struct Config {
   int slots = 0;
   bool blocking = false;  // NcclKv*Options::blocking_communicator
   int32_t max_ctas = 0;   // NcclKv*Options::pack_max_ctas
+  int64_t ramp = 1;       // NcclKvSenderOptions::edge_ramp
 };
 
-// "chunk_mib:edge_mib:slots:b|n[:pack_ctas]" entries, comma separated.
+// "chunk_mib:edge_mib:slots:b|n[:pack_ctas[:ramp]]" entries, comma separated.
 std::vector<Config> ParseConfigs(const std::string& text) {
   std::vector<Config> out;
   for (absl::string_view entry : absl::StrSplit(text, ',')) {
     std::vector<std::string> f = absl::StrSplit(entry, ':');
-    int64_t chunk = 0, edge = 0, slots = 0, ctas = 0;
-    if (f.size() < 4 || f.size() > 5 || !absl::SimpleAtoi(f[0], &chunk) ||
+    int64_t chunk = 0, edge = 0, slots = 0, ctas = 0, ramp = 1;
+    if (f.size() < 4 || f.size() > 6 || !absl::SimpleAtoi(f[0], &chunk) ||
         !absl::SimpleAtoi(f[1], &edge) || !absl::SimpleAtoi(f[2], &slots) ||
-        (f.size() == 5 && !absl::SimpleAtoi(f[4], &ctas))) {
+        (f.size() >= 5 && !absl::SimpleAtoi(f[4], &ctas)) ||
+        (f.size() == 6 && !absl::SimpleAtoi(f[5], &ramp))) {
       std::fprintf(stderr, "bad --configs entry %s\n", std::string(entry).c_str());
       std::exit(2);
     }
     out.push_back({.chunk_bytes = static_cast<size_t>(chunk) << 20,
                    .edge_bytes = static_cast<size_t>(edge) << 20,
                    .slots = static_cast<int>(slots), .blocking = f[3] == "b",
-                   .max_ctas = static_cast<int32_t>(ctas)});
+                   .max_ctas = static_cast<int32_t>(ctas), .ramp = ramp});
   }
   return out;
 }
@@ -168,6 +170,7 @@ bool TimeTandem(const Config& config, const DeviceCache& src, const DeviceCache&
   sender_options.blocking_communicator = config.blocking;
   sender_options.edge_chunk_bytes = config.edge_bytes;
   sender_options.pack_max_ctas = config.max_ctas;
+  sender_options.edge_ramp = config.ramp;
   auto receiver = *NcclKvReceiver::Start(dst.view, receiver_options);
   auto sender = *NcclKvSender::Create(src.view, sender_options);
   for (int64_t tokens : token_counts) {
@@ -235,7 +238,9 @@ int main(int argc, char** argv) {
   const Config defaults{.chunk_bytes = NcclKvSenderOptions{}.max_chunk_bytes,
                         .edge_bytes = NcclKvSenderOptions{}.edge_chunk_bytes,
                         .slots = NcclKvSenderOptions{}.num_staging_slots,
-                        .blocking = NcclKvSenderOptions{}.blocking_communicator};
+                        .blocking = NcclKvSenderOptions{}.blocking_communicator,
+                        .max_ctas = NcclKvSenderOptions{}.pack_max_ctas,
+                        .ramp = NcclKvSenderOptions{}.edge_ramp};
   nlohmann::json out;
   out["shape"] = layout.Describe();
   out["kv_bytes_per_token"] = layout.kv_bytes_per_block() / layout.block_size_tokens;
@@ -244,6 +249,8 @@ int main(int argc, char** argv) {
   out["default_slots"] = defaults.slots;
   out["default_edge_mib"] = defaults.edge_bytes >> 20;
   out["default_blocking_comm"] = defaults.blocking;
+  out["default_ramp"] = defaults.ramp;
+  out["default_pack_max_ctas"] = defaults.max_ctas;
 
   // Tandem first (its own communicators), default options, then the sweep.
   std::vector<double> tandem_s;
@@ -325,7 +332,8 @@ int main(int argc, char** argv) {
         .num_blocks = blocks, .num_layers = layout.num_layers,
         .units_per_chunk = UnitsPerChunk(defaults.chunk_bytes, 2 * block_bytes, kCacheBlocks,
                                          layout.num_layers),
-        .edge_units = EdgeUnits(defaults.edge_bytes, 2 * block_bytes)};
+        .edge_units = EdgeUnits(defaults.edge_bytes, 2 * block_bytes),
+        .ramp = defaults.ramp};
     const double raw_graded = raw_plan(default_plan, /*blocking=*/true);
     raw_best = std::min(raw_best, raw_graded);
     row["raw_default_plan_blocking_comm_gb_per_s"] = bytes / raw_graded / 1e9;
@@ -342,6 +350,7 @@ int main(int argc, char** argv) {
                                      {"slots", config.slots},
                                      {"blocking_comm", config.blocking},
                                      {"pack_max_ctas", config.max_ctas},
+                                     {"ramp", config.ramp},
                                      {"ms", seconds[t] * 1e3},
                                      {"gb_per_s", bytes / seconds[t] / 1e9},
                                      {"fraction_of_raw", raw_best / seconds[t]}});

@@ -178,6 +178,7 @@ absl::Status Write(const tcp::Socket& socket, const TransferHeader& header, absl
   w.I32(header.num_blocks);
   w.I32(header.units_per_chunk);
   w.I32(header.edge_units);
+  w.I32(header.ramp);
   w.I32(header.num_tokens);
   return w.Send(socket, deadline);
 }
@@ -224,7 +225,8 @@ absl::StatusOr<TransferHeader> ReadTransferHeader(const tcp::Socket& socket, abs
   TANDEM_ASSIGN_OR_RETURN(Reader r, ReadFrame(socket, kTransferHeader, deadline));
   TransferHeader h;
   if (!r.U64(h.sequence) || !r.Str(h.reservation_id) || !r.I32(h.num_blocks) ||
-      !r.I32(h.units_per_chunk) || !r.I32(h.edge_units) || !r.I32(h.num_tokens) ||
+      !r.I32(h.units_per_chunk) || !r.I32(h.edge_units) || !r.I32(h.ramp) ||
+      !r.I32(h.num_tokens) ||
       !r.Done()) {
     return Malformed("transfer header");
   }

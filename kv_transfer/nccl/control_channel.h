@@ -51,6 +51,7 @@ struct TransferHeader {
   int32_t num_blocks = 0;
   int32_t units_per_chunk = 0;  // KvChunkPlan: chunks of (layer, block) units, any layers
   int32_t edge_units = 0;       // KvChunkPlan: graded first/last chunk; 0: uniform chunks
+  int32_t ramp = 1;             // KvChunkPlan: graded edges grow by this factor
   int32_t num_tokens = 0;
 };
 

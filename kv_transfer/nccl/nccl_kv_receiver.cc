@@ -186,7 +186,8 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
                                             session.expected_sequence - 1));
   }
   if (header.num_blocks < 0 || header.num_blocks > cache_.num_blocks ||
-      header.units_per_chunk < 1 || header.edge_units < 0 ||
+      header.units_per_chunk < 1 || header.edge_units < 0 || header.ramp < 1 ||
+      header.ramp > 64 ||
       static_cast<size_t>(header.units_per_chunk) * unit_bytes > session.slot_bytes) {
     return absl::DataLossError("kv header does not fit this receiver");  // cannot even drain
   }
@@ -194,7 +195,8 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
   const KvChunkPlan plan{.num_blocks = header.num_blocks,
                          .num_layers = cache_.layout.num_layers,
                          .units_per_chunk = header.units_per_chunk,
-                         .edge_units = header.edge_units};
+                         .edge_units = header.edge_units,
+                         .ramp = header.ramp};
   TransferTrace trace("recv");
   trace.Mark("header");
   absl::Status status =

@@ -327,12 +327,14 @@ absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request, bool&
       .units_per_chunk = peer->units_per_chunk,
       .edge_units = std::min<int64_t>(  // at the chunk size or above: uniform chunks
           EdgeUnits(options_.edge_chunk_bytes, 2 * cache_.layout.BytesPerBlockPerLayer()),
-          peer->units_per_chunk)};
+          peer->units_per_chunk),
+      .ramp = std::clamp<int64_t>(options_.edge_ramp, 1, 64)};
   nccl_control::TransferHeader header{.sequence = peer->next_sequence++,
                                       .reservation_id = request.reservation_id,
                                       .num_blocks = static_cast<int32_t>(num_blocks),
                                       .units_per_chunk = peer->units_per_chunk,
                                       .edge_units = static_cast<int32_t>(plan.edge_units),
+                                      .ramp = static_cast<int32_t>(plan.ramp),
                                       .num_tokens = request.num_tokens};
   in_step = false;  // until the trailer is out
   TANDEM_RETURN_IF_ERROR(nccl_control::Write(peer->socket, header, request.deadline));

@@ -61,6 +61,9 @@ struct NcclKvSenderOptions {
   // the final, unoverlapped scatter is short; the middle chunks are balanced, each at most
   // max_chunk_bytes. 0, or max_chunk_bytes and above: uniform chunks.
   size_t edge_chunk_bytes = 16u << 20;
+  // Graded plans: edge chunks grow by this factor toward the middle (kv_chunk_plan.h,
+  // "Ramped"); 1: one edge chunk per side.
+  int64_t edge_ramp = 1;
   int num_staging_slots = 2;             // gather runs this many chunks ahead of the sends
   // CTAs a gather may use (0: as many as its blocks need): the gather of chunk i+1 runs
   // beside the NCCL kernel sending chunk i and would otherwise take every SM.

@@ -3,6 +3,7 @@
 #include "kv_transfer/nccl/kv_chunk_plan.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -53,6 +54,50 @@ TEST(KvChunkPlanTest, GradedChunksTileTheUnitsWithShortEdges) {
       }
     }
   }
+}
+
+TEST(KvChunkPlanTest, RampedEdgesTileTheUnitsGrowingThenMirrored) {
+  for (int64_t blocks : {1, 3, 7, 128, 512}) {
+    for (int64_t per_chunk : {2, 5, 24, 2048}) {
+      for (int64_t edge : {1, 3, 64}) {
+        for (int64_t ramp : {2, 4}) {
+          const KvChunkPlan plan{.num_blocks = blocks, .num_layers = 32,
+                                 .units_per_chunk = per_chunk, .edge_units = edge,
+                                 .ramp = ramp};
+          int64_t next = 0;
+          std::vector<int64_t> sizes;
+          for (int64_t c = 0; c < plan.num_chunks(); ++c) {
+            const KvChunk chunk = plan.chunk(c);
+            EXPECT_EQ(chunk.first_unit, next);
+            EXPECT_GE(chunk.num_units, 1);
+            EXPECT_LE(chunk.num_units, per_chunk);
+            sizes.push_back(chunk.num_units);
+            next += chunk.num_units;
+          }
+          EXPECT_EQ(next, blocks * 32) << blocks << "/" << per_chunk << "/" << edge << "/" << ramp;
+          if (plan.graded()) {
+            // Mirrored ramps: the head grows by `ramp` from `edge` while below the chunk
+            // size, and the tail is the head reversed.
+            EXPECT_EQ(sizes.front(), edge);
+            EXPECT_EQ(sizes.back(), edge);
+            for (size_t i = 1; i < sizes.size() && sizes[i] == sizes[i - 1] * ramp &&
+                               sizes[i] < per_chunk;
+                 ++i) {
+              EXPECT_EQ(sizes[sizes.size() - 1 - i], sizes[i]);
+            }
+          }
+        }
+      }
+    }
+  }
+  // Llama-3-8B at 2k tokens (4096 units of 64 KiB), 8 MiB first edge, ramp 4, 128 MiB
+  // chunks: head 8 + 32 MiB (the next, 128, is not below the chunk size), the tail mirrored,
+  // the middle 2816 units in two chunks of 88 MiB.
+  const KvChunkPlan plan{.num_blocks = 128, .num_layers = 32, .units_per_chunk = 2048,
+                         .edge_units = 128, .ramp = 4};
+  ASSERT_EQ(plan.num_chunks(), 6);
+  const int64_t want[] = {128, 512, 1408, 1408, 512, 128};
+  for (int c = 0; c < 6; ++c) EXPECT_EQ(plan.chunk(c).num_units, want[c]) << c;
 }
 
 TEST(KvChunkPlanTest, TwoThousandTokensAtSixteenMibEdges) {

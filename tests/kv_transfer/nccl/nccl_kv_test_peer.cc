@@ -9,6 +9,7 @@
 //       [--blocking_communicator[=0]] (sender: KV on a blocking split child communicator or
 //                                  not; the option's default without the flag)
 //       [--edge_chunk_bytes=N]    (sender: graded chunks' first/last size; 0: uniform)
+//       [--edge_ramp=R]           (sender: graded edges grow by R toward the middle)
 //
 // Prints "READY <endpoint>" (a sender prints "READY -"), then answers:
 //   receiver: EXPECT id lease_ms b,b,..  | CANCEL id | WAIT n timeout_ms (ARRIVAL lines, END)
@@ -213,6 +214,7 @@ int RunSender(const std::map<std::string, std::string>& flags, const KvLayout& l
   if (int64_t edge = Int(flags, "edge_chunk_bytes", -1); edge >= 0) {
     options.edge_chunk_bytes = static_cast<size_t>(edge);
   }
+  if (int64_t ramp = Int(flags, "edge_ramp", 0); ramp > 0) options.edge_ramp = ramp;
   if (stop_before >= 0) {
     options.before_chunk_for_test = [stop_before](int64_t index) {
       if (index == stop_before) raise(SIGSTOP);

@@ -260,6 +260,12 @@ TEST_F(NcclKvRandomTablesTest, GradedChunksOnTheNonBlockingCommunicatorAreBitExa
                             "--edge_chunk_bytes=16384"});
 }
 
+TEST_F(NcclKvRandomTablesTest, RampedEdgesAreBitExact) {
+  // 1-unit edges growing x2 (1, 2, 4 units) toward balanced middles of at most 8 units.
+  SendRandomTablesAndCheck({"--max_chunk_bytes=65536", "--edge_chunk_bytes=8192",
+                            "--edge_ramp=2"});
+}
+
 TEST_F(NcclKvTransferTest, EightBShapeTwoThousandTokens) {
   std::string endpoint;
   auto receiver = Receiver(&endpoint, {"--shape=8b", "--blocks=160"});
