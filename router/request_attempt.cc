@@ -144,6 +144,7 @@ void RouterRequest::OnReserveDone(int32_t number, const std::string& address,
   if (status.ok()) {
     ctx_->registry->RecordSuccess(attempt_.decode.name);
     attempt_.reservation = response.reservation();
+    reserved_at_ = absl::Now();
     OpenDecodeLocked();
     return StartPrefillLocked();
   }
@@ -224,6 +225,7 @@ void RouterRequest::OnPrefillDone(int32_t number, grpc::Status status,
   if (status.ok()) {
     ctx_->registry->RecordSuccess(attempt_.prefill->name);
     prefill_ms_ = response.prefill_ms();
+    prefill_done_at_ = absl::Now();
     kv_transfer_ms_ = response.kv_transfer_ms();
     cached_prompt_tokens_ = response.cached_prompt_tokens();
     prefill_worker_ = response.prefill_worker().name().empty() ? attempt_.prefill->name

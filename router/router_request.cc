@@ -248,6 +248,11 @@ void RouterRequest::LogDoneLocked(const grpc::Status& status) {
                    << " total_ms=" << Ms(absl::Now() - arrival_) << " first_token_ms="
                    << (first_token_ == absl::InfinitePast() ? -1.0 : Ms(first_token_ - arrival_))
                    << " prefill_ms=" << prefill_ms_ << " kv_transfer_ms=" << kv_transfer_ms_
+                   << " reserved_ms="
+                   << (reserved_at_ == absl::InfinitePast() ? -1.0 : Ms(reserved_at_ - arrival_))
+                   << " prefill_answered_ms="
+                   << (prefill_done_at_ == absl::InfinitePast() ? -1.0
+                                                            : Ms(prefill_done_at_ - arrival_))
                    << (status.ok() ? "" : " error=\"" + status.error_message() + "\"");
 }
 

@@ -132,6 +132,9 @@ class RouterRequest : public std::enable_shared_from_this<RouterRequest> {
   absl::Time first_token_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   double prefill_ms_ ABSL_GUARDED_BY(mu_) = 0;
   double kv_transfer_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  // When the last attempt's reservation and Prefill answer came (request_done log).
+  absl::Time reserved_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time prefill_done_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   int32_t cached_prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   std::string prefill_worker_ ABSL_GUARDED_BY(mu_);
   std::string last_decode_ ABSL_GUARDED_BY(mu_);  // decode worker of the last stopped attempt
