@@ -58,6 +58,8 @@ ABSL_FLAG(double, gpu_memory_fraction, 0.9,
           "--num_kv_blocks=0");
 ABSL_FLAG(int64_t, max_num_batched_tokens, 512,
           "up: tokens per worker engine step (longer prompts are prefilled in chunks)");
+ABSL_FLAG(bool, kv_overlap, true,
+          "up: prefill workers stream KV while the prompt's last forward pass writes it");
 ABSL_FLAG(std::string, listen, "127.0.0.1:8000", "up: the router's address (port 0: any free)");
 ABSL_FLAG(int32_t, worker_threads, 1, "up: CPU threads per worker, >= 1");
 ABSL_FLAG(int32_t, num_kv_blocks, 2048, "up: KV blocks per worker, >= 1");
@@ -187,7 +189,8 @@ int RunUp() {
                        absl::StrCat("--gpu_memory_fraction=",
                                     absl::GetFlag(FLAGS_gpu_memory_fraction)),
                        absl::StrCat("--max_num_batched_tokens=",
-                                    absl::GetFlag(FLAGS_max_num_batched_tokens))},
+                                    absl::GetFlag(FLAGS_max_num_batched_tokens)),
+                       absl::StrCat("--kv_overlap=", absl::GetFlag(FLAGS_kv_overlap) ? "true" : "false")},
       .prefill_devices = devices[0],
       .decode_devices = devices[1],
       .log_dir = log_dir};

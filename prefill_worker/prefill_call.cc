@@ -36,13 +36,32 @@ void PrefillCall::OnOutput(EngineOutput o) {
           Finish(absl::CancelledError("Prefill call cancelled"));
           return;
         }
-        StartSendLocked(o);  // the forward pass that writes the KV starts after this
+        handoff_ = std::move(o);
+        // Overlap: the forward pass that writes the KV starts after this.
+        if (ctx_.kv_overlap) StartSendLocked(/*first_token=*/nullptr);
         return;
       }
-      if (o.finish != OutputFinish::kAbort) return;  // nothing else precedes a hand-off
-      phase_ = Phase::kDone;
-      lock.unlock();
-      Finish(o.status.ok() ? absl::CancelledError("prefill aborted") : o.status);
+      if (o.finish == OutputFinish::kAbort) {
+        phase_ = Phase::kDone;
+        const bool held = !handoff_.kv_blocks.empty();
+        lock.unlock();
+        if (held) ctx_.engine.ReleaseHold(id_);
+        Finish(o.status.ok() ? absl::CancelledError("prefill aborted") : o.status);
+        return;
+      }
+      if (handoff_.kv_blocks.empty()) return;  // nothing else precedes a hand-off
+      // Without overlap: the first token came; the KV goes now, with it.
+      first_token_known_ = true;
+      first_token_at_ = absl::Now();
+      FillResponseLocked(o);
+      if (cancelled_) {
+        phase_ = Phase::kDone;
+        lock.unlock();
+        ctx_.engine.ReleaseHold(id_);
+        Finish(absl::CancelledError("Prefill call cancelled"));
+        return;
+      }
+      StartSendLocked(&o);
       return;
     case Phase::kSending:
       if (o.finish == OutputFinish::kAbort) {
@@ -73,16 +92,23 @@ void PrefillCall::FillResponseLocked(const EngineOutput& o) {
   *response_->mutable_prefill_worker() = ctx_.identity();
 }
 
-void PrefillCall::StartSendLocked(const EngineOutput& o) {
+void PrefillCall::StartSendLocked(const EngineOutput* first_token) {
   KvSendRequest send{
       .endpoint = reservation_.kv_endpoint(),
       .receiver_incarnation = reservation_.decode_worker().incarnation(),
       .reservation_id = id_,
-      .src_blocks = {o.kv_blocks.begin(), o.kv_blocks.end()},
-      .num_tokens = static_cast<int32_t>(o.kv_num_tokens),
-      .deadline = send_deadline_,
-      .progress = o.kv_progress,
-      .first_token_pending = true};
+      .src_blocks = {handoff_.kv_blocks.begin(), handoff_.kv_blocks.end()},
+      .num_tokens = static_cast<int32_t>(handoff_.kv_num_tokens),
+      .deadline = send_deadline_};
+  if (first_token == nullptr) {  // overlap: the pass is about to write the KV
+    send.progress = handoff_.kv_progress;
+    send.first_token_pending = true;
+  } else {
+    const EngineOutput& o = *first_token;
+    send.first_token_id = o.token_ids.empty() ? -1 : o.token_ids[0];
+    send.first_logprob = o.logprobs.empty() ? 0.0f : o.logprobs[0].chosen.logprob;
+    send.cached_prompt_tokens = static_cast<int32_t>(o.num_cached_tokens);
+  }
   phase_ = Phase::kSending;
   transfer_id_ = ctx_.sender.StartSend(std::move(send));
   ctx_.poller.Watch(transfer_id_, [call = shared_from_this()](absl::Status status) {

@@ -5,7 +5,7 @@
 // sampled) -> done. Whoever moves it to done releases what it holds: the engine request
 // (Abort) while prefilling, the pinned blocks (ReleaseHold) once the transfer stopped,
 // never earlier. An abort after the hand-off cancels the transfer and answers once it
-// stopped.
+// stopped. With kv_overlap off the send starts only once the first token is known.
 //
 // Threads: OnOutput on the engine thread, OnTransferDone on the poller thread, Cancel on
 // gRPC's (OnCancel) or the Abort RPC's. The call outlives its reactor: it touches the
@@ -42,7 +42,8 @@ class PrefillCall final : public OutputSink, public std::enable_shared_from_this
  private:
   enum class Phase { kPrefilling, kSending, kDone };
 
-  void StartSendLocked(const EngineOutput& output);  // requires mu_
+  // Requires mu_. `first_token` null: overlapped (the token follows via SetFirstToken).
+  void StartSendLocked(const EngineOutput* first_token);
   void OnTransferDone(absl::Status status);
   void FillResponseLocked(const EngineOutput& output);  // requires mu_
   void Finish(const absl::Status& status);
@@ -59,6 +60,7 @@ class PrefillCall final : public OutputSink, public std::enable_shared_from_this
   Phase phase_ = Phase::kPrefilling;  // guarded by mu_
   bool cancelled_ = false;            // guarded by mu_
   uint64_t transfer_id_ = 0;          // guarded by mu_
+  EngineOutput handoff_;              // guarded by mu_: the KV hand-off (blocks, progress)
   bool first_token_known_ = false;    // guarded by mu_
   absl::Time first_token_at_;         // guarded by mu_
   absl::Status abort_status_;         // guarded by mu_: aborted after the hand-off

@@ -20,12 +20,13 @@ class PrefillCall;
 
 class PrefillContext {
  public:
-  PrefillContext(Engine& engine, KvSender& sender, TransferPoller& poller)
-      : engine(engine), sender(sender), poller(poller) {}
+  PrefillContext(Engine& engine, KvSender& sender, TransferPoller& poller, bool kv_overlap)
+      : engine(engine), sender(sender), poller(poller), kv_overlap(kv_overlap) {}
 
   Engine& engine;
   KvSender& sender;
   TransferPoller& poller;
+  const bool kv_overlap;  // start sending at the hand-off, not after the first token
   std::atomic<bool> draining{false};
 
   internal::v1::WorkerIdentity identity() const;

@@ -27,7 +27,8 @@ absl::Status PrefillWorker::Init(const WorkerOptions& options) {
   TANDEM_LOG(INFO) << "event=kv_transport kind=" << KvTransportName(model_.kv_transport);
   poller_ = std::make_unique<TransferPoller>(*sender_);
   model_.engine->Start();
-  ctx_ = std::make_unique<PrefillContext>(*model_.engine, *sender_, *poller_);
+  ctx_ = std::make_unique<PrefillContext>(*model_.engine, *sender_, *poller_,
+                                          options.kv_overlap);
   ctx_->set_identity(identity_);
   service_ = std::make_unique<PrefillService>(*ctx_);
   TANDEM_ASSIGN_OR_RETURN(server_,

@@ -11,6 +11,7 @@
 #
 #   BIN=.bundle scripts/gpu_cluster_check.sh
 #   SKIP_TEST=1 BIN=.bundle scripts/gpu_cluster_check.sh     # the benchmark only
+#   NO_OVERLAP=1 ...   # also the disaggregated cluster with --kv_overlap=false (A/B)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.bundle}
@@ -74,6 +75,10 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   run_config colocated --num_prefill=0 --num_decode=1 --decode_devices=0
   run_config disaggregated --num_prefill=1 --num_decode=1 --prefill_devices=0 --decode_devices=1 \
     --kv_transport=nccl
+  if [ -n "${NO_OVERLAP:-}" ]; then  # the same, KV sent after the first token (A/B)
+    run_config no-overlap --num_prefill=1 --num_decode=1 --prefill_devices=0 --decode_devices=1 \
+      --kv_transport=nccl --kv_overlap=false
+  fi
 fi
 
 python3 - "$OUT" "$LENGTHS" <<'PY'
@@ -89,7 +94,7 @@ if os.path.exists(path):
 rows = []
 for n in lengths:
     r = {}
-    for name in ("colocated", "disaggregated"):
+    for name in ("colocated", "disaggregated", "no-overlap"):
         p = os.path.join(out, f"{name}-{n}.json")
         if os.path.exists(p):
             j = json.load(open(p))
@@ -98,12 +103,13 @@ for n in lengths:
     rows.append((n, r))
 if any(r for _, r in rows):
     print("\n== TTFT, one request at a time (ms; p50 / p90)")
-    print(f'{"prompt":>7s} {"colocated":>18s} {"disaggregated":>18s} {"ratio p50":>10s}')
+    print(f'{"prompt":>7s} {"colocated":>18s} {"disaggregated":>18s} {"ratio p50":>10s} {"no overlap":>18s} {"ratio":>7s}')
     for n, r in rows:
-        c, d = r.get("colocated"), r.get("disaggregated")
-        fmt = lambda x: f"{x[0]:8.2f} / {x[1]:7.2f}" if x else " " * 18
-        ratio = f"{d[0] / c[0]:10.3f}" if c and d else ""
-        print(f"{n:>7s} {fmt(c):>18s} {fmt(d):>18s} {ratio}")
+        c, d, x = r.get("colocated"), r.get("disaggregated"), r.get("no-overlap")
+        fmt = lambda v: f"{v[0]:8.2f} / {v[1]:7.2f}" if v else " " * 18
+        ratio = f"{d[0] / c[0]:10.3f}" if c and d else " " * 10
+        xratio = f"{x[0] / c[0]:7.3f}" if c and x else ""
+        print(f"{n:>7s} {fmt(c):>18s} {fmt(d):>18s} {ratio} {fmt(x) if x else '':>18s} {xratio}")
     for n, r in rows:
         for name, v in r.items():
             if list(v[2].keys()) != ["OK"]:

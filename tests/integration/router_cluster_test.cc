@@ -75,6 +75,17 @@ TEST(RouterClusterTest, GreedyMatchesReference1P1D) {
   ExpectGreedyMatchesReference(*cluster);
 }
 
+// The prefill workers send the KV only after the first token (--kv_overlap=false): the
+// other hand-off path of PrefillCall gives the same tokens and frees every block.
+TEST(RouterClusterTest, GreedyMatchesReferenceWithoutKvOverlap) {
+  RouterClusterOptions o;
+  o.prefill_flags = {"--kv_overlap=false"};
+  auto cluster = RouterCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  ASSERT_TRUE((*cluster)->WaitServing().ok());
+  ExpectGreedyMatchesReference(**cluster);
+}
+
 TEST(RouterClusterTest, GreedyMatchesReference2P2D) {
   auto cluster = StartCluster(2, 2, {"--prefill_policy=round_robin", "--decode_policy=round_robin"});
   ASSERT_NE(cluster, nullptr);

@@ -29,6 +29,9 @@ ABSL_FLAG(int32_t, threads, 1, "CPU compute threads of the model runner");
 ABSL_FLAG(int32_t, max_num_seqs, 64, "most sequences in one engine step");
 ABSL_FLAG(int64_t, max_num_batched_tokens, 512,
           "most tokens in one engine step (longer prompts are chunked)");
+ABSL_FLAG(bool, kv_overlap, true,
+          "prefill workers: stream a prompt's KV to its decode worker while the forward pass "
+          "of its last chunk writes it (false: send it after the first token)");
 ABSL_FLAG(std::string, router, "",
           "router host:port to Register with (optional: the router can also poll GetLoad)");
 
@@ -48,6 +51,7 @@ WorkerOptions WorkerOptionsFromFlags() {
           .threads = absl::GetFlag(FLAGS_threads),
           .max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs),
           .max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens),
+          .kv_overlap = absl::GetFlag(FLAGS_kv_overlap),
           .router = absl::GetFlag(FLAGS_router)};
 }
 

@@ -24,6 +24,9 @@ struct WorkerOptions {
   int threads = 1;                      // CPU compute threads
   int32_t max_num_seqs = 64;            // sequences per engine step
   int64_t max_num_batched_tokens = 512;  // tokens per engine step
+  // prefill only: stream a prompt's KV while the forward pass of its last chunk writes it
+  // (false: send it after the first token; docs/kv_transfer.md, "Overlap")
+  bool kv_overlap = true;
   std::string router;                   // host:port of a router to Register with; optional
 };
 
