@@ -18,6 +18,7 @@
 #include "common/kv_cache/kv_layer_progress.h"
 #include "common/kv_cache/kv_layout.h"
 #include "common/model/model_config.h"
+#include "common/sampling/sampler.h"
 
 namespace tandem {
 
@@ -33,10 +34,15 @@ struct ForwardInputs {
   // completes or fails it when Forward returns, so a runner that never publishes is correct,
   // only without overlap.
   KvLayerProgress* kv_progress = nullptr;
+  // false: the caller reads the logits only through SampleLogits and CopyLogitsRows, so a
+  // runner that keeps them elsewhere (the CUDA runner, on the device) need not copy them to
+  // the host; the returned LogitsView may then have empty `values`.
+  bool logits_on_host = true;
 };
 
 // Logits of the requested rows, row-major [num_rows][vocab_size]. Owned by the runner and
-// valid until its next Forward call.
+// valid until its next Forward call. `values` may be empty when the caller set
+// ForwardInputs::logits_on_host to false (num_rows and vocab_size are still set).
 struct LogitsView {
   std::span<const float> values;
   int64_t num_rows = 0;
@@ -56,6 +62,25 @@ class ModelRunner {
   // block ids outside the pool, a sequence's block table not covering its positions.
   // Only the engine thread calls this.
   virtual absl::StatusOr<LogitsView> Forward(const ForwardInputs& inputs) = 0;
+
+  // Samples rows of the last Forward's logits: one token per entry of `rows`, what
+  // SampleBatch (common/sampling/sampler.h) returns for rows[i] on a copy of logits row
+  // `logits_rows[i]` (an index into that Forward's logits rows; one row may be named several
+  // times, as n > 1 samples fan out from one). `logits` is what that Forward returned. The
+  // default copies the rows out of logits.values and runs SampleBatch; a runner that
+  // overrides it returns the same tokens and logprobs (the CUDA runner samples on the
+  // device). The named rows may be processed in place: read them no more after this call.
+  // INVALID_ARGUMENT for bad indices or beam-search rows. Only the engine thread calls this,
+  // between one Forward and the next.
+  virtual absl::StatusOr<std::vector<SampledToken>> SampleLogits(
+      const LogitsView& logits, std::span<const int32_t> logits_rows, const SamplingContext& ctx,
+      std::span<const SamplingRow> rows);
+
+  // Copies rows `logits_rows` of the last Forward's logits (indices as above, rows not given
+  // to SampleLogits) into `out` [logits_rows.size()][vocab_size] on the host, for beam search.
+  // The default copies from logits.values. Same caller and timing as SampleLogits.
+  virtual absl::Status CopyLogitsRows(const LogitsView& logits,
+                                      std::span<const int32_t> logits_rows, std::span<float> out);
 
   // Copies every layer's K and V of each `src` block into its `dst` block (copy-on-write
   // forks for n > 1 and beams), before the next Forward. Only the engine thread calls this.

@@ -105,16 +105,20 @@ class Engine {
   void RunForward(const SchedulerOutput& out);
   void ProcessLogits(const SchedulerOutput& out, const LogitsView& logits,
                      const absl::flat_hash_map<const Sequence*, Record*>& owner);
-  // Rows sampled together this step: logits [num_rows][vocab] copied once, contiguous.
+  // Rows sampled together this step, through ModelRunner::SampleLogits: each names the
+  // logits row it reads (the n samples of a fan-out share their root's row).
   struct SampleBatchRows {
-    std::vector<float> logits;
+    std::vector<int32_t> logits_rows;  // [num_rows] indices into the step's logits rows
     std::vector<SamplingRow> sampling;
     std::vector<Record*> records;
     std::vector<Sequence*> seqs;
-    void Add(Record& record, Sequence& seq, std::span<const float> row);
+    void Add(Record& record, Sequence& seq, int32_t logits_row);
   };
-  void SampleRows(SampleBatchRows& rows);
-  void StepBeams(Record& record, std::vector<std::span<const float>> rows);
+  void SampleRows(const LogitsView& logits, const SampleBatchRows& rows);
+  // Beam rows come to the host (ModelRunner::CopyLogitsRows) for BeamSearch.
+  void StepBeams(Record& record, const LogitsView& logits, std::span<const int32_t> rows);
+  // Aborts the requests of `records` (duplicates fine) after a failed sampling call.
+  void FailRequests(std::span<Record* const> records, const absl::Status& status);
   void AcceptToken(Record& record, Sequence& seq, int32_t token,
                    std::optional<SampledLogprobs> logprobs);
   void ForkSamples(Record& record);

@@ -1,5 +1,6 @@
 // One step's forward pass and everything after it: sampling, n > 1 and beam forks, stop
 // checks, outputs, and sweeping finished sequences.
+#include <algorithm>
 #include <numeric>
 
 #include "absl/container/flat_hash_map.h"
@@ -39,6 +40,9 @@ void BuildInputs(const SchedulerOutput& out, const BlockManager& blocks, StepInp
   s.inputs.slot_mapping = s.slots;
   s.inputs.query_start = s.query_start;
   s.inputs.logits_rows = s.logits_rows;
+  // The engine reads logits only through SampleLogits / CopyLogitsRows: a device runner
+  // samples where they are.
+  s.inputs.logits_on_host = false;
 }
 
 std::unique_ptr<Sequence> CloneForBeam(const Sequence& parent, SeqId id) {
@@ -123,48 +127,68 @@ void Engine::HandOffKv(const SchedulerOutput& out,
 void Engine::ProcessLogits(const SchedulerOutput& out, const LogitsView& logits,
                            const absl::flat_hash_map<const Sequence*, Record*>& owner) {
   SampleBatchRows sample_rows;
-  absl::flat_hash_map<Record*, std::vector<std::span<const float>>> beam_rows;
+  absl::flat_hash_map<Record*, std::vector<int32_t>> beam_rows;
   absl::flat_hash_set<std::string> touched;  // ids: a record may retire while we sweep
-  int64_t row = 0;
+  int32_t row = 0;
   for (const ScheduledChunk& c : out.chunks) {
     if (!c.needs_logits) continue;
-    std::span<const float> logit_row = logits.Row(row++);
+    const int32_t logits_row = row++;
     Record& record = *owner.at(c.seq);
     touched.insert(record.request.request_id);
     bool fans_out = record.request.params.n > 1 || record.beams.has_value();
     if (options_.role == EngineRole::kPrefillOnly && fans_out) {
       FinishPrefill(record, *c.seq, -1, std::nullopt);  // the decode worker fans out
     } else if (record.beams) {
-      beam_rows[&record].push_back(logit_row);
+      beam_rows[&record].push_back(logits_row);
     } else if (record.needs_fork) {
       ForkSamples(record);
-      for (auto& seq : record.group.seqs) sample_rows.Add(record, *seq, logit_row);
+      for (auto& seq : record.group.seqs) sample_rows.Add(record, *seq, logits_row);
     } else {
-      sample_rows.Add(record, *c.seq, logit_row);
+      sample_rows.Add(record, *c.seq, logits_row);
     }
   }
-  SampleRows(sample_rows);
-  for (auto& [record, rows] : beam_rows) StepBeams(*record, std::move(rows));
+  SampleRows(logits, sample_rows);
+  for (auto& [record, rows] : beam_rows) StepBeams(*record, logits, rows);
   for (const std::string& id : touched) {
     auto it = records_.find(id);
     if (it != records_.end()) MaybeRetire(*it->second);
   }
 }
 
-void Engine::SampleBatchRows::Add(Record& record, Sequence& seq, std::span<const float> row) {
-  logits.insert(logits.end(), row.begin(), row.end());
+void Engine::SampleBatchRows::Add(Record& record, Sequence& seq, int32_t logits_row) {
+  logits_rows.push_back(logits_row);
   sampling.push_back({.params = &record.request.params, .state = &seq.sampling});
   records.push_back(&record);
   seqs.push_back(&seq);
 }
 
-void Engine::SampleRows(SampleBatchRows& rows) {
+void Engine::SampleRows(const LogitsView& logits, const SampleBatchRows& rows) {
   if (rows.seqs.empty()) return;
   SamplingContext ctx{.vocab_size = config_.vocab_size, .eos_token_ids = config_.eos_token_ids};
-  std::vector<SampledToken> tokens = SampleBatch(rows.logits, ctx, rows.sampling);
+  absl::StatusOr<std::vector<SampledToken>> tokens =
+      runner_->SampleLogits(logits, rows.logits_rows, ctx, rows.sampling);
+  if (!tokens.ok()) {
+    FailRequests(rows.records, tokens.status());
+    return;
+  }
   for (size_t i = 0; i < rows.seqs.size(); ++i) {
-    AcceptToken(*rows.records[i], *rows.seqs[i], tokens[i].token_id,
-                std::move(tokens[i].logprobs));
+    AcceptToken(*rows.records[i], *rows.seqs[i], (*tokens)[i].token_id,
+                std::move((*tokens)[i].logprobs));
+  }
+}
+
+void Engine::FailRequests(std::span<Record* const> records, const absl::Status& status) {
+  TANDEM_LOG(ERROR) << "sampling failed: " << status;
+  std::vector<std::string> ids;
+  for (Record* record : records) {
+    if (std::find(ids.begin(), ids.end(), record->request.request_id) == ids.end()) {
+      ids.push_back(record->request.request_id);
+    }
+  }
+  for (const std::string& id : ids) {
+    AbortCommand abort{id,
+                       absl::InternalError(absl::StrCat("sampling failed: ", status.message()))};
+    Handle(abort);
   }
 }
 
@@ -228,12 +252,17 @@ void Engine::FinishPrefill(Record& record, Sequence& seq, int32_t token,
   record.request.sink->OnOutput(std::move(out));
 }
 
-void Engine::StepBeams(Record& record, std::vector<std::span<const float>> rows) {
+void Engine::StepBeams(Record& record, const LogitsView& logits,
+                       std::span<const int32_t> rows) {
   const int64_t vocab = config_.vocab_size;
-  std::vector<float> batch;
+  std::vector<float> batch(rows.size() * static_cast<size_t>(vocab));
+  if (absl::Status s = runner_->CopyLogitsRows(logits, rows, batch); !s.ok()) {
+    Record* failed = &record;
+    FailRequests({&failed, 1}, s);
+    return;
+  }
   std::vector<SamplingRow> sampling_rows;
   for (size_t b = 0; b < rows.size(); ++b) {
-    batch.insert(batch.end(), rows[b].begin(), rows[b].end());
     LogSoftmaxInPlace(std::span(batch).subspan(b * vocab, vocab));
     sampling_rows.push_back({&record.request.params, &record.group.seqs[b]->sampling});
   }

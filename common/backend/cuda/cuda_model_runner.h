@@ -1,6 +1,7 @@
 // The CUDA backend: Llama-family forward with bf16 weights and a bf16 paged KV cache, fp32
 // accumulation (GEMMs through cuBLASLt, own kernels for the rest) and an fp32 residual
-// stream. Logits come back to the host as fp32.
+// stream. Logits are fp32; they come back to the host only when the caller asks
+// (ForwardInputs::logits_on_host) or for rows the device cannot sample (beam search).
 //
 // Memory: weights are uploaded once (no host copy kept); activations are sized for
 // max_num_tokens rows; the KV pool takes what is left of gpu_memory_fraction of the
@@ -26,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "common/backend/cuda/cublaslt_gemm.h"
 #include "common/backend/cuda/cuda_handles.h"
+#include "common/backend/cuda/cuda_sampler.h"
 #include "common/backend/cuda/cuda_weights.h"
 #include "common/backend/cuda/kernels/paged_kv.h"
 #include "common/backend/model_runner.h"
@@ -46,6 +48,11 @@ struct CudaRunnerOptions {
   // cuBLASLt on every 8B decode shape at m = 1 and loses at m >= 2 but for the LM head
   // (cuda_model_bench's gemm_decode_shapes; docs/cuda_backend.md).
   int64_t gemv_max_rows = 1;
+  // Sample on the device (CudaSampler) when the caller leaves the logits with the runner
+  // (ForwardInputs::logits_on_host false, as the engine does): SampleLogits reads the
+  // device logits and only tokens and logprobs come back. Off: those logits are copied to
+  // the host and sampled by the CPU chain (ModelRunner's defaults), e.g. to compare.
+  bool gpu_sampling = true;
   // The KV pool in managed memory, so host code (the TCP KV transport, which reads and
   // writes KvCacheView byte ranges) can reach it through host_kv_view(). Off: plain device
   // memory, no host view (the NCCL transport of issue 7 is the GPU-native path).
@@ -63,6 +70,14 @@ struct CudaMemoryReport {
   std::string ToString() const;
 };
 
+// Where the logits went since the runner was created (tests and benchmarks read it).
+struct CudaLogitsCounts {
+  int64_t device_sampled_rows = 0;  // rows SampleLogits sampled through the CudaSampler
+  int64_t gathered_rows = 0;        // of those, from scratch copies (fan-out, gaps)
+  int64_t fallback_rows = 0;        // of those, by the CudaSampler's per-row CPU fallback
+  int64_t host_rows = 0;            // rows copied to the host by Forward or CopyLogitsRows
+};
+
 class CudaModelRunner final : public ModelRunner {
  public:
   // Loads `model_dir` (config.json, generation_config.json, safetensors) onto the device.
@@ -74,6 +89,15 @@ class CudaModelRunner final : public ModelRunner {
   ~CudaModelRunner() override;
 
   absl::StatusOr<LogitsView> Forward(const ForwardInputs& inputs) override;
+  // With gpu_sampling: samples on the device from the last Forward's logits (rows that are
+  // named once and consecutively in place, others from copies in a scratch buffer); the
+  // CudaSampler's own per-row CPU fallback covers what its kernels cannot do. Synchronizes.
+  absl::StatusOr<std::vector<SampledToken>> SampleLogits(
+      const LogitsView& logits, std::span<const int32_t> logits_rows, const SamplingContext& ctx,
+      std::span<const SamplingRow> rows) override;
+  // Copies the named rows from the device when the view holds no host values.
+  absl::Status CopyLogitsRows(const LogitsView& logits, std::span<const int32_t> logits_rows,
+                              std::span<float> out) override;
   // Copies every layer's K and V of each src block into its dst block (one kernel).
   absl::Status CopyBlocks(std::span<const BlockCopy> copies) override;
   const ModelConfig& config() const override { return config_; }
@@ -81,6 +105,7 @@ class CudaModelRunner final : public ModelRunner {
   int64_t num_kv_blocks() const override { return memory_.num_kv_blocks; }
 
   const CudaMemoryReport& memory_report() const { return memory_; }
+  const CudaLogitsCounts& logits_counts() const { return logits_counts_; }
   // Weight bytes one decode step reads (everything but an untied embedding table).
   size_t weight_bytes_read_per_step() const { return weights_->bytes_read_per_step(); }
   cudaStream_t stream() const { return stream_.get(); }
@@ -116,6 +141,11 @@ class CudaModelRunner final : public ModelRunner {
   absl::Status Attention(int64_t layer, const Batch& batch);
   absl::Status MlpBlock(int64_t layer, const Batch& batch);
   absl::Status ComputeLogits(const Batch& batch);
+  absl::Status CheckLogitsRows(const LogitsView& logits,
+                               std::span<const int32_t> logits_rows) const;
+  // Copies logits rows `sources` into the first rows of sample_scratch_ (one copy per run of
+  // consecutive sources).
+  absl::StatusOr<DeviceLogits> GatherLogitsRows(std::span<const int32_t> sources);
   absl::Status MatMul(const GemmArgs& args);
   absl::Status Gemm(const __nv_bfloat16* a, int64_t m, int64_t k, const __nv_bfloat16* w,
                     int64_t n, void* out, GemmOutput output);
@@ -138,6 +168,10 @@ class CudaModelRunner final : public ModelRunner {
   DeviceBuffer attention_workspace_;   // decode split-K partials
   DeviceBuffer metadata_;              // int32 batch description, see UploadBatch
   PinnedBuffer metadata_host_, logits_host_;
+  std::unique_ptr<CudaSampler> sampler_;  // gpu_sampling only
+  DeviceBuffer sample_scratch_;           // [scratch_rows_][vocab] fp32, gathered rows
+  int64_t scratch_rows_ = 0;
+  CudaLogitsCounts logits_counts_;
   size_t metadata_ints_ = 0;
   struct GraphEntry {
     bool warmed = false;  // ran eagerly once
