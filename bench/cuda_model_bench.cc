@@ -28,6 +28,7 @@
 #include "common/backend/cuda/kernels/prefill_attention.h"
 #include "common/backend/cuda/kernels/rope_kv_write.h"
 #include "common/backend/cuda/kernels/silu_mul.h"
+#include "common/sampling/sequence_state.h"
 #include "nlohmann/json.hpp"
 
 namespace tandem::bench {
@@ -143,9 +144,10 @@ double WallMs(auto&& fn) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
-void Check(const absl::StatusOr<LogitsView>& result) {
+template <typename T>
+void Check(const absl::StatusOr<T>& result) {
   if (!result.ok()) {
-    std::cerr << "forward failed: " << result.status() << "\n";
+    std::cerr << "forward or sampling failed: " << result.status() << "\n";
     std::exit(1);
   }
 }
@@ -549,11 +551,30 @@ int Main(int argc, char** argv) {
 
   const size_t kv_bytes_per_token = runner.kv_layout().kv_bytes_per_block() / kBlock;
   // Steps 0 and 1 warm up (eager, then graph capture); the median of the next decode_steps.
-  auto decode = [&](int64_t batch, int32_t context) {
+  // A step is what the engine does: Forward with the logits left on the device, then greedy
+  // sampling of every row on the GPU (SampleLogits); `host_logits` instead copies the logits
+  // to the host as before the GPU sampler (and samples nothing).
+  SamplingParams greedy{.temperature = 0.0f};
+  std::vector<SequenceSamplingState> states;
+  for (int64_t i = 0; i < max_batch; ++i) states.push_back(MakeSequenceState({}, i));
+  const std::vector<int32_t> eos = c.eos_token_ids;
+  auto decode = [&](int64_t batch, int32_t context, bool host_logits = false) {
+    std::vector<SamplingRow> rows;
+    std::vector<int32_t> logits_rows;
+    for (int64_t i = 0; i < batch; ++i) {
+      rows.push_back({.params = &greedy, .state = &states[i]});
+      logits_rows.push_back(static_cast<int32_t>(i));
+    }
+    const SamplingContext ctx{.vocab_size = c.vocab_size, .eos_token_ids = eos};
     std::vector<double> times;
     for (int step = 0; step < decode_steps + 2; ++step) {
       ForwardInputs in = MakeInputs(seqs, 0, batch, context + step, 1, true, storage);
-      double ms = WallMs([&] { Check(runner.Forward(in)); });
+      in.logits_on_host = host_logits;
+      double ms = WallMs([&] {
+        absl::StatusOr<LogitsView> logits = runner.Forward(in);
+        Check(logits);
+        if (!host_logits) Check(runner.SampleLogits(*logits, logits_rows, ctx, rows));
+      });
       if (step >= 2) times.push_back(ms);
     }
     const double ms = Median(times);
@@ -584,6 +605,12 @@ int Main(int argc, char** argv) {
   }
   runner.set_use_cuda_graphs(true);
   runner.set_gemv_max_rows(kGemvMaxRows);
+  for (int64_t batch : {1, 64}) {  // the step before the GPU sampler: logits to the host
+    if (batch > max_batch) continue;
+    nlohmann::json row = decode(batch, 2048, /*host_logits=*/true);
+    row["variant"] = "logits_to_host_no_sampling";
+    out["decode_attribution"].push_back(row);
+  }
 
   out["kernels"] = KernelBreakdown(runner, seqs, static_cast<int32_t>(max_context), stream,
                                   copy_bw, gemm_rate);
