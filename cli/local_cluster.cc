@@ -34,6 +34,21 @@ void SetFlag(std::vector<std::string>& argv, const std::string& flag, const std:
 
 }  // namespace
 
+std::string ClusterKvTransport(const std::string& requested, bool cuda, int num_prefill,
+                               int default_device, const std::vector<int>& prefill_devices,
+                               const std::vector<int>& decode_devices) {
+  if (requested != "auto" || !cuda || num_prefill == 0) return requested;
+  const std::vector<int> fallback = {default_device};
+  const std::vector<int>& prefill = prefill_devices.empty() ? fallback : prefill_devices;
+  const std::vector<int>& decode = decode_devices.empty() ? fallback : decode_devices;
+  for (int p : prefill) {
+    for (int d : decode) {
+      if (p == d) return "tcp";
+    }
+  }
+  return requested;
+}
+
 absl::StatusOr<std::string> FindBinary(const std::string& name, const std::string& hint) {
   static const std::pair<const char*, const char*> kFolders[] = {
       {"tandem-router", "router"}, {"tandem-prefill", "prefill_worker"},

@@ -39,6 +39,14 @@ struct ClusterMember {
   std::string grpc_address() const { return ready.value("grpc", ""); }
 };
 
+// The --kv_transport every worker of a local cluster gets. "auto" means NCCL between
+// different GPUs, but NCCL cannot pair a GPU with itself: with --backend=cuda and prefill
+// workers sharing a device with decode workers (the default: every worker on --device),
+// auto resolves to "tcp" for the whole cluster. Anything else is passed through.
+std::string ClusterKvTransport(const std::string& requested, bool cuda, int num_prefill,
+                               int default_device, const std::vector<int>& prefill_devices,
+                               const std::vector<int>& decode_devices);
+
 // Finds `name` (e.g. "tandem-router"): in `hint` if given, else next to this executable, else
 // in the build tree's <folder>/ beside this executable's folder.
 absl::StatusOr<std::string> FindBinary(const std::string& name, const std::string& hint);

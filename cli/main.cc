@@ -175,6 +175,13 @@ int RunUp() {
       devices[role].push_back(device);
     }
   }
+  const std::string kv_transport = tandem::cli::ClusterKvTransport(
+      absl::GetFlag(FLAGS_kv_transport), cuda, absl::GetFlag(FLAGS_num_prefill),
+      absl::GetFlag(FLAGS_device), devices[0], devices[1]);
+  if (kv_transport != absl::GetFlag(FLAGS_kv_transport)) {
+    std::cerr << "prefill and decode workers share a GPU: KV over " << kv_transport
+              << " (NCCL pairs only different GPUs; see --prefill_devices/--decode_devices)\n";
+  }
   std::string log_dir = absl::GetFlag(FLAGS_log_dir);
   if (log_dir.empty()) log_dir = absl::StrCat("/tmp/tandem-up-", ::getpid());
   tandem::InstallShutdownSignalHandlers();
@@ -185,7 +192,7 @@ int RunUp() {
       .worker_flags = {absl::StrCat("--threads=", threads), absl::StrCat("--num_kv_blocks=", blocks),
                        "--backend=" + absl::GetFlag(FLAGS_backend),
                        absl::StrCat("--device=", absl::GetFlag(FLAGS_device)),
-                       "--kv_transport=" + absl::GetFlag(FLAGS_kv_transport),
+                       "--kv_transport=" + kv_transport,
                        absl::StrCat("--gpu_memory_fraction=",
                                     absl::GetFlag(FLAGS_gpu_memory_fraction)),
                        absl::StrCat("--max_num_batched_tokens=",

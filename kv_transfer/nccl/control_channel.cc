@@ -159,6 +159,7 @@ absl::Status Write(const tcp::Socket& socket, const Hello& hello, absl::Time dea
   w.Str(hello.layout);
   w.Raw(&hello.unique_id, sizeof(hello.unique_id));
   w.U64(hello.blocking_data_communicator ? 1 : 0);
+  w.Str(hello.gpu_uuid);
   return w.Send(socket, deadline);
 }
 
@@ -202,6 +203,7 @@ absl::StatusOr<Hello> ReadHello(const tcp::Socket& socket, absl::Time deadline) 
   if (!r.Str(h.sender_name) || !r.U64(h.sender_incarnation) ||
       !r.U64(h.expected_receiver_incarnation) || !r.Str(h.model_fingerprint) ||
       !r.Str(h.layout) || !r.Raw(&h.unique_id, sizeof(h.unique_id)) || !r.U64(blocking) ||
+      !r.Str(h.gpu_uuid) ||
       !r.Done()) {
     return Malformed("hello");
   }

@@ -36,6 +36,9 @@ struct Hello {
   // Both sides then connect the pair with one 16-byte message on the communicator and
   // split a blocking child for the KV messages (NcclComm::SplitBlocking).
   bool blocking_data_communicator = false;
+  // The sender's GPU (its 16-byte CUDA UUID, hex): NCCL cannot pair a GPU with itself, so
+  // a receiver on the same GPU refuses with a clear error instead of NCCL's "invalid usage".
+  std::string gpu_uuid;
 };
 
 struct HelloAck {

@@ -74,6 +74,19 @@ NcclComm& NcclComm::operator=(NcclComm&& other) noexcept {
   return *this;
 }
 
+std::string GpuUuid(int device) {
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return "";
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (char byte : prop.uuid.bytes) {
+    const unsigned char b = static_cast<unsigned char>(byte);
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+  return out;
+}
+
 absl::Status WaitForEvent(cudaEvent_t event, absl::Time deadline, const char* what,
                           const WaitCheck& check) {
   const absl::Time start = absl::Now();

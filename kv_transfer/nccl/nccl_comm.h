@@ -4,6 +4,8 @@
 // pool, normal shutdown) goes through the destructor.
 #pragma once
 
+#include <string>
+
 #include <nccl.h>
 
 #include <cuda_runtime.h>
@@ -23,6 +25,10 @@ absl::Status NcclErrorToStatus(ncclResult_t result, const char* what);
 // Sets NCCL_NVLS_ENABLE=0 unless the environment already says otherwise: NVLink multicast
 // is never used by KV transfer and must stay off on shared hosts.
 void DisableNcclMulticastUnlessSet();
+
+// CUDA device `device`'s UUID as 32 hex digits ("" if it cannot be read): which physical
+// GPU a process uses, whatever CUDA_VISIBLE_DEVICES calls it.
+std::string GpuUuid(int device);
 
 // Checked about once a millisecond while a wait below polls: a non-OK answer ends the wait
 // with that status (a closed control connection, a stopping owner).

@@ -97,6 +97,11 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handsha
              hello.expected_receiver_incarnation != options_.identity.incarnation) {
     ack.error = absl::StrCat("receiver incarnation is ", options_.identity.incarnation,
                              ", sender expected ", hello.expected_receiver_incarnation);
+  } else if (!hello.gpu_uuid.empty() && hello.gpu_uuid == GpuUuid(cache_.cuda_device)) {
+    ack.error = absl::StrCat("kv sender ", hello.sender_name, " uses this receiver's GPU (",
+                             hello.gpu_uuid, "): NCCL cannot pair a GPU with itself; put "
+                             "prefill and decode workers on different GPUs or use "
+                             "--kv_transport=tcp");
   } else if (sessions_.load() > options_.max_senders) {  // counts this one
     ack.error = absl::StrCat("receiver already serves ", options_.max_senders, " senders");
   } else {

@@ -158,7 +158,8 @@ absl::StatusOr<NcclKvSender::Peer*> NcclKvSender::Connected(const KvSendRequest&
                             .expected_receiver_incarnation = request.receiver_incarnation,
                             .model_fingerprint = options_.identity.model_fingerprint,
                             .layout = cache_.layout.Describe(),
-                            .blocking_data_communicator = options_.blocking_communicator};
+                            .blocking_data_communicator = options_.blocking_communicator,
+                            .gpu_uuid = GpuUuid(cache_.cuda_device)};
   TANDEM_ASSIGN_OR_RETURN(hello.unique_id, NcclComm::NewUniqueId());
   TANDEM_RETURN_IF_ERROR(nccl_control::Write(socket, hello, deadline));
   TANDEM_ASSIGN_OR_RETURN(nccl_control::HelloAck ack, nccl_control::ReadHelloAck(socket, deadline));

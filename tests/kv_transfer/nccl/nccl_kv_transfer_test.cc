@@ -364,6 +364,15 @@ TEST_F(NcclKvTransferTest, HandshakeRefusesAnotherModel) {
   EXPECT_THAT(status, HasSubstr("receiver incarnation is 1, sender expected 7"));
 }
 
+TEST_F(NcclKvTransferTest, HandshakeRefusesASenderOnTheReceiversGpu) {
+  std::string endpoint;
+  auto receiver = Receiver(&endpoint, {"--gpu=0"});  // the sender's GPU
+  auto sender = Sender();
+  std::string status = Status(*sender, Send(*sender, endpoint, 1, "r", 5, {1}));
+  EXPECT_THAT(status, StartsWith("9 "));  // FAILED_PRECONDITION, not NCCL's "invalid usage"
+  EXPECT_THAT(status, HasSubstr("NCCL cannot pair a GPU with itself"));
+}
+
 TEST_F(NcclKvTransferTest, CancelledAndUnknownReservationsAreDrainedNotWritten) {
   std::string endpoint;
   auto receiver = Receiver(&endpoint);
