@@ -30,11 +30,8 @@ void PrefillCall::OnOutput(EngineOutput o) {
     case Phase::kPrefilling:
       if (handoff) {
         if (cancelled_) {
-          phase_ = Phase::kDone;
-          lock.unlock();
-          ctx_.engine.ReleaseHold(id_);
-          Finish(absl::CancelledError("Prefill call cancelled"));
-          return;
+          return EndUnsent(lock, /*release_hold=*/true,
+                           absl::CancelledError("Prefill call cancelled"));
         }
         handoff_ = std::move(o);
         // Overlap: the forward pass that writes the KV starts after this.
@@ -42,12 +39,8 @@ void PrefillCall::OnOutput(EngineOutput o) {
         return;
       }
       if (o.finish == OutputFinish::kAbort) {
-        phase_ = Phase::kDone;
-        const bool held = !handoff_.kv_blocks.empty();
-        lock.unlock();
-        if (held) ctx_.engine.ReleaseHold(id_);
-        Finish(o.status.ok() ? absl::CancelledError("prefill aborted") : o.status);
-        return;
+        return EndUnsent(lock, /*release_hold=*/!handoff_.kv_blocks.empty(),
+                         o.status.ok() ? absl::CancelledError("prefill aborted") : o.status);
       }
       if (handoff_.kv_blocks.empty()) return;  // nothing else precedes a hand-off
       // Without overlap: the first token came; the KV goes now, with it.
@@ -55,11 +48,8 @@ void PrefillCall::OnOutput(EngineOutput o) {
       first_token_at_ = absl::Now();
       FillResponseLocked(o);
       if (cancelled_) {
-        phase_ = Phase::kDone;
-        lock.unlock();
-        ctx_.engine.ReleaseHold(id_);
-        Finish(absl::CancelledError("Prefill call cancelled"));
-        return;
+        return EndUnsent(lock, /*release_hold=*/true,
+                         absl::CancelledError("Prefill call cancelled"));
       }
       StartSendLocked(&o);
       return;
@@ -82,6 +72,14 @@ void PrefillCall::OnOutput(EngineOutput o) {
            .cached_prompt_tokens = static_cast<int32_t>(o.num_cached_tokens)});
       return;
   }
+}
+
+void PrefillCall::EndUnsent(std::unique_lock<std::mutex>& lock, bool release_hold,
+                            const absl::Status& status) {
+  phase_ = Phase::kDone;
+  lock.unlock();
+  if (release_hold) ctx_.engine.ReleaseHold(id_);
+  Finish(status);
 }
 
 void PrefillCall::FillResponseLocked(const EngineOutput& o) {

@@ -45,6 +45,10 @@ class PrefillCall final : public OutputSink, public std::enable_shared_from_this
   // Requires mu_. `first_token` null: overlapped (the token follows via SetFirstToken).
   void StartSendLocked(const EngineOutput* first_token);
   void OnTransferDone(absl::Status status);
+  // Ends the call before any transfer started: done, the hold released if there is one,
+  // answered with `status`. Takes the locked `lock` and unlocks it.
+  void EndUnsent(std::unique_lock<std::mutex>& lock, bool release_hold,
+                 const absl::Status& status);
   void FillResponseLocked(const EngineOutput& output);  // requires mu_
   void Finish(const absl::Status& status);
 
