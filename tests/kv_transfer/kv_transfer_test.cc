@@ -5,10 +5,12 @@
 
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv_transfer/loopback/loopback_kv_transfer.h"
+#include "kv_transfer/send_queue.h"
 #include "kv_transfer/tcp/tcp_kv_receiver.h"
 #include "kv_transfer/tcp/tcp_kv_sender.h"
 
@@ -234,6 +236,47 @@ TEST_F(TcpKvTransferTest, StreamsLayersAsPublishedAndWaitsForTheFirstToken) {
   sender.Cancel(cancelled);
   EXPECT_TRUE(absl::IsCancelled(WaitForSend(sender, cancelled)));
   for (const KvArrival& a : receiver_->PollArrivals()) EXPECT_FALSE(a.status.ok());
+}
+
+// The sender's job bookkeeping: a first token supplied late, a cancel or the deadline ends
+// the wait for it; WaitForFinish never misses a Finish between two calls.
+TEST(KvSendQueueTest, FirstTokensCancelsDeadlinesAndFinishWakeups) {
+  KvSendQueue jobs;
+  const uint64_t a = jobs.Push({.reservation_id = "a"});
+  const uint64_t b = jobs.Push({.reservation_id = "b"});
+  const uint64_t c = jobs.Push({.reservation_id = "c"});
+  std::thread supplier([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    jobs.SetFirstToken(a, {.token_id = 7, .logprob = -0.5f, .cached_prompt_tokens = 3});
+    jobs.Cancel(b);
+  });
+  absl::StatusOr<KvFirstToken> first = jobs.WaitFirstToken(a, absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->token_id, 7);
+  EXPECT_EQ(first->cached_prompt_tokens, 3);
+  EXPECT_TRUE(absl::IsCancelled(jobs.WaitFirstToken(b, absl::Now() + absl::Seconds(10)).status()));
+  supplier.join();
+  EXPECT_TRUE(absl::IsDeadlineExceeded(
+      jobs.WaitFirstToken(c, absl::Now() + absl::Milliseconds(10)).status()));
+  jobs.SetFirstToken(999, {});  // unknown id: ignored
+
+  // A Finish before the wait is seen at once; later a Finish wakes a waiting watcher.
+  jobs.Finish(a, absl::OkStatus());
+  absl::Time start = absl::Now();
+  jobs.WaitForFinish(absl::Seconds(10));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  std::thread finisher([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    jobs.Finish(b, absl::CancelledError("cancelled"));
+  });
+  start = absl::Now();
+  jobs.WaitForFinish(absl::Seconds(10));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  finisher.join();
+  EXPECT_TRUE(jobs.Poll(a)->ok());
+  EXPECT_TRUE(absl::IsCancelled(*jobs.Poll(b)));
+  EXPECT_FALSE(jobs.Poll(a).has_value());  // reported once
+  jobs.SetFirstToken(a, {});  // finished: ignored
 }
 
 TEST(LoopbackKvTransferTest, CopiesBlocksAndReportsArrival) {
