@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/status.h"
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -34,33 +36,34 @@ void KvLayerProgress::Fail(absl::Status status) {
   changed_.notify_all();
 }
 
-absl::StatusOr<void*> KvLayerProgress::WaitForLayers(int64_t n, absl::Time deadline) {
-  n = std::clamp<int64_t>(n, 0, num_layers());
-  std::unique_lock<std::mutex> lock(mu_);
-  while (true) {
-    if (complete_) return nullptr;  // the runner synchronized: nothing left to wait on
-    if (published_ >= n) return n == 0 ? nullptr : events_[n - 1];
+absl::Status KvLayerProgress::WaitUntil(std::unique_lock<std::mutex>& lock, absl::Time deadline,
+                                        const std::function<bool()>& ready,
+                                        const std::function<std::string()>& waiting_for) {
+  while (!ready()) {
     if (!failed_.ok()) return failed_;
     const absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration()) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "kv layers: ", published_, " of the ", n, " needed were written before the deadline"));
+      return absl::DeadlineExceededError(absl::StrCat("kv layers: ", waiting_for()));
     }
     changed_.wait_for(lock, absl::ToChronoMicroseconds(left));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<void*> KvLayerProgress::WaitForLayers(int64_t n, absl::Time deadline) {
+  n = std::clamp<int64_t>(n, 0, num_layers());
+  std::unique_lock<std::mutex> lock(mu_);
+  TANDEM_RETURN_IF_ERROR(WaitUntil(
+      lock, deadline, [&] { return complete_ || published_ >= n; },
+      [&] { return absl::StrCat(published_, " of the ", n, " needed were written before the deadline"); }));
+  // Complete: the runner synchronized, nothing left to wait on.
+  return complete_ || n == 0 ? nullptr : events_[n - 1];
 }
 
 absl::Status KvLayerProgress::WaitForComplete(absl::Time deadline) {
   std::unique_lock<std::mutex> lock(mu_);
-  while (true) {
-    if (complete_) return absl::OkStatus();
-    if (!failed_.ok()) return failed_;
-    const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) {
-      return absl::DeadlineExceededError("kv layers: the forward pass did not finish before the deadline");
-    }
-    changed_.wait_for(lock, absl::ToChronoMicroseconds(left));
-  }
+  return WaitUntil(lock, deadline, [&] { return complete_; },
+                   [] { return std::string("the forward pass did not finish before the deadline"); });
 }
 
 absl::Status KvLayerProgress::WaitForHostLayers(int64_t n, absl::Time deadline) {

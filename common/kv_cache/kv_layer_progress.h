@@ -11,7 +11,9 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -48,6 +50,12 @@ class KvLayerProgress {
   absl::Status WaitForHostLayers(int64_t n, absl::Time deadline);
 
  private:
+  // With `lock` held: OK once `ready()`, else the pass's failure, else DEADLINE_EXCEEDED
+  // saying `waiting_for()`.
+  absl::Status WaitUntil(std::unique_lock<std::mutex>& lock, absl::Time deadline,
+                         const std::function<bool()>& ready,
+                         const std::function<std::string()>& waiting_for);
+
   std::mutex mu_;
   std::condition_variable changed_;
   std::vector<void*> events_;  // guarded by mu_

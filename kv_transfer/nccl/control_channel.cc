@@ -15,47 +15,6 @@ namespace {
 constexpr size_t kMaxFrameBytes = 64u << 10;
 enum Type : uint8_t { kHello = 1, kHelloAck = 2, kTransferHeader = 3, kTransferTrailer = 4 };
 
-absl::Status WaitFor(int fd, short events, absl::Time deadline) {
-  while (true) {
-    absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("control channel deadline");
-    pollfd p{.fd = fd, .events = events, .revents = 0};
-    int ms = static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, 1000));
-    int n = ::poll(&p, 1, ms);
-    if (n > 0) return absl::OkStatus();
-    if (n < 0 && errno != EINTR) return absl::UnavailableError(std::strerror(errno));
-  }
-}
-
-absl::Status SendAll(int fd, const char* data, size_t size, absl::Time deadline) {
-  while (size > 0) {
-    TANDEM_RETURN_IF_ERROR(WaitFor(fd, POLLOUT, deadline));
-    ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      return absl::UnavailableError(absl::StrCat("control send: ", std::strerror(errno)));
-    }
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status RecvAll(int fd, char* data, size_t size, absl::Time deadline) {
-  while (size > 0) {
-    TANDEM_RETURN_IF_ERROR(WaitFor(fd, POLLIN, deadline));
-    ssize_t n = ::recv(fd, data, size, MSG_DONTWAIT);
-    if (n == 0) return absl::UnavailableError("kv peer closed the control connection");
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      return absl::UnavailableError(absl::StrCat("control recv: ", std::strerror(errno)));
-    }
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
 class Writer {
  public:
   explicit Writer(Type type) { bytes_.push_back(static_cast<char>(type)); }
@@ -77,8 +36,8 @@ class Writer {
     uint32_t size = static_cast<uint32_t>(bytes_.size());
     char prefix[4] = {static_cast<char>(size), static_cast<char>(size >> 8),
                       static_cast<char>(size >> 16), static_cast<char>(size >> 24)};
-    TANDEM_RETURN_IF_ERROR(SendAll(socket.fd(), prefix, 4, deadline));
-    return SendAll(socket.fd(), bytes_.data(), bytes_.size(), deadline);
+    TANDEM_RETURN_IF_ERROR(tcp::SendAll(socket, prefix, 4, deadline));
+    return tcp::SendAll(socket, bytes_.data(), bytes_.size(), deadline);
   }
 
  private:
@@ -130,13 +89,13 @@ class Reader {
 
 absl::StatusOr<Reader> ReadFrame(const tcp::Socket& socket, Type type, absl::Time deadline) {
   unsigned char prefix[4];
-  TANDEM_RETURN_IF_ERROR(RecvAll(socket.fd(), reinterpret_cast<char*>(prefix), 4, deadline));
+  TANDEM_RETURN_IF_ERROR(tcp::RecvAll(socket, reinterpret_cast<char*>(prefix), 4, deadline));
   uint32_t size = prefix[0] | (prefix[1] << 8) | (prefix[2] << 16) | (uint32_t{prefix[3]} << 24);
   if (size == 0 || size > kMaxFrameBytes) {
     return absl::DataLossError(absl::StrCat("control frame of ", size, " bytes"));
   }
   std::string bytes(size, '\0');
-  TANDEM_RETURN_IF_ERROR(RecvAll(socket.fd(), bytes.data(), size, deadline));
+  TANDEM_RETURN_IF_ERROR(tcp::RecvAll(socket, bytes.data(), size, deadline));
   if (static_cast<uint8_t>(bytes[0]) != type) {
     return absl::DataLossError(absl::StrCat("control frame of type ", static_cast<int>(bytes[0]),
                                             ", expected ", static_cast<int>(type)));

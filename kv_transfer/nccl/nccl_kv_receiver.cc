@@ -8,6 +8,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "kv_transfer/nccl/kv_pack_kernels.h"
+#include "kv_transfer/receiver_leases.h"
 #include "kv_transfer/nccl/transfer_trace.h"
 
 namespace tandem {
@@ -310,21 +311,16 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
   auto staging = [&](int64_t c) {
     return session.staging.as<std::byte>() + (c % slots) * session.slot_bytes;
   };
-  static constexpr const char* kRecvStart[] = {"r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7+"};
-  static constexpr const char* kRecvEnd[] = {"r0e", "r1e", "r2e", "r3e", "r4e", "r5e", "r6e", "r7+e"};
-  static constexpr const char* kScatterStart[] = {"x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7+"};
-  static constexpr const char* kScatterEnd[] = {"x0e", "x1e", "x2e", "x3e", "x4e", "x5e", "x6e", "x7+e"};
-  auto label = [](const char* const* labels, int64_t c) { return labels[std::min<int64_t>(c, 7)]; };
-  trace.MarkGpu("r_base", session.nccl_stream.get());
+  trace.MarkGpu("r_base", -1, session.nccl_stream.get());
   auto post = [&](int64_t c) -> absl::Status {
-    trace.MarkGpu(label(kRecvStart, c), session.nccl_stream.get());
+    trace.MarkGpu("r", c, session.nccl_stream.get());
     const size_t bytes = 2 * static_cast<size_t>(plan.chunk(c).num_units) * block_bytes;
     TANDEM_RETURN_IF_ERROR(session.kv().Finish(
         ncclRecv(staging(c), bytes, ncclUint8, /*peer=*/0, session.kv().get(),
                  session.nccl_stream.get()),
         "ncclRecv", absl::Now() + options_.recv_timeout, sender_alive));
     session.received[c % slots].Record(session.nccl_stream.get());
-    trace.MarkGpu(label(kRecvEnd, c), session.nccl_stream.get());
+    trace.MarkGpu("r_end", c, session.nccl_stream.get());
     return absl::OkStatus();
   };
   std::byte* const* layers = session.layer_ptrs.as<std::byte* const>();
@@ -346,7 +342,7 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
     if (c == 0) trace.Mark("first_landed");
     {
       std::lock_guard<std::mutex> lock(mu_);
-      trace.MarkGpu(label(kScatterStart, c), session.scatter(c));
+      trace.MarkGpu("x", c, session.scatter(c));
       if (StillWriting(reservation_id, generation)) {
         const KvChunk chunk = plan.chunk(c);
         LaunchKvScatter({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
@@ -357,7 +353,7 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
                         session.scatter(c));
       }
       session.scattered[slot].Record(session.scatter(c));
-      trace.MarkGpu(label(kScatterEnd, c), session.scatter(c));
+      trace.MarkGpu("x_end", c, session.scatter(c));
     }
     if (c + slots < num_chunks) {
       TANDEM_CUDA_CHECK(cudaStreamWaitEvent(session.nccl_stream.get(),
@@ -399,18 +395,11 @@ void NcclKvReceiver::Expect(const std::string& reservation_id, std::vector<int32
 }
 
 void NcclKvReceiver::ExpireLeases(absl::Time now) {
-  for (auto it = pending_.begin(); it != pending_.end();) {
-    if (it->second.deadline > now) {
-      ++it;
-      continue;
-    }
-    arrivals_.push_back({.reservation_id = it->first,
-                         .status = absl::DeadlineExceededError(absl::StrCat(
-                             "no complete KV for reservation ", it->first, " before its lease"))});
+  tandem::ExpireLeases(pending_, arrivals_, now, [this](auto it) {
     auto next = std::next(it);
-    Forget(it);
-    it = next;
-  }
+    Forget(it);  // waits for scatters already launched into it
+    return next;
+  });
 }
 
 std::vector<KvArrival> NcclKvReceiver::PollArrivals() {
@@ -421,13 +410,7 @@ std::vector<KvArrival> NcclKvReceiver::PollArrivals() {
 
 std::vector<KvArrival> NcclKvReceiver::WaitForArrivals(absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  absl::Time wake = absl::Now() + timeout;
-  for (const auto& [id, pending] : pending_) wake = std::min(wake, pending.deadline);
-  absl::Duration left = wake - absl::Now();
-  if (arrivals_.empty() && left > absl::ZeroDuration()) {
-    arrived_.wait_for(lock, absl::ToChronoMicroseconds(left) + std::chrono::milliseconds(1),
-                      [this] { return !arrivals_.empty(); });
-  }
+  WaitForArrivalOrLease(lock, arrived_, pending_, arrivals_, timeout);
   ExpireLeases(absl::Now());
   return std::exchange(arrivals_, {});
 }

@@ -17,12 +17,6 @@ namespace {
 
 constexpr size_t kConnectBytes = 16;  // the message that connects a pair before a split
 
-// Trace labels per chunk (TANDEM_KV_TRACE; chunks past 7 share the last label).
-constexpr const char* kGatherStart[] = {"g0", "g1", "g2", "g3", "g4", "g5", "g6", "g7+"};
-constexpr const char* kGatherEnd[] = {"g0e", "g1e", "g2e", "g3e", "g4e", "g5e", "g6e", "g7+e"};
-constexpr const char* kSendStart[] = {"s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7+"};
-constexpr const char* kSendEnd[] = {"s0e", "s1e", "s2e", "s3e", "s4e", "s5e", "s6e", "s7+e"};
-
 // Restores the calling thread's current CUDA device on scope exit.
 class DeviceGuard {
  public:
@@ -214,16 +208,20 @@ void NcclKvSender::DrainStreams() {
   }
 }
 
-absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
-                                      const KvSendRequest& request, TransferTrace& trace,
-                                      absl::Status& forward_failed) {
+WaitCheck NcclKvSender::ReceiverAlive(const Peer& peer) {
   // The receiver died: its control connection closed (checked while NCCL calls are polled).
-  const WaitCheck receiver_alive = [&peer]() -> absl::Status {
+  return [&peer]() -> absl::Status {
     if (nccl_control::PeerClosed(peer.socket)) {
       return absl::UnavailableError("kv receiver closed its connection mid-transfer (died?)");
     }
     return peer.kv().AsyncError();
   };
+}
+
+absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
+                                      const KvSendRequest& request, TransferTrace& trace,
+                                      absl::Status& forward_failed) {
+  const WaitCheck receiver_alive = ReceiverAlive(peer);
   const int slots = options_.num_staging_slots;
   std::byte* const* layers = layer_ptrs_.as<std::byte* const>();
   // Overlap: a chunk is gathered once the forward pass wrote every layer it covers; the
@@ -253,8 +251,8 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
     std::byte* staging = staging_.as<std::byte>() + slot * slot_bytes_;
     // The slot is free once the send that last used it completed.
     TANDEM_CUDA_CHECK(cudaStreamWaitEvent(gather_stream_.get(), sent_[slot].get(), 0));
-    if (index == 0) trace.MarkGpu("g_base", gather_stream_.get());
-    trace.MarkGpu(kGatherStart[std::min<int64_t>(index, 7)], gather_stream_.get());
+    if (index == 0) trace.MarkGpu("g_base", -1, gather_stream_.get());
+    trace.MarkGpu("g", index, gather_stream_.get());
     LaunchKvGather({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
                     .block_ids = block_ids_.as<int32_t>(),
                     .num_blocks = static_cast<int32_t>(plan.num_blocks),
@@ -263,15 +261,15 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
                     .max_ctas = options_.pack_max_ctas},
                    gather_stream_.get());
     gathered_[slot].Record(gather_stream_.get());
-    trace.MarkGpu(kGatherEnd[std::min<int64_t>(index, 7)], gather_stream_.get());
+    trace.MarkGpu("g_end", index, gather_stream_.get());
     TANDEM_CUDA_CHECK(cudaStreamWaitEvent(nccl_stream_.get(), gathered_[slot].get(), 0));
-    trace.MarkGpu(kSendStart[std::min<int64_t>(index, 7)], nccl_stream_.get());
+    trace.MarkGpu("s", index, nccl_stream_.get());
     const size_t bytes = 2 * static_cast<size_t>(chunk.num_units) * cache_.layout.BytesPerBlockPerLayer();
     TANDEM_RETURN_IF_ERROR(peer.kv().Finish(
         ncclSend(staging, bytes, ncclUint8, /*peer=*/1, peer.kv().get(), nccl_stream_.get()),
         "ncclSend", request.deadline, receiver_alive));
     sent_[slot].Record(nccl_stream_.get());
-    trace.MarkGpu(kSendEnd[std::min<int64_t>(index, 7)], nccl_stream_.get());
+    trace.MarkGpu("s_end", index, nccl_stream_.get());
   }
   trace.Mark("enqueued");
   done_.Record(nccl_stream_.get());
@@ -279,13 +277,7 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
 }
 
 absl::Status NcclKvSender::WaitSent(Peer& peer, absl::Time deadline) {
-  const WaitCheck receiver_alive = [&peer]() -> absl::Status {
-    if (nccl_control::PeerClosed(peer.socket)) {
-      return absl::UnavailableError("kv receiver closed its connection mid-transfer (died?)");
-    }
-    return peer.kv().AsyncError();
-  };
-  absl::Status done = WaitForEvent(done_.get(), deadline, "kv transfer", receiver_alive);
+  absl::Status done = WaitForEvent(done_.get(), deadline, "kv transfer", ReceiverAlive(peer));
   if (absl::IsDeadlineExceeded(done)) {
     return absl::DeadlineExceededError("kv transfer deadline passed before the receiver took the KV");
   }

@@ -116,6 +116,9 @@ class NcclKvSender final : public KvSender {
   // the pair is out of step.
   absl::Status SendChunks(Peer& peer, const KvChunkPlan& plan, const KvSendRequest& request,
                           TransferTrace& trace, absl::Status& forward_failed);
+  // For polled waits during a transfer: the receiver's connection closed or the
+  // communicator failed. `peer` must outlive the check.
+  static WaitCheck ReceiverAlive(const Peer& peer);
   // Waits (bounded) for the last enqueued send.
   absl::Status WaitSent(Peer& peer, absl::Time deadline);
   // Waits (bounded) until no kernel of ours reads the cache or the staging ring.

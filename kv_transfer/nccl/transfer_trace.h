@@ -31,12 +31,14 @@ class TransferTrace {
 
   // GPU-side marks: an event recorded on `stream` (when the stream reaches this point);
   // Log prints each as microseconds after the first GPU mark.
-  void MarkGpu(const char* stage, cudaStream_t stream) {
+  // `stage` and `index` name the mark ("g" and 2: "g2").
+  void MarkGpu(const char* stage, int64_t index, cudaStream_t stream) {
     if (!enabled_) return;
     absl::StatusOr<CudaEvent> event = CudaEvent::Create();
     if (!event.ok()) return;
     event->Record(stream);
-    gpu_marks_.emplace_back(stage, std::move(*event));
+    gpu_marks_.emplace_back(index < 0 ? std::string(stage) : absl::StrCat(stage, index),
+                            std::move(*event));
   }
 
   void Log(const std::string& reservation_id) const {
@@ -70,7 +72,7 @@ class TransferTrace {
   const char* side_;
   bool enabled_;
   std::vector<std::pair<const char*, absl::Time>> marks_;
-  std::vector<std::pair<const char*, CudaEvent>> gpu_marks_;
+  std::vector<std::pair<std::string, CudaEvent>> gpu_marks_;
 };
 
 }  // namespace tandem

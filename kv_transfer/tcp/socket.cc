@@ -35,7 +35,21 @@ absl::Status WaitReady(int fd, short events, absl::Time deadline) {
   }
 }
 
-absl::Status SendAll(int fd, const char* data, size_t size, absl::Time deadline) {
+absl::StatusOr<std::pair<std::string, int>> SplitEndpoint(const std::string& endpoint) {
+  size_t colon = endpoint.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(endpoint.substr(colon + 1), &port) ||
+      port <= 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("kv endpoint must be host:port, got \"",
+                                                   endpoint, "\""));
+  }
+  return std::make_pair(endpoint.substr(0, colon), port);
+}
+
+}  // namespace
+
+absl::Status SendAll(const Socket& socket, const char* data, size_t size, absl::Time deadline) {
+  const int fd = socket.fd();
   while (size > 0) {
     TANDEM_RETURN_IF_ERROR(WaitReady(fd, POLLOUT, deadline));
     ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -49,7 +63,8 @@ absl::Status SendAll(int fd, const char* data, size_t size, absl::Time deadline)
   return absl::OkStatus();
 }
 
-absl::Status RecvAll(int fd, char* data, size_t size, absl::Time deadline) {
+absl::Status RecvAll(const Socket& socket, char* data, size_t size, absl::Time deadline) {
+  const int fd = socket.fd();
   while (size > 0) {
     TANDEM_RETURN_IF_ERROR(WaitReady(fd, POLLIN, deadline));
     ssize_t n = ::recv(fd, data, size, MSG_DONTWAIT);
@@ -63,19 +78,6 @@ absl::Status RecvAll(int fd, char* data, size_t size, absl::Time deadline) {
   }
   return absl::OkStatus();
 }
-
-absl::StatusOr<std::pair<std::string, int>> SplitEndpoint(const std::string& endpoint) {
-  size_t colon = endpoint.rfind(':');
-  int port = 0;
-  if (colon == std::string::npos || !absl::SimpleAtoi(endpoint.substr(colon + 1), &port) ||
-      port <= 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("kv endpoint must be host:port, got \"",
-                                                   endpoint, "\""));
-  }
-  return std::make_pair(endpoint.substr(0, colon), port);
-}
-
-}  // namespace
 
 Socket::~Socket() {
   if (fd_ >= 0) ::close(fd_);
@@ -175,20 +177,20 @@ absl::Status WriteFrame(const Socket& socket, const internal::v1::KvFrame& frame
   uint32_t size = static_cast<uint32_t>(bytes.size());
   char header[4] = {static_cast<char>(size), static_cast<char>(size >> 8),
                     static_cast<char>(size >> 16), static_cast<char>(size >> 24)};
-  TANDEM_RETURN_IF_ERROR(SendAll(socket.fd(), header, 4, deadline));
-  return SendAll(socket.fd(), bytes.data(), bytes.size(), deadline);
+  TANDEM_RETURN_IF_ERROR(SendAll(socket, header, 4, deadline));
+  return SendAll(socket, bytes.data(), bytes.size(), deadline);
 }
 
 absl::StatusOr<internal::v1::KvFrame> ReadFrame(const Socket& socket, absl::Time deadline) {
   unsigned char header[4];
-  TANDEM_RETURN_IF_ERROR(RecvAll(socket.fd(), reinterpret_cast<char*>(header), 4, deadline));
+  TANDEM_RETURN_IF_ERROR(RecvAll(socket, reinterpret_cast<char*>(header), 4, deadline));
   uint32_t size = header[0] | (header[1] << 8) | (header[2] << 16) | (uint32_t{header[3]} << 24);
   if (size > kMaxFrameBytes) {
     return absl::InvalidArgumentError(absl::StrCat("kv frame of ", size, " bytes exceeds ",
                                                    kMaxFrameBytes));
   }
   std::string bytes(size, '\0');
-  TANDEM_RETURN_IF_ERROR(RecvAll(socket.fd(), bytes.data(), size, deadline));
+  TANDEM_RETURN_IF_ERROR(RecvAll(socket, bytes.data(), size, deadline));
   internal::v1::KvFrame frame;
   if (!frame.ParseFromString(bytes)) return absl::InvalidArgumentError("malformed kv frame");
   return frame;

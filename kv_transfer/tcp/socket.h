@@ -46,6 +46,11 @@ absl::StatusOr<Socket> Connect(const std::string& endpoint, absl::Time deadline)
 // otherwise.
 absl::Status WaitReadable(const Socket& socket, absl::Duration timeout);
 
+// Writes or reads exactly `size` bytes before `deadline` (DEADLINE_EXCEEDED), UNAVAILABLE on
+// a socket error or, reading, a peer that closed the connection. Any framing builds on these.
+absl::Status SendAll(const Socket& socket, const char* data, size_t size, absl::Time deadline);
+absl::Status RecvAll(const Socket& socket, char* data, size_t size, absl::Time deadline);
+
 // Whether an idle connection is unusable without waiting: the peer closed it (a dead or
 // restarted process), reset it, or sent bytes nobody asked for.
 bool IdleConnectionBroken(const Socket& socket);

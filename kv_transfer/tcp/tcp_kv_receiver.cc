@@ -1,5 +1,7 @@
 #include "kv_transfer/tcp/tcp_kv_receiver.h"
 
+#include "kv_transfer/receiver_leases.h"
+
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -139,16 +141,7 @@ void TcpKvReceiver::Expect(const std::string& reservation_id, std::vector<int32_
 }
 
 void TcpKvReceiver::ExpireLeases(absl::Time now) {
-  for (auto it = pending_.begin(); it != pending_.end();) {
-    if (it->second.deadline > now) {
-      ++it;
-      continue;
-    }
-    arrivals_.push_back({.reservation_id = it->first,
-                         .status = absl::DeadlineExceededError(absl::StrCat(
-                             "no complete KV for reservation ", it->first, " before its lease"))});
-    it = pending_.erase(it);
-  }
+  tandem::ExpireLeases(pending_, arrivals_, now, [this](auto it) { return pending_.erase(it); });
 }
 
 std::vector<KvArrival> TcpKvReceiver::PollArrivals() {
@@ -159,14 +152,7 @@ std::vector<KvArrival> TcpKvReceiver::PollArrivals() {
 
 std::vector<KvArrival> TcpKvReceiver::WaitForArrivals(absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  absl::Time wake = absl::Now() + timeout;
-  for (const auto& [id, pending] : pending_) wake = std::min(wake, pending.deadline);
-  absl::Duration left = wake - absl::Now();
-  if (arrivals_.empty() && left > absl::ZeroDuration()) {
-    // +1 ms: wake just after the earliest lease, not just before it
-    arrived_.wait_for(lock, absl::ToChronoMicroseconds(left) + std::chrono::milliseconds(1),
-                      [this] { return !arrivals_.empty(); });
-  }
+  WaitForArrivalOrLease(lock, arrived_, pending_, arrivals_, timeout);
   ExpireLeases(absl::Now());
   return std::exchange(arrivals_, {});
 }
