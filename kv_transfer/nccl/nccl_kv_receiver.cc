@@ -197,7 +197,6 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
       static_cast<size_t>(header.units_per_chunk) * unit_bytes > session.slot_bytes) {
     return absl::DataLossError("kv header does not fit this receiver");  // cannot even drain
   }
-  const uint64_t generation = Claim(session, header);  // 0: drain only
   const KvChunkPlan plan{.num_blocks = header.num_blocks,
                          .num_layers = cache_.layout.num_layers,
                          .units_per_chunk = header.units_per_chunk,
@@ -205,23 +204,12 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
                          .ramp = header.ramp};
   TransferTrace trace("recv");
   trace.Mark("header");
-  absl::Status status =
-      ReceiveChunks(session, socket, plan, header.reservation_id, generation, trace);
-  // Our scatters were launched only after their data had landed, so they finish without the
-  // peer: wait for them (bounded, never a stream synchronize) before the reservation is
-  // reported and its blocks are reused.
-  session.side_done.Record(session.scatter_side.get());
-  TANDEM_CUDA_CHECK(cudaStreamWaitEvent(session.scatter_stream.get(), session.side_done.get(), 0));
-  session.scatter_done.Record(session.scatter_stream.get());
-  absl::Status scattered = WaitForEvent(session.scatter_done.get(),
-                                        absl::Now() + options_.recv_timeout, "kv scatter");
-  if (!scattered.ok()) {
-    TANDEM_LOG(ERROR) << "kv receiver: scatters did not finish: " << scattered;
-    if (status.ok()) status = scattered;
-  }
-  trace.Mark("scattered");
+  uint64_t generation = 0;  // ReceiveChunks claims the reservation; 0: drain only
+  absl::Status status = ReceiveChunks(session, socket, plan, header, generation, trace);
   // The trailer: the sender's verdict on the KV (a failed or cancelled prefill still sends
-  // every chunk) and the first token. Anything else leaves the pair out of step.
+  // every chunk) and the first token. Anything else leaves the pair out of step. It is
+  // usually here already (the sender writes it once its sends are queued and the token is
+  // known), so it is read while the last scatter runs.
   const bool in_step = status.ok();
   KvArrival arrival{.reservation_id = header.reservation_id, .num_tokens = header.num_tokens};
   if (in_step) {
@@ -243,6 +231,19 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
     }
     trace.Mark("trailer");
   }
+  // Our scatters were launched only after their data had landed, so they finish without the
+  // peer: wait for them (bounded, never a stream synchronize) before the reservation is
+  // reported and its blocks are reused.
+  session.side_done.Record(session.scatter_side.get());
+  TANDEM_CUDA_CHECK(cudaStreamWaitEvent(session.scatter_stream.get(), session.side_done.get(), 0));
+  session.scatter_done.Record(session.scatter_stream.get());
+  absl::Status scattered = WaitForEvent(session.scatter_done.get(),
+                                        absl::Now() + options_.recv_timeout, "kv scatter");
+  if (!scattered.ok()) {
+    TANDEM_LOG(ERROR) << "kv receiver: scatters did not finish: " << scattered;
+    if (status.ok()) status = scattered;
+  }
+  trace.Mark("scattered");
   if (!status.ok()) arrival.status = status;
   // Report before anything that can block (ncclCommAbort).
   Report(std::move(arrival), generation);
@@ -295,8 +296,9 @@ bool NcclKvReceiver::StillWriting(const std::string& reservation_id, uint64_t ge
 
 absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket,
                                            const KvChunkPlan& plan,
-                                           const std::string& reservation_id,
-                                           uint64_t generation, TransferTrace& trace) {
+                                           const nccl_control::TransferHeader& header,
+                                           uint64_t& generation, TransferTrace& trace) {
+  const std::string& reservation_id = header.reservation_id;
   const size_t block_bytes = cache_.layout.BytesPerBlockPerLayer();
   const WaitCheck sender_alive = [&]() -> absl::Status {
     TANDEM_RETURN_IF_ERROR(session.kv().AsyncError());
@@ -325,9 +327,15 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
   };
   std::byte* const* layers = session.layer_ptrs.as<std::byte* const>();
   const int64_t num_chunks = plan.num_chunks();
-  for (int64_t c = 0; c < std::min<int64_t>(slots, num_chunks); ++c) {
-    TANDEM_RETURN_IF_ERROR(post(c));
+  // The first receives go out before anything else: the sender's first message is on its
+  // way (the wire waits for this post). Staging does not depend on the reservation.
+  absl::Status posted = absl::OkStatus();
+  for (int64_t c = 0; c < std::min<int64_t>(slots, num_chunks) && posted.ok(); ++c) {
+    posted = post(c);
   }
+  generation = Claim(session, header);  // even after a failed post: Report needs it
+  TANDEM_RETURN_IF_ERROR(posted);
+  trace.Mark("posted");
   for (int64_t c = 0; c < num_chunks; ++c) {
     const int slot = static_cast<int>(c % slots);
     absl::Status landed = WaitForEvent(session.received[slot].get(),

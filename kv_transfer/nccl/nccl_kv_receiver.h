@@ -93,8 +93,10 @@ class NcclKvReceiver final : public KvReceiver {
   // ids; returns its generation, or 0 when the chunks are only to be drained (unknown,
   // cancelled, or too small: that failure is reported here).
   uint64_t Claim(Session& session, const nccl_control::TransferHeader& header);
+  // Posts the first receives, then claims the header's reservation (`generation`, set even
+  // when this fails), then receives and scatters every chunk.
   absl::Status ReceiveChunks(Session& session, tcp::Socket& socket, const KvChunkPlan& plan,
-                             const std::string& reservation_id, uint64_t generation,
+                             const nccl_control::TransferHeader& header, uint64_t& generation,
                              TransferTrace& trace);
   // The arrival, if the reservation is still the one claimed (same generation).
   void Report(KvArrival arrival, uint64_t generation);

@@ -309,12 +309,6 @@ absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request, bool&
   if (absl::Now() >= request.deadline) {
     return absl::DeadlineExceededError("kv transfer deadline passed before it started");
   }
-  // The previous transfer's kernels are done (WaitSent or DrainStreams waited): the pinned
-  // ids are free to overwrite.
-  std::memcpy(block_ids_host_.data(), request.src_blocks.data(), sizeof(int32_t) * num_blocks);
-  TANDEM_CUDA_CHECK(cudaMemcpyAsync(block_ids_.data(), block_ids_host_.data(),
-                                    sizeof(int32_t) * num_blocks, cudaMemcpyHostToDevice,
-                                    gather_stream_.get()));
   const KvChunkPlan plan{
       .num_blocks = num_blocks, .num_layers = cache_.layout.num_layers,
       .units_per_chunk = peer->units_per_chunk,
@@ -332,6 +326,13 @@ absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request, bool&
   in_step = false;  // until the trailer is out
   TANDEM_RETURN_IF_ERROR(nccl_control::Write(peer->socket, header, request.deadline));
   trace.Mark("header");
+  // After the header, which starts the receiver's posts (the wire waits for them). The
+  // previous transfer's kernels are done (WaitSent or DrainStreams waited): the pinned ids
+  // are free to overwrite.
+  std::memcpy(block_ids_host_.data(), request.src_blocks.data(), sizeof(int32_t) * num_blocks);
+  TANDEM_CUDA_CHECK(cudaMemcpyAsync(block_ids_.data(), block_ids_host_.data(),
+                                    sizeof(int32_t) * num_blocks, cudaMemcpyHostToDevice,
+                                    gather_stream_.get()));
   absl::Status outcome;  // what the trailer reports
   TANDEM_RETURN_IF_ERROR(SendChunks(*peer, plan, request, trace, outcome));
   nccl_control::TransferTrailer trailer{.sequence = header.sequence,
