@@ -116,6 +116,19 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   echo "bench rc=$?"
 fi
 
+# Issue 6's 8B check (SKIP_HF8B=1 skips; needs cuda_logits_dump in $BIN): the runner's
+# teacher-forced logits on the random 8B-shaped checkpoint against transformers on this GPU,
+# in bf16 (the error floor) and fp32 (the reference); tools/compare_llama8b_logits.py.
+if [ -z "${SKIP_HF8B:-}" ] && [ -x "$BIN/cuda_logits_dump" ]; then
+  [ -f "$MODEL/config.json" ] || PYTHONUNBUFFERED=1 python3 tools/make_random_llama8b.py --out "$MODEL" 2>&1 | tail -2
+  LOGITS=/tmp/tandem_logits_8b.safetensors  # ~190 MB: kept out of $OUT
+  "$BIN/cuda_logits_dump" --model="$MODEL" --out="$LOGITS" > "$OUT/hf8b.txt" 2>&1 &&
+    PYTHONUNBUFFERED=1 python3 tools/compare_llama8b_logits.py --model "$MODEL" --tandem "$LOGITS" \
+      --json "$OUT/hf8b.json" >> "$OUT/hf8b.txt" 2>&1
+  echo "hf8b rc=$?"
+  rm -f "$LOGITS"
+fi
+
 python3 - "$OUT" <<'PY'
 import json, os, re, sys
 out = sys.argv[1]
@@ -149,6 +162,12 @@ if os.path.exists(e2e):
     print("\n== end to end (--backend=cuda)")
     for line in open(e2e):
         print("  " + line.rstrip())
+hf8b = os.path.join(out, "hf8b.txt")
+if os.path.exists(hf8b):
+    print("\n== 8B logits against transformers (tools/compare_llama8b_logits.py)")
+    for line in open(hf8b):
+        if line.startswith(("8B logits vs", "tandem_vs_hf_fp32", "hf_bf16_vs_hf_fp32")) or "rror" in line:
+            print("  " + line.rstrip())
 path = os.path.join(out, "bench.json")
 if os.path.exists(path) and os.path.getsize(path) > 0:
     b = json.load(open(path))
