@@ -17,6 +17,7 @@
 //   kv_transfer_bench [--iters=20] [--tokens=512,2048,8192] [--chunk_mib=64,128] (raw)
 //                     [--configs=128:0:2:n,128:0:2:b,128:16:2:b,...]
 #include <barrier>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <algorithm>
@@ -102,6 +103,36 @@ double TimePair(int iters, bool blocking, F0 rank0, F1 rank1) {
   return Median(seconds);
 }
 
+// One message of `bytes` between buffers from ncclMemAlloc, registered with a blocking
+// communicator on both sides (NCCL's zero-copy path between GPUs of one host).
+double RawRegistered(size_t bytes, int iters) {
+  NcclMemory send_buffer, recv_buffer;
+  TANDEM_CUDA_CHECK(cudaSetDevice(0));
+  send_buffer = *NcclMemory::Allocate(bytes, /*registrable=*/true);
+  TANDEM_CUDA_CHECK(cudaSetDevice(1));
+  recv_buffer = *NcclMemory::Allocate(bytes, /*registrable=*/true);
+  bool registered[2] = {false, false};
+  double seconds = TimePair(
+      iters, /*blocking=*/true,
+      [&](NcclComm& c, cudaStream_t s) {
+        if (!registered[0]) {
+          registered[0] = true;
+          absl::Status r = c.Register(send_buffer.data(), bytes);
+          if (!r.ok()) std::fprintf(stderr, "register (send): %s\n", r.ToString().c_str());
+        }
+        ncclSend(send_buffer.data(), bytes, ncclUint8, 1, c.get(), s);
+      },
+      [&](NcclComm& c, cudaStream_t s) {
+        if (!registered[1]) {
+          registered[1] = true;
+          absl::Status r = c.Register(recv_buffer.data(), bytes);
+          if (!r.ok()) std::fprintf(stderr, "register (recv): %s\n", r.ToString().c_str());
+        }
+        ncclRecv(recv_buffer.data(), bytes, ncclUint8, 0, c.get(), s);
+      });
+  return seconds;
+}
+
 // A call on a non-blocking communicator may answer ncclInProgress.
 void CheckNccl(const NcclComm& comm, ncclResult_t r) {
   absl::Status s = comm.Finish(r, "nccl", absl::Now() + absl::Seconds(60));
@@ -127,25 +158,29 @@ struct Config {
   bool blocking = false;  // NcclKv*Options::blocking_communicator
   int32_t max_ctas = 0;   // NcclKv*Options::pack_max_ctas
   int64_t ramp = 1;       // NcclKvSenderOptions::edge_ramp
+  bool registered = false;  // NcclKvSenderOptions::register_staging
 };
 
-// "chunk_mib:edge_mib:slots:b|n[:pack_ctas[:ramp]]" entries, comma separated.
+// "chunk_mib:edge_mib:slots:b|n[:pack_ctas[:ramp[:r|u]]]" entries, comma separated (r:
+// registered staging, u: not registered; default: the sender's default).
 std::vector<Config> ParseConfigs(const std::string& text) {
   std::vector<Config> out;
   for (absl::string_view entry : absl::StrSplit(text, ',')) {
     std::vector<std::string> f = absl::StrSplit(entry, ':');
     int64_t chunk = 0, edge = 0, slots = 0, ctas = 0, ramp = 1;
-    if (f.size() < 4 || f.size() > 6 || !absl::SimpleAtoi(f[0], &chunk) ||
+    if (f.size() < 4 || f.size() > 7 || !absl::SimpleAtoi(f[0], &chunk) ||
         !absl::SimpleAtoi(f[1], &edge) || !absl::SimpleAtoi(f[2], &slots) ||
         (f.size() >= 5 && !absl::SimpleAtoi(f[4], &ctas)) ||
-        (f.size() == 6 && !absl::SimpleAtoi(f[5], &ramp))) {
+        (f.size() >= 6 && !absl::SimpleAtoi(f[5], &ramp)) || (f.size() == 7 && f[6] != "r" && f[6] != "u")) {
       std::fprintf(stderr, "bad --configs entry %s\n", std::string(entry).c_str());
       std::exit(2);
     }
     out.push_back({.chunk_bytes = static_cast<size_t>(chunk) << 20,
                    .edge_bytes = static_cast<size_t>(edge) << 20,
                    .slots = static_cast<int>(slots), .blocking = f[3] == "b",
-                   .max_ctas = static_cast<int32_t>(ctas), .ramp = ramp});
+                   .max_ctas = static_cast<int32_t>(ctas), .ramp = ramp,
+                   .registered = f.size() == 7 ? f[6] == "r"
+                                               : NcclKvSenderOptions{}.register_staging});
   }
   return out;
 }
@@ -171,6 +206,7 @@ bool TimeTandem(const Config& config, const DeviceCache& src, const DeviceCache&
   sender_options.edge_chunk_bytes = config.edge_bytes;
   sender_options.pack_max_ctas = config.max_ctas;
   sender_options.edge_ramp = config.ramp;
+  sender_options.register_staging = config.registered;
   auto receiver = *NcclKvReceiver::Start(dst.view, receiver_options);
   auto sender = *NcclKvSender::Create(src.view, sender_options);
   for (int64_t tokens : token_counts) {
@@ -213,6 +249,7 @@ bool TimeTandem(const Config& config, const DeviceCache& src, const DeviceCache&
 int main(int argc, char** argv) {
   using namespace tandem;
   setenv("NCCL_NVLS_ENABLE", "0", 0);
+  std::signal(SIGPIPE, SIG_IGN);  // a closed control connection is an error, not a silent exit
   int iters = 20;
   std::vector<int64_t> token_counts = {512, 2048, 8192};
   std::vector<int64_t> chunk_mib = {64, 128};
@@ -240,7 +277,8 @@ int main(int argc, char** argv) {
                         .slots = NcclKvSenderOptions{}.num_staging_slots,
                         .blocking = NcclKvSenderOptions{}.blocking_communicator,
                         .max_ctas = NcclKvSenderOptions{}.pack_max_ctas,
-                        .ramp = NcclKvSenderOptions{}.edge_ramp};
+                        .ramp = NcclKvSenderOptions{}.edge_ramp,
+                        .registered = NcclKvSenderOptions{}.register_staging};
   nlohmann::json out;
   out["shape"] = layout.Describe();
   out["kv_bytes_per_token"] = layout.kv_bytes_per_block() / layout.block_size_tokens;
@@ -251,6 +289,7 @@ int main(int argc, char** argv) {
   out["default_blocking_comm"] = defaults.blocking;
   out["default_ramp"] = defaults.ramp;
   out["default_pack_max_ctas"] = defaults.max_ctas;
+  out["default_registered"] = defaults.registered;
 
   // Tandem first (its own communicators), default options, then the sweep.
   std::vector<double> tandem_s;
@@ -318,7 +357,10 @@ int main(int argc, char** argv) {
     const double raw_one_blocking = raw(bytes, /*blocking=*/true);
     const double raw_layers = raw(layer_bytes, /*blocking=*/false);
     const double raw_layers_blocking = raw(layer_bytes, /*blocking=*/true);
-    double raw_best = std::min({raw_one, raw_one_blocking, raw_layers, raw_layers_blocking});
+    const double raw_one_registered = RawRegistered(bytes, iters);
+    double raw_best = std::min({raw_one, raw_one_blocking, raw_layers, raw_layers_blocking,
+                                raw_one_registered});
+    row["raw_one_message_registered_gb_per_s"] = bytes / raw_one_registered / 1e9;
     row["raw_one_message_gb_per_s"] = bytes / raw_one / 1e9;
     row["raw_one_message_blocking_comm_gb_per_s"] = bytes / raw_one_blocking / 1e9;
     row["raw_layer_messages_gb_per_s"] = bytes / raw_layers / 1e9;
@@ -351,6 +393,7 @@ int main(int argc, char** argv) {
                                      {"blocking_comm", config.blocking},
                                      {"pack_max_ctas", config.max_ctas},
                                      {"ramp", config.ramp},
+                                     {"registered", config.registered},
                                      {"ms", seconds[t] * 1e3},
                                      {"gb_per_s", bytes / seconds[t] / 1e9},
                                      {"fraction_of_raw", raw_best / seconds[t]}});

@@ -60,12 +60,13 @@ if os.path.exists(path) and os.path.getsize(path) > 0:
           f'tandem defaults {b.get("default_chunk_mib", "?")} MiB (edges {b.get("default_edge_mib", "?")} MiB) '
           f'x {b.get("default_slots", "?")} slots, blocking comm {b.get("default_blocking_comm", "?")}')
     print(f'{"tokens":>7s} {"MiB":>6s} {"raw1 GB/s":>10s} {"raw1blk":>8s} {"rawL GB/s":>10s} {"rawLblk":>8s} '
-          f'{"rawPlanBlk":>10s} {"best raw":>9s} {"tandem GB/s":>12s} {"ms":>7s} {"of raw1":>8s} {"of best":>8s} {"noscat GB/s":>12s}')
+          f'{"rawPlanBlk":>10s} {"raw1reg":>8s} {"best raw":>9s} {"tandem GB/s":>12s} {"ms":>7s} {"of raw1":>8s} {"of best":>8s} {"noscat GB/s":>12s}')
     for r in b["sizes"]:
         print(f'{r["tokens"]:7d} {r["bytes"]/2**20:6.0f} {r["raw_one_message_gb_per_s"]:10.1f} '
               f'{r.get("raw_one_message_blocking_comm_gb_per_s", 0):8.1f} '
               f'{r["raw_layer_messages_gb_per_s"]:10.1f} {r.get("raw_layer_messages_blocking_comm_gb_per_s", 0):8.1f} '
               f'{r.get("raw_default_plan_blocking_comm_gb_per_s", 0):10.1f} '
+              f'{r.get("raw_one_message_registered_gb_per_s", 0):8.1f} '
               f'{r.get("raw_best_gb_per_s", 0):9.1f} {r["tandem_gb_per_s"]:12.1f} '
               f'{r["tandem_ms"]:7.3f} {100*r.get("fraction_of_raw_one_message", 0):7.1f}% '
               f'{100*r["fraction_of_raw"]:7.1f}% {r["no_scatter_gb_per_s"]:12.1f}')
@@ -73,10 +74,10 @@ if os.path.exists(path) and os.path.getsize(path) > 0:
     for r in b["sizes"]:
         chunks = r.get("raw_chunk_messages_gb_per_s", {})
         print(f'{r["tokens"]:7d} ' + " ".join(f'{k}:{v:.1f}' for k, v in chunks.items()))
-    print("\n== tandem sweep (chunk MiB/edge MiB x slots [blk: blocking communicator][cN: copy kernels capped at N CTAs][rN: edges ramped by N]: GB/s, % of best raw)")
+    print("\n== tandem sweep (chunk MiB/edge MiB x slots [blk: blocking communicator][cN: copy kernels capped at N CTAs][rN: edges ramped by N][R: registered staging]: GB/s, % of best raw)")
     for r in b["sizes"]:
         print(f'{r["tokens"]:7d} ' + " ".join(
-            f'{c["chunk_mib"]}/{c.get("edge_mib", 0)}x{c["slots"]}{"blk" if c.get("blocking_comm") else ""}{"c" + str(c["pack_max_ctas"]) if c.get("pack_max_ctas") else ""}{"r" + str(c["ramp"]) if c.get("ramp", 1) > 1 else ""}:{c["gb_per_s"]:.1f}/{100*c["fraction_of_raw"]:.0f}%'
+            f'{c["chunk_mib"]}/{c.get("edge_mib", 0)}x{c["slots"]}{"blk" if c.get("blocking_comm") else ""}{"c" + str(c["pack_max_ctas"]) if c.get("pack_max_ctas") else ""}{"r" + str(c["ramp"]) if c.get("ramp", 1) > 1 else ""}{"R" if c.get("registered") else ""}:{c["gb_per_s"]:.1f}/{100*c["fraction_of_raw"]:.0f}%'
             for c in r.get("tandem_sweep", [])))
 else:
     print("no bench result (see kv_bench.log)")

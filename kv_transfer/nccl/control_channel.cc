@@ -119,6 +119,7 @@ absl::Status Write(const tcp::Socket& socket, const Hello& hello, absl::Time dea
   w.Raw(&hello.unique_id, sizeof(hello.unique_id));
   w.U64(hello.blocking_data_communicator ? 1 : 0);
   w.Str(hello.gpu_uuid);
+  w.U64(hello.register_staging ? 1 : 0);
   return w.Send(socket, deadline);
 }
 
@@ -158,15 +159,16 @@ absl::Status Write(const tcp::Socket& socket, const TransferTrailer& trailer,
 absl::StatusOr<Hello> ReadHello(const tcp::Socket& socket, absl::Time deadline) {
   TANDEM_ASSIGN_OR_RETURN(Reader r, ReadFrame(socket, kHello, deadline));
   Hello h;
-  uint64_t blocking = 0;
+  uint64_t blocking = 0, registered = 0;
   if (!r.Str(h.sender_name) || !r.U64(h.sender_incarnation) ||
       !r.U64(h.expected_receiver_incarnation) || !r.Str(h.model_fingerprint) ||
       !r.Str(h.layout) || !r.Raw(&h.unique_id, sizeof(h.unique_id)) || !r.U64(blocking) ||
-      !r.Str(h.gpu_uuid) ||
+      !r.Str(h.gpu_uuid) || !r.U64(registered) ||
       !r.Done()) {
     return Malformed("hello");
   }
   h.blocking_data_communicator = blocking == 1;
+  h.register_staging = registered == 1;
   return h;
 }
 

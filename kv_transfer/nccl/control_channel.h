@@ -39,6 +39,9 @@ struct Hello {
   // The sender's GPU (its 16-byte CUDA UUID, hex): NCCL cannot pair a GPU with itself, so
   // a receiver on the same GPU refuses with a clear error instead of NCCL's "invalid usage".
   std::string gpu_uuid;
+  // Both sides register their staging with the KV communicator (NcclComm::Register): NCCL
+  // then copies sender staging -> receiver staging directly (both or neither, per NCCL).
+  bool register_staging = false;
 };
 
 struct HelloAck {

@@ -158,6 +158,52 @@ absl::Status NcclComm::AsyncError() const {
   return NcclErrorToStatus(state, "nccl communicator");
 }
 
+absl::StatusOr<NcclMemory> NcclMemory::Allocate(size_t size_bytes, bool registrable) {
+  NcclMemory memory;
+  memory.registrable_ = registrable;
+  if (registrable) {
+    ncclResult_t r = ncclMemAlloc(&memory.data_, size_bytes);
+    if (r != ncclSuccess) return NcclErrorToStatus(r, "ncclMemAlloc");
+  } else {
+    cudaError_t e = cudaMalloc(&memory.data_, size_bytes);
+    if (e != cudaSuccess) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cudaMalloc of ", size_bytes, " bytes: ", cudaGetErrorString(e)));
+    }
+  }
+  memory.size_bytes_ = size_bytes;
+  return memory;
+}
+
+void NcclMemory::Free() {
+  if (data_ == nullptr) return;
+  if (registrable_) {
+    ncclMemFree(data_);
+  } else {
+    cudaFree(data_);
+  }
+  data_ = nullptr;
+}
+
+NcclMemory& NcclMemory::operator=(NcclMemory&& other) noexcept {
+  if (this != &other) {
+    Free();
+    data_ = std::exchange(other.data_, nullptr);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+    registrable_ = other.registrable_;
+  }
+  return *this;
+}
+
+NcclMemory::~NcclMemory() { Free(); }
+
+absl::Status NcclComm::Register(void* buffer, size_t bytes) {
+  void* handle = nullptr;  // released with the communicator (ncclCommAbort frees it)
+  ncclResult_t r = ncclCommRegister(comm_, buffer, bytes, &handle);
+  if (r != ncclSuccess && r != ncclInProgress) return NcclErrorToStatus(r, "ncclCommRegister");
+  return Finish(r, "ncclCommRegister", absl::Now() + absl::Seconds(10));
+}
+
 void NcclComm::Abort() {
   if (comm_ == nullptr) return;
   ncclCommAbort(std::exchange(comm_, nullptr));  // nothing useful to do with a failure here

@@ -40,6 +40,32 @@ using WaitCheck = std::function<absl::Status()>;
 absl::Status WaitForEvent(cudaEvent_t event, absl::Time deadline, const char* what,
                           const WaitCheck& check = nullptr);
 
+// Device memory for NCCL messages: from ncclMemAlloc (cuMem-backed, shareable between
+// processes) when `registrable`, which NCCL needs to register a buffer (NcclComm::Register)
+// so that sends and receives between GPUs of one host copy straight from the sender's
+// buffer into the receiver's, without NCCL's intermediate FIFO; else plain cudaMalloc.
+class NcclMemory {
+ public:
+  static absl::StatusOr<NcclMemory> Allocate(size_t size_bytes, bool registrable);
+  NcclMemory() = default;
+  NcclMemory(NcclMemory&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_bytes_(std::exchange(other.size_bytes_, 0)),
+        registrable_(other.registrable_) {}
+  NcclMemory& operator=(NcclMemory&& other) noexcept;
+  ~NcclMemory();
+
+  void* data() const { return data_; }
+  template <typename T>
+  T* as() const { return static_cast<T*>(data_); }
+  size_t size_bytes() const { return size_bytes_; }
+
+ private:
+  void Free();
+  void* data_ = nullptr;
+  size_t size_bytes_ = 0;
+  bool registrable_ = false;
+};
+
 class NcclComm {
  public:
   static absl::StatusOr<ncclUniqueId> NewUniqueId();
@@ -78,6 +104,11 @@ class NcclComm {
   absl::Status AsyncError() const;
   // ncclCommAbort: frees the communicator and stops its kernels without the peer. Idempotent.
   void Abort();
+  // Registers `buffer` (NcclMemory) with this communicator (ncclCommRegister, local): sends
+  // and receives on it then copy directly when both sides' buffers are registered (NCCL
+  // requires both or neither). The registration lives as long as the communicator; the
+  // buffer must outlive it.
+  absl::Status Register(void* buffer, size_t bytes);
 
  private:
   explicit NcclComm(ncclComm_t comm) : comm_(comm) {}

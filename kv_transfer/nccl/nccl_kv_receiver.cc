@@ -25,7 +25,8 @@ class NcclKvReceiver::Session {
   cudaStream_t scatter(int64_t chunk) const {
     return chunk % 2 == 0 ? scatter_stream.get() : scatter_side.get();
   }
-  DeviceBuffer staging, block_ids, layer_ptrs;  // layer_ptrs: [K layers][V layers]
+  NcclMemory staging;  // from ncclMemAlloc when the sender registers staging
+  DeviceBuffer block_ids, layer_ptrs;  // layer_ptrs: [K layers][V layers]
   PinnedBuffer block_ids_host;
   std::vector<CudaEvent> received, scattered;
   CudaEvent scatter_done;
@@ -118,8 +119,8 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handsha
       TANDEM_ASSIGN_OR_RETURN(session->scatter_side, CudaStream::CreateWithPriority(1));
       TANDEM_ASSIGN_OR_RETURN(session->ids_uploaded, CudaEvent::CreateWithoutTiming());
       TANDEM_ASSIGN_OR_RETURN(session->side_done, CudaEvent::CreateWithoutTiming());
-      TANDEM_ASSIGN_OR_RETURN(session->staging, DeviceBuffer::Allocate(
-                                                    session->slot_bytes * options_.num_staging_slots));
+      TANDEM_ASSIGN_OR_RETURN(session->staging, NcclMemory::Allocate(
+          session->slot_bytes * options_.num_staging_slots, hello.register_staging));
       size_t ids_bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(1, cache_.num_blocks));
       TANDEM_ASSIGN_OR_RETURN(session->block_ids, DeviceBuffer::Allocate(ids_bytes));
       TANDEM_ASSIGN_OR_RETURN(session->block_ids_host, PinnedBuffer::Allocate(ids_bytes));
@@ -163,6 +164,10 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handsha
     TANDEM_RETURN_IF_ERROR(WaitForEvent(session->received[0].get(), deadline,
                                         "kv pair connect", sender_alive));
     TANDEM_ASSIGN_OR_RETURN(session->data, session->comm.SplitBlocking(deadline));
+  }
+  if (hello.register_staging) {
+    NcclComm& kv = session->data.valid() ? session->data : session->comm;
+    TANDEM_RETURN_IF_ERROR(kv.Register(session->staging.data(), session->staging.size_bytes()));
   }
   return session;
 }

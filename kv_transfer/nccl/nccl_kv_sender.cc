@@ -68,7 +68,8 @@ absl::Status NcclKvSender::Init() {
   // thousands of blocks), and both before a running forward pass's (overlap).
   TANDEM_ASSIGN_OR_RETURN(gather_stream_, CudaStream::CreateWithPriority(1));
   TANDEM_ASSIGN_OR_RETURN(nccl_stream_, CudaStream::CreateWithPriority(5));
-  TANDEM_ASSIGN_OR_RETURN(staging_, DeviceBuffer::Allocate(slot_bytes_ * options_.num_staging_slots));
+  TANDEM_ASSIGN_OR_RETURN(staging_, NcclMemory::Allocate(slot_bytes_ * options_.num_staging_slots,
+                                                           options_.register_staging));
   size_t ids_bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(1, cache_.num_blocks));
   TANDEM_ASSIGN_OR_RETURN(block_ids_, DeviceBuffer::Allocate(ids_bytes));
   TANDEM_ASSIGN_OR_RETURN(block_ids_host_, PinnedBuffer::Allocate(ids_bytes));
@@ -153,7 +154,8 @@ absl::StatusOr<NcclKvSender::Peer*> NcclKvSender::Connected(const KvSendRequest&
                             .model_fingerprint = options_.identity.model_fingerprint,
                             .layout = cache_.layout.Describe(),
                             .blocking_data_communicator = options_.blocking_communicator,
-                            .gpu_uuid = GpuUuid(cache_.cuda_device)};
+                            .gpu_uuid = GpuUuid(cache_.cuda_device),
+                            .register_staging = options_.register_staging};
   TANDEM_ASSIGN_OR_RETURN(hello.unique_id, NcclComm::NewUniqueId());
   TANDEM_RETURN_IF_ERROR(nccl_control::Write(socket, hello, deadline));
   TANDEM_ASSIGN_OR_RETURN(nccl_control::HelloAck ack, nccl_control::ReadHelloAck(socket, deadline));
@@ -184,6 +186,9 @@ absl::StatusOr<NcclKvSender::Peer*> NcclKvSender::Connected(const KvSendRequest&
     done_.Record(nccl_stream_.get());
     TANDEM_RETURN_IF_ERROR(WaitForEvent(done_.get(), deadline, "kv pair connect", receiver_alive));
     TANDEM_ASSIGN_OR_RETURN(data, comm.SplitBlocking(deadline));
+  }
+  if (options_.register_staging) {
+    TANDEM_RETURN_IF_ERROR((data.valid() ? data : comm).Register(staging_.data(), staging_.size_bytes()));
   }
   Peer& peer = peers_[request.endpoint];
   peer.socket = std::move(socket);

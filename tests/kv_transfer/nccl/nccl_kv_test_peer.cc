@@ -10,6 +10,7 @@
 //                                  not; the option's default without the flag)
 //       [--edge_chunk_bytes=N]    (sender: graded chunks' first/last size; 0: uniform)
 //       [--edge_ramp=R]           (sender: graded edges grow by R toward the middle)
+//       [--register_staging=1]    (sender: staging registered with NCCL on both sides)
 //
 // Prints "READY <endpoint>" (a sender prints "READY -"), then answers:
 //   receiver: EXPECT id lease_ms b,b,..  | CANCEL id | WAIT n timeout_ms (ARRIVAL lines, END)
@@ -215,6 +216,9 @@ int RunSender(const std::map<std::string, std::string>& flags, const KvLayout& l
     options.edge_chunk_bytes = static_cast<size_t>(edge);
   }
   if (int64_t ramp = Int(flags, "edge_ramp", 0); ramp > 0) options.edge_ramp = ramp;
+  if (flags.contains("register_staging")) {
+    options.register_staging = Int(flags, "register_staging", 1) != 0;
+  }
   if (stop_before >= 0) {
     options.before_chunk_for_test = [stop_before](int64_t index) {
       if (index == stop_before) raise(SIGSTOP);

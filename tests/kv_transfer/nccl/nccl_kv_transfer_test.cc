@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -45,6 +46,7 @@ std::string PeerBinary() {
 class Peer {
  public:
   explicit Peer(std::vector<std::string> args) {
+    std::signal(SIGPIPE, SIG_IGN);  // a dead peer fails the test's checks, not the test process
     int in[2], out[2];
     EXPECT_EQ(pipe(in), 0);
     EXPECT_EQ(pipe(out), 0);
@@ -72,7 +74,13 @@ class Peer {
       Say("QUIT");
       close(to_);
       // A peer that does not quit within 20 s is killed.
-      for (int i = 0; i < 2000 && waitpid(pid_, nullptr, WNOHANG) == 0; ++i) usleep(10000);
+      int status = 0;
+      pid_t done = 0;
+      for (int i = 0; i < 2000 && (done = waitpid(pid_, &status, WNOHANG)) == 0; ++i) usleep(10000);
+      if (done == pid_ && WIFSIGNALED(status) && !signalled_) {
+        ADD_FAILURE() << "peer " << pid_ << " died of signal " << WTERMSIG(status);
+      }
+      if (done == pid_) pid_ = -1;
       Kill();
     }
     close(from_);
@@ -105,7 +113,10 @@ class Peer {
     Say(line);
     return Line(timeout);
   }
-  void Signal(int signal) { kill(pid_, signal); }
+  void Signal(int signal) {
+    signalled_ = true;
+    kill(pid_, signal);
+  }
   // Whether the process stopped itself (SIGSTOP: state 'T' in /proc/pid/stat) in `timeout`.
   bool WaitStopped(absl::Duration timeout) {
     absl::Time deadline = absl::Now() + timeout;
@@ -129,6 +140,7 @@ class Peer {
 
  private:
   pid_t pid_ = -1;
+  bool signalled_ = false;  // the test signalled it: its death is expected
   int to_ = -1, from_ = -1;
   std::string buffer_;
 };
@@ -264,6 +276,12 @@ TEST_F(NcclKvRandomTablesTest, RampedEdgesAreBitExact) {
   // 1-unit edges growing x2 (1, 2, 4 units) toward balanced middles of at most 8 units.
   SendRandomTablesAndCheck({"--max_chunk_bytes=65536", "--edge_chunk_bytes=8192",
                             "--edge_ramp=2"});
+}
+
+TEST_F(NcclKvRandomTablesTest, RegisteredStagingIsBitExact) {
+  // Both sides' staging registered with the KV communicator: NCCL's direct copy path.
+  SendRandomTablesAndCheck({"--max_chunk_bytes=65536", "--edge_chunk_bytes=16384",
+                            "--register_staging=1"});
 }
 
 TEST_F(NcclKvTransferTest, EightBShapeTwoThousandTokens) {
