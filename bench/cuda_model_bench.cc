@@ -7,6 +7,7 @@
 // "decode_attribution" rows switch one of those off to show what it is worth.
 //
 //   cuda_model_bench --model=/tmp/llama8b [--decode_steps=16] [--max_batch=256]
+//   cuda_model_bench --kernels_only   # decode attention + GEMV on the 8B shape, no checkpoint
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -152,31 +153,49 @@ void Check(const absl::StatusOr<T>& result) {
   }
 }
 
-// Kernel-level numbers that explain the model-level ones: the attention kernels over the
-// runner's filled KV (layer 0) and the cuBLASLt GEMMs at decode shapes, against the ceilings.
-nlohmann::json KernelBreakdown(CudaModelRunner& runner, const Sequences& seqs, int32_t context,
-                               const CudaStream& stream, double copy_bw, double gemm_rate) {
-  const ModelConfig& c = runner.config();
+// Per launch: `launches` back-to-back calls of issue(i) captured in one CUDA graph, as the
+// runner's decode steps run them (no host launch latency in the time); median of 5 replays.
+template <typename Issue>
+double GraphUs(const CudaStream& stream, int launches, Issue&& issue) {
+  absl::StatusOr<CudaGraphExec> graph = CudaGraphExec::Capture(stream.get(), [&] {
+    for (int i = 0; i < launches; ++i) {
+      absl::Status status = issue(i);
+      if (!status.ok()) return status;
+    }
+    return absl::OkStatus();
+  });
+  if (!graph.ok()) {
+    std::cerr << "graph: " << graph.status() << "\n";
+    return NAN;
+  }
+  auto replay = [&] { TANDEM_CUDA_CHECK(cudaGraphLaunch(graph->get(), stream.get())); };
+  TimeMs(stream, 1, replay);
+  return TimeMs(stream, 5, replay) * 1e3 / launches;
+}
+
+// Decode attention of one layer over `context` tokens of the first `batch` sequences for batch
+// 1, 8, 64 (and all of them): one launch timed with events (as milestone 2 measured it,
+// launch latency included) and in a graph cycling over the layers' caches, so that no launch
+// finds its KV in L2 ("rows"); at batch 1 and 8 also every power-of-two split count
+// ("splits").
+nlohmann::json DecodeAttentionBench(const ModelConfig& c, const std::vector<PagedKvCache>& layers,
+                                    const Sequences& seqs, int32_t context,
+                                    const CudaStream& stream, double copy_bw) {
   nlohmann::json out;
   const int32_t num_seqs = static_cast<int32_t>(seqs.tables.size());
   const int32_t max_blocks = static_cast<int32_t>(seqs.tables[0].size());
-  std::vector<int32_t> tables, context_lens(num_seqs, context), query_start{0}, positions;
+  std::vector<int32_t> tables, context_lens(num_seqs, context);
   for (const auto& t : seqs.tables) tables.insert(tables.end(), t.begin(), t.end());
-  for (int32_t i = 0; i < context; ++i) positions.push_back(i);
-  query_start.push_back(context);
-  auto upload = [](const std::vector<int32_t>& v) {
-    DeviceBuffer b = *DeviceBuffer::Allocate(v.size() * 4);
-    TANDEM_CUDA_CHECK(cudaMemcpy(b.data(), v.data(), v.size() * 4, cudaMemcpyHostToDevice));
-    return b;
-  };
-  DeviceBuffer d_tables = upload(tables), d_context = upload(context_lens),
-               d_query_start = upload(query_start), d_positions = upload(positions);
-  const size_t q_bytes = static_cast<size_t>(context) * c.num_heads * c.head_dim * 2;
-  DeviceBuffer q = *DeviceBuffer::Allocate(q_bytes), o = *DeviceBuffer::Allocate(q_bytes);
-  TANDEM_CUDA_CHECK(cudaMemset(q.data(), 0x3c, q_bytes));
-  const size_t workspace_bytes = DecodeAttentionMaxWorkspaceBytes(
-      num_seqs, c.num_heads, c.num_kv_heads, c.head_dim);
-  DeviceBuffer workspace = *DeviceBuffer::Allocate(workspace_bytes);
+  DeviceBuffer d_tables = *DeviceBuffer::Allocate(tables.size() * 4),
+               d_context = *DeviceBuffer::Allocate(context_lens.size() * 4);
+  TANDEM_CUDA_CHECK(
+      cudaMemcpy(d_tables.data(), tables.data(), tables.size() * 4, cudaMemcpyHostToDevice));
+  TANDEM_CUDA_CHECK(cudaMemcpy(d_context.data(), context_lens.data(), context_lens.size() * 4,
+                               cudaMemcpyHostToDevice));
+  const size_t q_elements = static_cast<size_t>(num_seqs) * c.num_heads * c.head_dim;
+  std::vector<uint16_t> q_host = RandomBf16(q_elements, 13);
+  DeviceBuffer q = *DeviceBuffer::Allocate(q_elements * 2), o = *DeviceBuffer::Allocate(q_elements * 2);
+  TANDEM_CUDA_CHECK(cudaMemcpy(q.data(), q_host.data(), q_elements * 2, cudaMemcpyHostToDevice));
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const double kv_token_bytes = 2.0 * c.num_kv_heads * c.head_dim * 2;  // one layer, K and V
   std::vector<int32_t> batches;
@@ -184,23 +203,140 @@ nlohmann::json KernelBreakdown(CudaModelRunner& runner, const Sequences& seqs, i
     if (batch <= num_seqs) batches.push_back(batch);
   }
   if (num_seqs > 64) batches.push_back(num_seqs);
-  for (int32_t batch : batches) {
-    double ms = TimeMs(stream, 10, [&] {
-      absl::Status status = LaunchDecodeAttention(
+  const int launches = static_cast<int>(layers.size() * ((32 + layers.size() - 1) / layers.size()));
+  auto launcher = [&](int32_t batch, int32_t num_splits) {
+    return [&, batch, num_splits](int layer) {
+      return LaunchDecodeAttention(
           {.q = q.as<__nv_bfloat16>(), .out = o.as<__nv_bfloat16>(),
            .context_lens = d_context.as<int32_t>(), .block_tables = d_tables.as<int32_t>(),
            .num_seqs = batch, .num_heads = static_cast<int32_t>(c.num_heads),
            .max_blocks_per_seq = max_blocks, .max_context_len = context, .scale = scale,
-           .cache = runner.layer_kv(0), .workspace = workspace.as<float>(),
-           .workspace_bytes = workspace_bytes},
+           .cache = layers[layer % layers.size()], .num_splits = num_splits},
           stream.get());
+    };
+  };
+  // What the split count is worth at small batches (0: the automatic choice).
+  for (int32_t batch : {1, 8}) {
+    for (int32_t splits = 1; splits <= DecodeAttentionMaxSplits(); splits *= 2) {
+      const double graph_us = GraphUs(stream, launches, launcher(batch, splits));
+      out["splits"].push_back({{"batch", batch}, {"context", context}, {"forced_splits", splits},
+                               {"graph_us", graph_us}});
+    }
+  }
+  for (int32_t batch : batches) {
+    auto launch = launcher(batch, 0);
+    const double ms = TimeMs(stream, 10, [&] {
+      absl::Status status = launch(0);
       if (!status.ok()) std::cerr << status << "\n";
     });
+    const double graph_us = GraphUs(stream, launches, launch);
     const double bytes = batch * context * kv_token_bytes;
-    out["decode_attention"].push_back({{"batch", batch}, {"context", context}, {"us", ms * 1e3},
-                                       {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
-                                       {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}});
+    out["rows"].push_back({{"batch", batch}, {"context", context},
+                   {"splits", DecodeAttentionNumSplits(batch, static_cast<int32_t>(c.num_kv_heads), context)},
+                   {"us", ms * 1e3}, {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
+                   {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)},
+                   {"graph_us", graph_us},
+                   {"graph_roofline_fraction", bytes / copy_bw / (graph_us * 1e-6)}});
   }
+  return out;
+}
+
+// cuBLASLt and the GEMV at the decode shapes of one layer and the LM head, with the runner's
+// epilogues (bf16 qkv and gate_up, fp32 accumulate into the residual for o and down, fp32 LM
+// head), random weights and activations. Each product is timed as one launch with events
+// (milestone 2's numbers) and back to back in a graph over enough copies of the weights
+// (>= 256 MB) that none is read from L2; at m = 1 every GEMV tiling, in a graph.
+nlohmann::json GemvBench(const ModelConfig& c, const CudaStream& stream, double copy_bw) {
+  nlohmann::json out;
+  std::unique_ptr<CublasLtGemm> gemm = *CublasLtGemm::Create();
+  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  for (auto [name, n, k, output] :
+       {std::tuple{"qkv", qkv, h, GemmOutput::kBF16},
+        {"o", h, c.num_heads * c.head_dim, GemmOutput::kF32},
+        {"gate_up", 2 * c.intermediate_size, h, GemmOutput::kBF16},
+        {"down", h, c.intermediate_size, GemmOutput::kF32},
+        {"lm_head", c.vocab_size, h, GemmOutput::kF32}}) {
+    const size_t weight_bytes = static_cast<size_t>(n * k * 2);
+    const size_t copies = std::max<size_t>(1, ((size_t{256} << 20) + weight_bytes - 1) / weight_bytes);
+    std::vector<uint16_t> w_host = RandomBf16(static_cast<size_t>(n * k), 3);
+    DeviceBuffer w = *DeviceBuffer::Allocate(weight_bytes * copies),
+                 a = *DeviceBuffer::Allocate(64 * k * 2), d = *DeviceBuffer::Allocate(64 * n * 4);
+    for (size_t i = 0; i < copies; ++i) {
+      TANDEM_CUDA_CHECK(cudaMemcpy(w.as<char>() + i * weight_bytes, w_host.data(), weight_bytes,
+                                   cudaMemcpyHostToDevice));
+    }
+    TANDEM_CUDA_CHECK(cudaMemcpy(a.data(), w_host.data(), 64 * k * 2, cudaMemcpyHostToDevice));
+    TANDEM_CUDA_CHECK(cudaMemset(d.data(), 0, d.size_bytes()));
+    const int launches = static_cast<int>(copies * ((20 + copies - 1) / copies));
+    for (int64_t m : {1, 2, 4, 8, 64}) {
+      auto args = [&](int i) {
+        return GemmArgs{.a = a.as<__nv_bfloat16>(),
+                        .w = reinterpret_cast<const __nv_bfloat16*>(w.as<char>() +
+                                                                    (i % copies) * weight_bytes),
+                        .out = d.data(), .m = m, .n = n, .k = k, .output = output,
+                        .accumulate = output == GemmOutput::kF32 && n == h};
+      };
+      const double bytes = 2.0 * (n * k + m * k + m * n);
+      for (bool use_gemv : {false, true}) {
+        if (use_gemv && !GemvSupports(args(0))) continue;
+        auto launch = [&](int i) {
+          return use_gemv ? LaunchGemv(args(i), stream.get())
+                          : gemm->MatMulTransposed(args(i), stream.get());
+        };
+        auto run = [&] {
+          absl::Status status = launch(0);
+          if (!status.ok()) std::cerr << status << "\n";
+        };
+        TimeMs(stream, 2, run);
+        const double ms = TimeMs(stream, 10, run);
+        const double graph_us = GraphUs(stream, launches, launch);
+        out["gemm_decode_shapes"].push_back(
+            {{"name", name}, {"kernel", use_gemv ? "gemv" : "cublaslt"}, {"m", m}, {"n", n},
+             {"k", k}, {"us", ms * 1e3}, {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
+             {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}, {"graph_us", graph_us},
+             {"graph_roofline_fraction", bytes / copy_bw / (graph_us * 1e-6)}});
+      }
+      if (m > 2) continue;
+      for (auto [tiling, tiling_name] :
+           {std::tuple{GemvTiling::kRows1, "rows1"}, {GemvTiling::kRows2, "rows2"},
+            {GemvTiling::kRows4, "rows4"}, {GemvTiling::kRows8, "rows8"}}) {
+        const double graph_us = GraphUs(stream, launches, [&](int i) {
+          return LaunchGemv(args(i), stream.get(), tiling);
+        });
+        out["gemv_tilings"].push_back(
+            {{"name", name}, {"tiling", tiling_name}, {"m", m}, {"graph_us", graph_us},
+             {"graph_roofline_fraction", bytes / copy_bw / (graph_us * 1e-6)}});
+      }
+    }
+  }
+  return out;
+}
+
+// Kernel-level numbers that explain the model-level ones: the attention kernels over the
+// runner's filled KV and the decode-shape GEMMs, against the ceilings.
+nlohmann::json KernelBreakdown(CudaModelRunner& runner, const Sequences& seqs, int32_t context,
+                               const CudaStream& stream, double copy_bw, double gemm_rate) {
+  const ModelConfig& c = runner.config();
+  nlohmann::json out;
+  const int32_t max_blocks = static_cast<int32_t>(seqs.tables[0].size());
+  std::vector<PagedKvCache> layers;
+  for (int64_t l = 0; l < c.num_layers; ++l) layers.push_back(runner.layer_kv(l));
+  nlohmann::json attention = DecodeAttentionBench(c, layers, seqs, context, stream, copy_bw);
+  out["decode_attention"] = attention["rows"];
+  out["decode_attention_splits"] = attention["splits"];
+  std::vector<int32_t> query_start{0, context}, positions;
+  for (int32_t i = 0; i < context; ++i) positions.push_back(i);
+  auto upload = [](const std::vector<int32_t>& v) {
+    DeviceBuffer b = *DeviceBuffer::Allocate(v.size() * 4);
+    TANDEM_CUDA_CHECK(cudaMemcpy(b.data(), v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+    return b;
+  };
+  DeviceBuffer d_tables = upload(seqs.tables[0]), d_query_start = upload(query_start),
+               d_positions = upload(positions);
+  const size_t q_bytes = static_cast<size_t>(context) * c.num_heads * c.head_dim * 2;
+  DeviceBuffer q = *DeviceBuffer::Allocate(q_bytes), o = *DeviceBuffer::Allocate(q_bytes);
+  TANDEM_CUDA_CHECK(cudaMemset(q.data(), 0x3c, q_bytes));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   std::vector<int32_t> tiles = BuildPrefillTiles(query_start.data(), 1,
                                                  static_cast<int32_t>(c.num_heads / c.num_kv_heads));
   DeviceBuffer d_tiles = upload(tiles);
@@ -219,38 +355,50 @@ nlohmann::json KernelBreakdown(CudaModelRunner& runner, const Sequences& seqs, i
   out["prefill_attention_one_layer"] = {{"tokens", context}, {"ms", prefill_ms},
                                         {"tflops", flops / (prefill_ms * 1e-3) / 1e12},
                                         {"fraction_of_gemm_rate", flops / gemm_rate / (prefill_ms * 1e-3)}};
-  // cuBLASLt and the GEMV at the decode shapes of one layer and the LM head (weights
-  // random, activations random; bf16 output as in the runner's qkv and gate_up).
-  std::unique_ptr<CublasLtGemm> gemm = *CublasLtGemm::Create();
-  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
-  for (auto [name, n, k] : {std::tuple{"qkv", qkv, h}, {"o", h, c.num_heads * c.head_dim},
-                            {"gate_up", 2 * c.intermediate_size, h},
-                            {"down", h, c.intermediate_size}, {"lm_head", c.vocab_size, h}}) {
-    std::vector<uint16_t> w_host = RandomBf16(static_cast<size_t>(n * k), 3);
-    DeviceBuffer w = *DeviceBuffer::Allocate(n * k * 2), a = *DeviceBuffer::Allocate(64 * k * 2),
-                 d = *DeviceBuffer::Allocate(64 * n * 4);
-    TANDEM_CUDA_CHECK(cudaMemcpy(w.data(), w_host.data(), n * k * 2, cudaMemcpyHostToDevice));
-    TANDEM_CUDA_CHECK(cudaMemcpy(a.data(), w_host.data(), 64 * k * 2, cudaMemcpyHostToDevice));
-    for (int64_t m : {1, 2, 4, 8, 64}) {
-      const GemmArgs args{.a = a.as<__nv_bfloat16>(), .w = w.as<__nv_bfloat16>(),
-                          .out = d.data(), .m = m, .n = n, .k = k};
-      const double bytes = 2.0 * (n * k + m * k + m * n);
-      for (bool use_gemv : {false, true}) {
-        if (use_gemv && !GemvSupports(args)) continue;
-        auto run = [&] {
-          absl::Status status = use_gemv ? LaunchGemv(args, stream.get())
-                                         : gemm->MatMulTransposed(args, stream.get());
-          if (!status.ok()) std::cerr << status << "\n";
-        };
-        TimeMs(stream, 2, run);
-        const double ms = TimeMs(stream, 10, run);
-        out["gemm_decode_shapes"].push_back(
-            {{"name", name}, {"kernel", use_gemv ? "gemv" : "cublaslt"}, {"m", m}, {"n", n},
-             {"k", k}, {"us", ms * 1e3}, {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
-             {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}});
-      }
-    }
+  out.update(GemvBench(c, stream, copy_bw));
+  return out;
+}
+
+// --kernels_only: the decode kernels on the Llama-3-8B shape without a checkpoint: decode
+// attention over 4 layers' worth of random paged KV (64 sequences x 2048 tokens, contiguous
+// blocks) and the GEMV/cuBLASLt decode shapes.
+nlohmann::json DecodeKernelsOnly(const CudaStream& stream, double copy_bw) {
+  ModelConfig c;
+  c.hidden_size = 4096;
+  c.intermediate_size = 14336;
+  c.num_heads = 32;
+  c.num_kv_heads = 8;
+  c.head_dim = 128;
+  c.vocab_size = 128256;
+  const int32_t context = 2048, num_seqs = 64, num_layers = 4;
+  const int64_t blocks_per_seq = context / kBlock + 1;
+  Sequences seqs;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    std::vector<int32_t>& table = seqs.tables.emplace_back(blocks_per_seq);
+    std::iota(table.begin(), table.end(), static_cast<int32_t>(s * blocks_per_seq));
   }
+  const int64_t slots = num_seqs * blocks_per_seq * kBlock;
+  const size_t region = static_cast<size_t>(slots * c.num_kv_heads * c.head_dim);  // elements
+  DeviceBuffer kv = *DeviceBuffer::Allocate(region * 2 * 2 * num_layers);
+  const std::vector<uint16_t> fill = RandomBf16(size_t{1} << 24, 17);
+  for (size_t at = 0; at < region * 2 * num_layers; at += fill.size()) {
+    const size_t count = std::min(fill.size(), region * 2 * num_layers - at);
+    TANDEM_CUDA_CHECK(cudaMemcpy(kv.as<uint16_t>() + at, fill.data(), count * 2,
+                                 cudaMemcpyHostToDevice));
+  }
+  std::vector<PagedKvCache> layers;
+  for (int l = 0; l < num_layers; ++l) {
+    auto* base = kv.as<__nv_bfloat16>() + static_cast<size_t>(l) * 2 * region;
+    layers.push_back({.k = base, .v = base + region, .num_slots = slots,
+                      .num_kv_heads = static_cast<int32_t>(c.num_kv_heads),
+                      .head_dim = static_cast<int32_t>(c.head_dim), .block_size = kBlock});
+  }
+  nlohmann::json out;
+  nlohmann::json attention = DecodeAttentionBench(c, layers, seqs, context, stream, copy_bw);
+  out["decode_attention"] = attention["rows"];
+  out["decode_attention_splits"] = attention["splits"];
+  out["decode_attention_max_splits"] = DecodeAttentionMaxSplits();
+  out.update(GemvBench(c, stream, copy_bw));
   return out;
 }
 
@@ -460,22 +608,29 @@ int Main(int argc, char** argv) {
   int decode_steps = 16;
   int64_t max_batch = 256;
   bool prefill_only = false;  // skips decode: the prefill numbers and their breakdown only
+  bool kernels_only = false;  // no checkpoint: the decode attention and GEMV benchmarks only
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg.rfind("--model=", 0) == 0) model = arg.substr(8);
     if (arg.rfind("--decode_steps=", 0) == 0) decode_steps = std::stoi(arg.substr(15));
     if (arg.rfind("--max_batch=", 0) == 0) max_batch = std::stoll(arg.substr(12));
     if (arg == "--prefill_only") prefill_only = true;
+    if (arg == "--kernels_only") kernels_only = true;
   }
-  if (model.empty()) {
+  if (model.empty() && !kernels_only) {
     std::cerr << "usage: cuda_model_bench --model=DIR [--decode_steps=N] [--max_batch=N] "
-                 "[--prefill_only]\n";
+                 "[--prefill_only] | --kernels_only\n";
     return 2;
   }
   CudaStream stream = *CudaStream::Create();
   nlohmann::json out;
   out["ceilings"] = MeasureCeilings(stream);
   const double copy_bw = out["ceilings"]["copy_gb_per_s"].get<double>() * 1e9;
+  if (kernels_only) {
+    out["kernels"] = DecodeKernelsOnly(stream, copy_bw);
+    std::cout << out.dump(1) << std::endl;
+    return 0;
+  }
   const double gemm_rate = out["ceilings"]["gemm_bf16_tflops"].get<double>() * 1e12;
 
   double load_ms = 0;

@@ -149,10 +149,7 @@ absl::Status CudaModelRunner::Allocate(const WeightStore& store) {
            {&qkv_, t * (q_dim + 2 * kv_dim) * 2}, {&q_, t * q_dim * 2}, {&attn_, t * q_dim * 2},
            {&gate_up_, t * 2 * c.intermediate_size * 2},
            {&act_, t * c.intermediate_size * 2}, {&last_hidden_, rows * c.hidden_size * 2},
-           {&logits_, rows * c.vocab_size * 4}, {&metadata_, metadata_ints * 4},
-           {&attention_workspace_,
-            DecodeAttentionMaxWorkspaceBytes(static_cast<int32_t>(seqs), c.num_heads,
-                                             c.num_kv_heads, c.head_dim)}}) {
+           {&logits_, rows * c.vocab_size * 4}, {&metadata_, metadata_ints * 4}}) {
     TANDEM_ASSIGN_OR_RETURN(*s.buffer, DeviceBuffer::Allocate(s.bytes));
     memory_.activation_bytes += s.bytes;
   }
@@ -620,9 +617,7 @@ absl::Status CudaModelRunner::Attention(int64_t layer, const Batch& b) {
         {.q = q_.as<bf16>(), .out = attn_.as<bf16>(), .context_lens = b.context_lens,
          .block_tables = b.block_tables, .num_seqs = static_cast<int32_t>(b.num_seqs),
          .num_heads = num_heads, .max_blocks_per_seq = b.max_blocks,
-         .max_context_len = b.max_context_len, .scale = scale, .cache = layer_kv(layer),
-         .workspace = attention_workspace_.as<float>(),
-         .workspace_bytes = attention_workspace_.size_bytes()},
+         .max_context_len = b.max_context_len, .scale = scale, .cache = layer_kv(layer)},
         stream_.get());
   }
   return LaunchPrefillAttention(

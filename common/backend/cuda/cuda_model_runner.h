@@ -165,7 +165,6 @@ class CudaModelRunner final : public ModelRunner {
   // Activations, [max_num_tokens][...]: residual fp32, the rest bf16.
   DeviceBuffer residual_, hidden_, qkv_, q_, attn_, gate_up_, act_;
   DeviceBuffer last_hidden_, logits_;  // [max_logits_rows][hidden] bf16, [.][vocab] fp32
-  DeviceBuffer attention_workspace_;   // decode split-K partials
   DeviceBuffer metadata_;              // int32 batch description, see UploadBatch
   PinnedBuffer metadata_host_, logits_host_;
   std::unique_ptr<CudaSampler> sampler_;  // gpu_sampling only

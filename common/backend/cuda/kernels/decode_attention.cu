@@ -1,9 +1,12 @@
+#include <cooperative_groups.h>
+
 #include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "common/backend/cuda/cuda_check.h"
 #include "common/backend/cuda/kernels/decode_attention.h"
+#include "common/backend/cuda/kernels/device_utils.cuh"
 #include "common/backend/cuda/kernels/mma.cuh"
 
 namespace tandem {
@@ -22,27 +25,26 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kTileTokens = 16 * kWarps;  // 16 tokens per warp
 constexpr int kStages = 3;
 constexpr int kMaxGroup = 16;
-constexpr int kTargetBlocks = 264;  // ~2 waves of the H200's 132 SMs
+constexpr int kSplitBlocks = 132;  // one block per SM of the H200 (the session-4 sweep)
+constexpr int kPortableClusterSize = 8;
+constexpr int kLargeClusterSize = 16;  // non-portable; used where the device schedules it
 
 template <int kDim>
 constexpr int kRow = kDim + 8;  // padded shared rows: conflict-free ldmatrix
 
+// After the tile loop the shared memory holds the per-warp merge area ([warps][16][kDim]
+// outputs, [warps][16] maxes and sums) followed by this block's partial result ([16][kDim]
+// outputs, [16] maxes and sums), which the other blocks of its cluster read.
+template <int kDim>
+constexpr size_t kMergeFloats = static_cast<size_t>(kWarps) * kMaxGroup * (kDim + 2);
+template <int kDim>
+constexpr size_t kPartialFloats = static_cast<size_t>(kMaxGroup) * (kDim + 2);
+
 template <int kDim>
 constexpr size_t SharedBytes() {
   const size_t tiles = sizeof(__nv_bfloat16) * 2 * kStages * kTileTokens * kRow<kDim>;
-  const size_t merge = sizeof(float) * kWarps * kMaxGroup * (kDim + 2);
+  const size_t merge = sizeof(float) * (kMergeFloats<kDim> + kPartialFloats<kDim>);
   return tiles > merge ? tiles : merge;
-}
-
-struct Partials {
-  float* out;  // [num_seqs][num_heads][num_splits][head_dim], normalized
-  float* max;  // [num_seqs][num_heads][num_splits], log2 units
-  float* sum;  // [num_seqs][num_heads][num_splits]
-};
-
-Partials SplitPartials(float* workspace, int64_t rows, int32_t num_splits, int32_t head_dim) {
-  const int64_t entries = rows * num_splits;
-  return {workspace, workspace + entries * head_dim, workspace + entries * (head_dim + 1)};
 }
 
 // Gathers tokens [tile_begin, tile_begin + 64) of one kv head; tokens past `end` read as 0.
@@ -67,11 +69,12 @@ __device__ __forceinline__ void LoadKvTile(const DecodeAttentionArgs& a, const i
   }
 }
 
-// grid (num_kv_heads, num_seqs, num_splits).
+// grid (num_kv_heads, num_seqs, num_splits); with num_splits > 1 the splits of one (kv head,
+// sequence) are one thread-block cluster (dims 1 x 1 x num_splits) and combine their partial
+// results through distributed shared memory.
 template <int kDim>
 __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentionArgs a,
-                                                                  float scale_log2,
-                                                                  Partials partials) {
+                                                                  float scale_log2) {
   constexpr int R = kRow<kDim>;
   constexpr int kSteps = kDim / 16;
   constexpr int kDimTiles = kDim / 8;
@@ -197,6 +200,9 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
   float* o_s = reinterpret_cast<float*>(shared_raw);  // [warps][16][kDim]
   float* m_s = o_s + kWarps * kMaxGroup * kDim;        // [warps][16]
   float* l_s = m_s + kWarps * kMaxGroup;               // [warps][16]
+  float* part_o = o_s + kMergeFloats<kDim>;            // [16][kDim], relative to part_m
+  float* part_m = part_o + kMaxGroup * kDim;           // [16], log2 units
+  float* part_l = part_m + kMaxGroup;                  // [16]
   l0 = cuda_kernels::QuadSum(l0);
   l1 = cuda_kernels::QuadSum(l1);
 #pragma unroll
@@ -217,100 +223,134 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
   __syncthreads();
   for (int idx = threadIdx.x; idx < group * kDim; idx += kThreads) {
     const int r = idx / kDim, d = idx % kDim;
-    float global_max = -INFINITY;
+    float block_max = -INFINITY;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) {
-      if (l_s[w * kMaxGroup + r] > 0.0f) global_max = fmaxf(global_max, m_s[w * kMaxGroup + r]);
+      if (l_s[w * kMaxGroup + r] > 0.0f) block_max = fmaxf(block_max, m_s[w * kMaxGroup + r]);
     }
     float sum = 0.0f, value = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) {
       const float l = l_s[w * kMaxGroup + r];
       if (l <= 0.0f) continue;
-      const float weight = exp2f(m_s[w * kMaxGroup + r] - global_max);
+      const float weight = exp2f(m_s[w * kMaxGroup + r] - block_max);
       sum += l * weight;
       value += o_s[(w * kMaxGroup + r) * kDim + d] * weight;
     }
-    const float result = sum > 0.0f ? value / sum : 0.0f;
-    const int64_t row = static_cast<int64_t>(seq) * a.num_heads + first_head + r;
     if (num_splits == 1) {
-      a.out[row * kDim + d] = __float2bfloat16(result);
+      const int64_t row = static_cast<int64_t>(seq) * a.num_heads + first_head + r;
+      a.out[row * kDim + d] = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
     } else {
-      partials.out[(row * num_splits + split) * kDim + d] = result;
+      part_o[r * kDim + d] = value;
       if (d == 0) {
-        partials.max[row * num_splits + split] = global_max;
-        partials.sum[row * num_splits + split] = sum;
+        part_m[r] = block_max;
+        part_l[r] = sum;
       }
     }
   }
+  if (num_splits == 1) return;
+
+  // Combine the cluster's splits. A warp takes one query row and 32 of its dims: lane q
+  // reads split q's max and sum, the warp reduces them to the global max and the split
+  // scales 2^(max_q - max), then each lane sums its dim over the splits (all remote loads
+  // issued together) and divides by the scaled sum.
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every partial written
+  const int rank = static_cast<int>(cluster.block_rank());
+  for (int unit = rank * kWarps + warp; unit < group * (kDim / 32); unit += num_splits * kWarps) {
+    const int r = unit / (kDim / 32), d = (unit % (kDim / 32)) * 32 + lane;
+    float split_max = -INFINITY, split_sum = 0.0f;
+    if (lane < num_splits) {
+      split_sum = cluster.map_shared_rank(part_l, lane)[r];
+      split_max = split_sum > 0.0f ? cluster.map_shared_rank(part_m, lane)[r] : -INFINITY;
+    }
+    const float global_max = cuda_kernels::WarpMax(split_max);
+    const float split_scale = split_sum > 0.0f ? exp2f(split_max - global_max) : 0.0f;
+    const float total = cuda_kernels::WarpSum(split_sum * split_scale);
+    float value = 0.0f;
+#pragma unroll
+    for (int q = 0; q < kLargeClusterSize; ++q) {
+      const float scale = __shfl_sync(cuda_kernels::kFullMask, split_scale, q);
+      // an empty split's partial output is 0 (no tokens): scale 0 keeps value finite
+      if (q < num_splits) value += scale * cluster.map_shared_rank(part_o, q)[r * kDim + d];
+    }
+    const int64_t row = static_cast<int64_t>(seq) * a.num_heads + first_head + r;
+    a.out[row * kDim + d] = __float2bfloat16(total > 0.0f ? value / total : 0.0f);
+  }
+  cluster.sync();  // no block leaves while another still reads its shared memory
 }
 
-// grid (num_heads, num_seqs), head_dim threads: weights each split by sum * 2^(max - M).
-__global__ void CombineSplitsKernel(DecodeAttentionArgs a, int32_t num_splits,
-                                    Partials partials) {
-  const int64_t row = static_cast<int64_t>(blockIdx.y) * a.num_heads + blockIdx.x;
-  const int dim = a.cache.head_dim;
-  const float* maxes = partials.max + row * num_splits;
-  const float* sums = partials.sum + row * num_splits;
-  float global_max = -INFINITY;
-  for (int s = 0; s < num_splits; ++s) {
-    if (sums[s] > 0.0f) global_max = fmaxf(global_max, maxes[s]);
-  }
-  for (int d = threadIdx.x; d < dim; d += blockDim.x) {
-    float total = 0.0f, value = 0.0f;
-    for (int s = 0; s < num_splits; ++s) {
-      if (sums[s] <= 0.0f) continue;
-      const float weight = sums[s] * exp2f(maxes[s] - global_max);
-      total += weight;
-      value += weight * partials.out[(row * num_splits + s) * dim + d];
+// The largest cluster the device schedules with this kernel's shared memory: 16 where the
+// non-portable size fits (H100/H200), else the portable 8. Sets the kernel's attributes.
+template <int kDim>
+int32_t MaxClusterSize() {
+  static const int32_t size = [] {
+    constexpr size_t kShared = SharedBytes<kDim>();
+    TANDEM_CUDA_CHECK(cudaFuncSetAttribute(DecodeAttentionKernel<kDim>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(kShared)));
+    if (cudaFuncSetAttribute(DecodeAttentionKernel<kDim>,
+                             cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return kPortableClusterSize;
     }
-    a.out[row * dim + d] = __float2bfloat16(total > 0.0f ? value / total : 0.0f);
-  }
+    cudaLaunchAttribute attribute;
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = 1;
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = kLargeClusterSize;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(1, 1, kLargeClusterSize);
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = kShared;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, DecodeAttentionKernel<kDim>, &config) !=
+            cudaSuccess || clusters < 1) {
+      (void)cudaGetLastError();
+      return kPortableClusterSize;
+    }
+    return kLargeClusterSize;
+  }();
+  return size;
 }
 
 template <int kDim>
 void Launch(const DecodeAttentionArgs& a, int32_t num_splits, cudaStream_t stream) {
-  constexpr size_t kShared = SharedBytes<kDim>();
-  static const cudaError_t attribute = cudaFuncSetAttribute(
-      DecodeAttentionKernel<kDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      static_cast<int>(kShared));
-  TANDEM_CUDA_CHECK(attribute);
-  const int64_t rows = static_cast<int64_t>(a.num_seqs) * a.num_heads;
-  Partials partials = SplitPartials(a.workspace, rows, num_splits, kDim);
-  dim3 grid(a.cache.num_kv_heads, a.num_seqs, num_splits);
+  MaxClusterSize<kDim>();  // sets the kernel's attributes once
+  cudaLaunchAttribute attributes[2];
+  attributes[0].id = cudaLaunchAttributeClusterDimension;
+  attributes[0].val.clusterDim.x = 1;
+  attributes[0].val.clusterDim.y = 1;
+  attributes[0].val.clusterDim.z = static_cast<unsigned>(num_splits);
+  // one block per SM where possible: the splits are there to use more SMs' bandwidth
+  attributes[1].id = cudaLaunchAttributeClusterSchedulingPolicyPreference;
+  attributes[1].val.clusterSchedulingPolicyPreference = cudaClusterSchedulingPolicySpread;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(a.cache.num_kv_heads, a.num_seqs, num_splits);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = SharedBytes<kDim>();
+  config.stream = stream;
+  config.attrs = attributes;
+  config.numAttrs = num_splits > 1 ? 2 : 0;
   const float scale_log2 = a.scale * 1.4426950408889634f;
-  DecodeAttentionKernel<kDim><<<grid, kThreads, kShared, stream>>>(a, scale_log2, partials);
-  TANDEM_CUDA_CHECK_LAUNCH();
-  if (num_splits > 1) {
-    CombineSplitsKernel<<<dim3(a.num_heads, a.num_seqs), kDim, 0, stream>>>(a, num_splits,
-                                                                           partials);
-    TANDEM_CUDA_CHECK_LAUNCH();
-  }
+  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&config, DecodeAttentionKernel<kDim>, a, scale_log2));
 }
 
 }  // namespace
 
+int32_t DecodeAttentionMaxSplits() { return MaxClusterSize<128>(); }
+
 int32_t DecodeAttentionNumSplits(int32_t num_seqs, int32_t num_kv_heads,
                                  int32_t max_context_len) {
+  // Splits until every SM has one block: at batch 8 (64 kv heads) 2 splits ran 41.7 us,
+  // 4 (two blocks on most SMs) 45.6 us, 8 42.6 us; at batch 1, 16 splits 10.9 us, 8 13.1 us.
   const int64_t blocks = std::max<int64_t>(1, static_cast<int64_t>(num_seqs) * num_kv_heads);
-  const int32_t wanted = static_cast<int32_t>((kTargetBlocks + blocks - 1) / blocks);
+  const int32_t wanted = static_cast<int32_t>(kSplitBlocks / blocks);
   const int32_t max_useful = std::max(1, (max_context_len + kTileTokens - 1) / kTileTokens);
-  return std::clamp(wanted, 1, max_useful);
-}
-
-size_t DecodeAttentionWorkspaceBytes(int32_t num_seqs, int32_t num_heads, int32_t num_kv_heads,
-                                     int32_t head_dim, int32_t max_context_len,
-                                     int32_t num_splits) {
-  if (num_splits == 0) num_splits = DecodeAttentionNumSplits(num_seqs, num_kv_heads, max_context_len);
-  if (num_splits <= 1) return 0;
-  return static_cast<size_t>(num_seqs) * num_heads * num_splits * (head_dim + 2) * sizeof(float);
-}
-
-size_t DecodeAttentionMaxWorkspaceBytes(int32_t max_num_seqs, int32_t num_heads,
-                                        int32_t num_kv_heads, int32_t head_dim) {
-  // splits <= ceil(kTargetBlocks / (seqs * kv_heads)), so seqs * splits <= seqs + kTargetBlocks.
-  const int64_t entries = (static_cast<int64_t>(max_num_seqs) + kTargetBlocks) * num_heads;
-  return static_cast<size_t>(entries) * (head_dim + 2) * sizeof(float);
+  return std::clamp(wanted, 1, std::min(max_useful, DecodeAttentionMaxSplits()));
 }
 
 absl::Status LaunchDecodeAttention(const DecodeAttentionArgs& a, cudaStream_t stream) {
@@ -336,15 +376,14 @@ absl::Status LaunchDecodeAttention(const DecodeAttentionArgs& a, cudaStream_t st
       a.block_tables == nullptr || c.k == nullptr || c.v == nullptr) {
     return absl::InvalidArgumentError("decode_attention: null pointer");
   }
+  if (a.num_splits < 0 || a.num_splits > DecodeAttentionMaxSplits()) {
+    return absl::InvalidArgumentError(absl::StrCat("decode_attention: num_splits must be in [0, ",
+                                                   DecodeAttentionMaxSplits(), "], got ",
+                                                   a.num_splits));
+  }
   const int32_t num_splits = a.num_splits > 0 ? a.num_splits
                                               : DecodeAttentionNumSplits(a.num_seqs, c.num_kv_heads,
                                                                          a.max_context_len);
-  const size_t needed = DecodeAttentionWorkspaceBytes(a.num_seqs, a.num_heads, c.num_kv_heads,
-                                                      c.head_dim, a.max_context_len, num_splits);
-  if (needed > 0 && (a.workspace == nullptr || a.workspace_bytes < needed)) {
-    return absl::InvalidArgumentError(absl::StrCat("decode_attention: workspace of ", needed,
-                                                   " bytes needed, got ", a.workspace_bytes));
-  }
   switch (c.head_dim) {
     case 32: Launch<32>(a, num_splits, stream); break;
     case 64: Launch<64>(a, num_splits, stream); break;

@@ -9,8 +9,10 @@
 // the warps merged at the end. Tiles are gathered through the block table with cp.async,
 // 3 stages deep. Split-K: every sequence's context is cut into num_splits ranges (from its
 // own context length, on the device, so a captured CUDA graph stays valid for any lengths
-// up to max_context_len); partial results (max, sum, normalized output) are combined by a
-// second kernel. A sequence with context_lens[s] == 0 (graph padding) gets zeros.
+// up to max_context_len); the splits of one (kv head, sequence) run as one thread-block
+// cluster and combine their partial results (max, sum, output) through distributed shared
+// memory in the same kernel: no workspace, no second launch. A sequence with
+// context_lens[s] == 0 (graph padding) gets zeros.
 //
 // q, out: [num_seqs][num_heads][head_dim] bf16; block_tables: [num_seqs][max_blocks_per_seq];
 // head_dim in {32, 64, 128}; num_heads / num_kv_heads <= 16. Scores, softmax and the output
@@ -40,21 +42,14 @@ struct DecodeAttentionArgs {
   int32_t max_context_len = 0;  // host-side bound of context_lens, picks the number of splits
   float scale = 1.0f;
   PagedKvCache cache;
-  float* workspace = nullptr;  // split-K partials; DecodeAttentionWorkspaceBytes
-  size_t workspace_bytes = 0;
-  int32_t num_splits = 0;  // 0: chosen from the shape (tests force other values)
+  int32_t num_splits = 0;  // 0: chosen from the shape; else in [1, DecodeAttentionMaxSplits()]
 };
 
+// The most splits per (kv head, sequence): the largest thread-block cluster the device runs
+// this kernel in (16 on H100/H200, else the portable 8).
+int32_t DecodeAttentionMaxSplits();
 // Splits chosen for a shape when num_splits is 0.
 int32_t DecodeAttentionNumSplits(int32_t num_seqs, int32_t num_kv_heads, int32_t max_context_len);
-// Workspace needed for `num_splits` (0: the chosen number).
-size_t DecodeAttentionWorkspaceBytes(int32_t num_seqs, int32_t num_heads, int32_t num_kv_heads,
-                                     int32_t head_dim, int32_t max_context_len,
-                                     int32_t num_splits = 0);
-// An upper bound of DecodeAttentionWorkspaceBytes over every shape with <= max_num_seqs
-// sequences (and the automatic split choice).
-size_t DecodeAttentionMaxWorkspaceBytes(int32_t max_num_seqs, int32_t num_heads,
-                                        int32_t num_kv_heads, int32_t head_dim);
 
 absl::Status LaunchDecodeAttention(const DecodeAttentionArgs& args, cudaStream_t stream);
 

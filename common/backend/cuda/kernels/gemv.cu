@@ -8,10 +8,9 @@
 namespace tandem {
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kRowsPerWarp = 2;  // weight rows (outputs) per warp
-constexpr int kUnroll = 4;       // 16-byte chunks per row in flight per lane
+constexpr int kLoadsInFlight = 8;  // 16-byte weight loads per lane issued before any use
 
 __device__ __forceinline__ uint4 LoadStreaming(const __nv_bfloat16* p) {
   return __ldcs(reinterpret_cast<const uint4*>(p));  // read once: evict first
@@ -26,73 +25,120 @@ __device__ __forceinline__ void Widen8(const uint4& raw, float (&out)[8]) {
   }
 }
 
-// grid ceil(n / (kWarps * kRowsPerWarp)); up to kM activation rows (m <= kM at run time).
-template <int kM>
+// Launched as a programmatic dependent of the previous kernel in the stream: waits for it
+// (griddepcontrol.wait: its grid complete, its writes visible) only after issuing the first
+// weight loads, which depend on nothing, so they overlap the previous kernel's tail.
+__device__ __forceinline__ void WaitForPreviousKernel() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+}
+
+// grid ceil(n / kRows); up to kM activation rows (m <= kM at run time). Thread j of the
+// block reads 16-byte chunks j, j + 256, j + 512, ... of each of the block's kRows rows.
+template <int kM, int kRows>
 __global__ void __launch_bounds__(kThreads) GemvKernel(GemmArgs args) {
+  constexpr int kUnroll = kRows >= kLoadsInFlight ? 1 : kLoadsInFlight / kRows;
+  __shared__ float partial[kWarps][kRows * kM];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * kRowsPerWarp;
-  if (n0 >= args.n) return;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const int m = static_cast<int>(args.m);
   const int64_t k = args.k, chunks = k / 8;
-  const __nv_bfloat16* w_rows[kRowsPerWarp];
+  const __nv_bfloat16* w_rows[kRows];
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
+  for (int r = 0; r < kRows; ++r) {
     w_rows[r] = args.w + min(n0 + r, args.n - 1) * k;  // a row past n re-reads the last one
   }
-  float acc[kRowsPerWarp][kM];
+  float acc[kRows][kM];
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
+  for (int r = 0; r < kRows; ++r) {
 #pragma unroll
     for (int i = 0; i < kM; ++i) acc[r][i] = 0.0f;
   }
 
-  for (int64_t base = lane; base < chunks; base += 32 * kUnroll) {
-    uint4 w_raw[kUnroll][kRowsPerWarp];
+  for (int64_t base = threadIdx.x; base < chunks; base += kThreads * kUnroll) {
+    uint4 w_raw[kUnroll][kRows];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int64_t c = base + 32 * u;
+      const int64_t c = base + kThreads * u;
 #pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r) {
+      for (int r = 0; r < kRows; ++r) {
         w_raw[u][r] = c < chunks ? LoadStreaming(w_rows[r] + c * 8) : make_uint4(0, 0, 0, 0);
       }
     }
+    if (base == threadIdx.x) WaitForPreviousKernel();  // before the first activation read
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int64_t c = base + 32 * u;
+      const int64_t c = base + kThreads * u;
       if (c >= chunks) break;
-      float w_f[kRowsPerWarp][8];
-#pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r) Widen8(w_raw[u][r], w_f[r]);
 #pragma unroll
       for (int i = 0; i < kM; ++i) {
         if (i >= m) break;
         float a_f[8];
         Widen8(__ldg(reinterpret_cast<const uint4*>(args.a + i * k + c * 8)), a_f);
 #pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r) {
+        for (int r = 0; r < kRows; ++r) {
+          float w_f[8];
+          Widen8(w_raw[u][r], w_f);
 #pragma unroll
-          for (int e = 0; e < 8; ++e) acc[r][i] = fmaf(w_f[r][e], a_f[e], acc[r][i]);
+          for (int e = 0; e < 8; ++e) acc[r][i] = fmaf(w_f[e], a_f[e], acc[r][i]);
         }
       }
     }
   }
 
-  const int64_t ldc = args.ldc == 0 ? args.n : args.ldc;
+  WaitForPreviousKernel();  // no-op where done; threads past k never entered the loop
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
+  for (int r = 0; r < kRows; ++r) {
 #pragma unroll
     for (int i = 0; i < kM; ++i) {
+      if (i >= m) break;
       const float sum = cuda_kernels::WarpSum(acc[r][i]);
-      if (lane != (r * kM + i) % 32 || i >= m || n0 + r >= args.n) continue;
-      const int64_t at = i * ldc + n0 + r;
-      if (args.output == GemmOutput::kBF16) {
-        static_cast<__nv_bfloat16*>(args.out)[at] = __float2bfloat16(sum);
-      } else if (args.accumulate) {
-        static_cast<float*>(args.out)[at] += sum;
-      } else {
-        static_cast<float*>(args.out)[at] = sum;
-      }
+      if (lane == 0) partial[warp][r * kM + i] = sum;
     }
+  }
+  __syncthreads();
+  if (threadIdx.x >= kRows * kM) return;
+  const int r = threadIdx.x / kM, i = threadIdx.x % kM;
+  if (i >= m || n0 + r >= args.n) return;
+  float sum = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) sum += partial[w][threadIdx.x];
+  const int64_t ldc = args.ldc == 0 ? args.n : args.ldc;
+  const int64_t at = i * ldc + n0 + r;
+  if (args.output == GemmOutput::kBF16) {
+    static_cast<__nv_bfloat16*>(args.out)[at] = __float2bfloat16(sum);
+  } else if (args.accumulate) {
+    static_cast<float*>(args.out)[at] += sum;
+  } else {
+    static_cast<float*>(args.out)[at] = sum;
+  }
+}
+
+// Programmatic dependent launch: the kernel's blocks may start before the previous kernel
+// in the stream has finished (they wait for it in WaitForPreviousKernel).
+template <int kM, int kRows>
+void LaunchDependent(const GemmArgs& a, cudaStream_t stream) {
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>((a.n + kRows - 1) / kRows));
+  config.blockDim = dim3(kThreads);
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&config, GemvKernel<kM, kRows>, a));
+}
+
+template <int kRows>
+void LaunchRows(const GemmArgs& a, cudaStream_t stream) {
+  if (a.m == 1) {
+    LaunchDependent<1, kRows>(a, stream);
+  } else if (a.m == 2) {
+    LaunchDependent<2, kRows>(a, stream);
+  } else if (a.m <= 4) {
+    LaunchDependent<4, kRows>(a, stream);
+  } else {
+    LaunchDependent<8, kRows>(a, stream);
   }
 }
 
@@ -106,24 +152,22 @@ bool GemvSupports(const GemmArgs& a) {
          (a.ldc == 0 || a.ldc >= a.n) && (!a.accumulate || a.output == GemmOutput::kF32);
 }
 
-absl::Status LaunchGemv(const GemmArgs& a, cudaStream_t stream) {
+absl::Status LaunchGemv(const GemmArgs& a, cudaStream_t stream, GemvTiling tiling) {
   if (a.a == nullptr || a.w == nullptr || !GemvSupports(a)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "gemv: need 1 <= m <= ", kGemvMaxRows, ", k % 8 == 0, 16-byte aligned operands, "
         "ldc >= n, fp32 output when accumulating; got m=", a.m, " n=", a.n, " k=", a.k));
   }
-  const int64_t rows_per_block = kWarps * kRowsPerWarp;
-  const unsigned blocks = static_cast<unsigned>((a.n + rows_per_block - 1) / rows_per_block);
-  if (a.m == 1) {
-    GemvKernel<1><<<blocks, kThreads, 0, stream>>>(a);
-  } else if (a.m == 2) {
-    GemvKernel<2><<<blocks, kThreads, 0, stream>>>(a);
-  } else if (a.m <= 4) {
-    GemvKernel<4><<<blocks, kThreads, 0, stream>>>(a);
-  } else {
-    GemvKernel<8><<<blocks, kThreads, 0, stream>>>(a);
+  // 4 rows per block was the fastest at m = 1 on every 8B decode shape (the benchmark's
+  // "gemv_tilings" rows; docs/cuda_backend.md, session 4).
+  if (tiling == GemvTiling::kAuto) tiling = GemvTiling::kRows4;
+  switch (tiling) {
+    case GemvTiling::kAuto:  // resolved above
+    case GemvTiling::kRows1: LaunchRows<1>(a, stream); break;
+    case GemvTiling::kRows2: LaunchRows<2>(a, stream); break;
+    case GemvTiling::kRows4: LaunchRows<4>(a, stream); break;
+    case GemvTiling::kRows8: LaunchRows<8>(a, stream); break;
   }
-  TANDEM_CUDA_CHECK_LAUNCH();
   return absl::OkStatus();
 }
 

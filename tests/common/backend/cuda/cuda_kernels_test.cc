@@ -174,12 +174,13 @@ TEST_F(KernelTest, GemmAlgorithmBucketsMatchReference) {
   }
 }
 
-// The batch-1..8 GEMV against the reference, every epilogue, odd n and k, a padded ldc.
+// The batch-1..8 GEMV against the reference, every tiling and epilogue, odd n and k, a
+// padded ldc.
 TEST_F(KernelTest, GemvMatchesReference) {
   for (auto [m, n, k, ldc] : {std::tuple{1, 4096, 1024, 0}, {2, 97, 136, 0}, {3, 1000, 4096, 0},
                               {5, 13, 8, 16}, {8, 333, 2056, 340}, {7, 6144, 4096, 0},
-                              {4, 64, 14336, 0}}) {
-    SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k << " ldc " << ldc);
+                              {4, 64, 14336, 0}, {1, 4099, 14336, 0}, {1, 7, 2056, 9},
+                              {6, 31, 4104, 0}}) {
     std::vector<uint16_t> a = RandomBf16(size_t(m) * k, rng_), w = RandomBf16(size_t(n) * k, rng_);
     std::vector<float> product(size_t(m) * n);
     reference::MatMulTransposed(Widen(a), m, k, Widen(w), n, product);
@@ -203,26 +204,31 @@ TEST_F(KernelTest, GemvMatchesReference) {
       return out;
     };
     DeviceArray<uint16_t> d_a(a), d_w(w);
-    auto out_f32 = DeviceArray<float>::Poisoned(size_t(m) * stride);
-    auto out_bf16 = DeviceArray<uint16_t>::Poisoned(size_t(m) * stride);
-    GemmArgs args{.a = AsBf16(d_a.get()), .w = AsBf16(d_w.get()), .out = out_f32.get(),
-                  .m = m, .n = n, .k = k, .ldc = ldc, .output = GemmOutput::kF32};
-    ASSERT_TRUE(GemvSupports(args));
-    ASSERT_TRUE(LaunchGemv(args, nullptr).ok());
-    args.out = out_bf16.get();
-    args.output = GemmOutput::kBF16;
-    ASSERT_TRUE(LaunchGemv(args, nullptr).ok());
-    EXPECT_LE(RelativeError(valid(out_f32.Download()), product), kF32Tolerance);
-    EXPECT_LE(RelativeError(valid(Widen(out_bf16.Download())), product), kBf16Tolerance);
-
     std::vector<float> initial = Widen(RandomBf16(product.size(), rng_, 8.0f)), sum = product;
     for (size_t i = 0; i < sum.size(); ++i) sum[i] += initial[i];
-    DeviceArray<float> accumulated(strided(initial));
-    args.out = accumulated.get();
-    args.output = GemmOutput::kF32;
-    args.accumulate = true;
-    ASSERT_TRUE(LaunchGemv(args, nullptr).ok());
-    EXPECT_LE(RelativeError(valid(accumulated.Download()), sum), kF32Tolerance);
+    for (GemvTiling tiling : {GemvTiling::kAuto, GemvTiling::kRows1, GemvTiling::kRows2,
+                              GemvTiling::kRows4, GemvTiling::kRows8}) {
+      SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k << " ldc " << ldc
+                                        << " tiling " << static_cast<int>(tiling));
+      auto out_f32 = DeviceArray<float>::Poisoned(size_t(m) * stride);
+      auto out_bf16 = DeviceArray<uint16_t>::Poisoned(size_t(m) * stride);
+      GemmArgs args{.a = AsBf16(d_a.get()), .w = AsBf16(d_w.get()), .out = out_f32.get(),
+                    .m = m, .n = n, .k = k, .ldc = ldc, .output = GemmOutput::kF32};
+      ASSERT_TRUE(GemvSupports(args));
+      ASSERT_TRUE(LaunchGemv(args, nullptr, tiling).ok());
+      args.out = out_bf16.get();
+      args.output = GemmOutput::kBF16;
+      ASSERT_TRUE(LaunchGemv(args, nullptr, tiling).ok());
+      EXPECT_LE(RelativeError(valid(out_f32.Download()), product), kF32Tolerance);
+      EXPECT_LE(RelativeError(valid(Widen(out_bf16.Download())), product), kBf16Tolerance);
+
+      DeviceArray<float> accumulated(strided(initial));
+      args.out = accumulated.get();
+      args.output = GemmOutput::kF32;
+      args.accumulate = true;
+      ASSERT_TRUE(LaunchGemv(args, nullptr, tiling).ok());
+      EXPECT_LE(RelativeError(valid(accumulated.Download()), sum), kF32Tolerance);
+    }
   }
   GemmArgs bad{.a = nullptr, .w = nullptr, .out = nullptr, .m = 9, .n = 8, .k = 8};
   EXPECT_FALSE(GemvSupports(bad));
@@ -374,16 +380,11 @@ void CheckAttention(const AttentionCase& c, bool decode, std::mt19937& rng) {
   auto* out = reinterpret_cast<__nv_bfloat16*>(d_out.get());
   if (decode) {
     DeviceArray<int32_t> d_context(c.context_lens);
-    size_t workspace_bytes = DecodeAttentionWorkspaceBytes(
-        int32_t(num_seqs), int32_t(c.heads), int32_t(c.kv_heads), int32_t(c.dim),
-        int32_t(max_context), c.num_splits);
-    auto workspace = DeviceArray<float>::Poisoned(workspace_bytes / 4 + 1);
     absl::Status status = LaunchDecodeAttention(
         {.q = AsBf16(d_q.get()), .out = out, .context_lens = d_context.get(),
          .block_tables = d_tables.get(), .num_seqs = int32_t(num_seqs),
          .num_heads = int32_t(c.heads), .max_blocks_per_seq = int32_t(max_blocks),
          .max_context_len = int32_t(max_context), .scale = scale, .cache = cache,
-         .workspace = workspace.get(), .workspace_bytes = workspace_bytes,
          .num_splits = c.num_splits},
         nullptr);
     ASSERT_TRUE(status.ok()) << status;
@@ -418,16 +419,21 @@ void CheckAttention(const AttentionCase& c, bool decode, std::mt19937& rng) {
 }
 
 TEST_F(KernelTest, DecodeAttentionMatchesReference) {
-  const std::vector<AttentionCase> cases = {
+  std::vector<AttentionCase> cases = {
       {4, 2, 32, {1, 1, 1}, {1, 17, 100}},
-      {32, 8, 128, {1}, {2048}},                     // batch 1, long: split-K
+      {32, 8, 128, {1}, {2048}},                     // batch 1, long: split-K clusters
+      {32, 8, 128, {1}, {1999}, 8},                  // the portable cluster size
+      {32, 8, 128, {1, 1}, {6000, 333}, DecodeAttentionMaxSplits()},  // long, empty splits
       {32, 8, 128, {1, 1, 1, 1, 1}, {5, 700, 64, 1023, 129}},
       {3, 3, 64, {1, 1}, {33, 300}, 1},              // MHA, no split
       {8, 1, 64, {1, 1}, {513, 77}, 3},              // MQA (group 8), forced splits
       {6, 2, 128, {1, 1, 1}, {1000, 1, 250}, 7},     // group 3
       {16, 1, 64, {1, 1}, {70, 3}, 2},              // group 16 (both mma row halves)
-      {32, 8, 128, {1, 1, 1, 1}, {2048, 129, 1, 4000}, 40},  // more splits than tiles
+      {32, 8, 128, {1, 1, 1, 1}, {2048, 129, 1, 4000}, 5},  // an odd cluster size
   };
+  // more splits than tiles: every split past the third is empty
+  cases.push_back({32, 8, 128, {1, 1}, {129, 40}, DecodeAttentionMaxSplits()});
+  cases.push_back({8, 2, 64, {1}, {150}, DecodeAttentionMaxSplits()});
   for (const AttentionCase& c : cases) CheckAttention(c, /*decode=*/true, rng_);
 }
 
@@ -467,6 +473,25 @@ TEST_F(KernelTest, LaunchersRejectBadShapes) {
                                    .cache = {.num_kv_heads = 1, .head_dim = 64}},
                                   nullptr).code(),
             absl::StatusCode::kInvalidArgument);  // group 32 > 16
+  EXPECT_GE(DecodeAttentionMaxSplits(), 8);
+  EXPECT_EQ(DecodeAttentionNumSplits(1, 8, 2048), DecodeAttentionMaxSplits());
+  EXPECT_EQ(DecodeAttentionNumSplits(64, 8, 2048), 1);
+  EXPECT_EQ(DecodeAttentionNumSplits(1, 8, 64), 1);  // one tile: nothing to split
+  for (int32_t splits : {-1, DecodeAttentionMaxSplits() + 1}) {
+    int32_t table = 0, context = 1;
+    EXPECT_EQ(LaunchDecodeAttention({.q = reinterpret_cast<const __nv_bfloat16*>(&table),
+                                     .out = reinterpret_cast<__nv_bfloat16*>(&table),
+                                     .context_lens = &context, .block_tables = &table,
+                                     .num_seqs = 1, .num_heads = 4, .max_blocks_per_seq = 1,
+                                     .max_context_len = 1,
+                                     .cache = {.k = reinterpret_cast<__nv_bfloat16*>(&table),
+                                               .v = reinterpret_cast<__nv_bfloat16*>(&table),
+                                               .num_kv_heads = 2, .head_dim = 64},
+                                     .num_splits = splits},
+                                    nullptr).code(),
+              absl::StatusCode::kInvalidArgument)
+        << splits;
+  }
   EXPECT_EQ(LaunchCopyKvBlocks({.num_regions = 2, .region_elements = 4, .block_elements = 8,
                                 .num_copies = 1},
                                nullptr).code(),
@@ -484,9 +509,7 @@ TEST_F(KernelTest, DecodeAttentionZeroContextRowsAreZero) {
   DeviceArray<uint16_t> d_q(q), d_k(kv.k), d_v(kv.v);
   DeviceArray<int32_t> d_tables(tables), d_context(context);
   auto out = DeviceArray<uint16_t>::Poisoned(q.size());
-  for (int32_t splits : {1, 3}) {
-    const size_t bytes = DecodeAttentionWorkspaceBytes(2, heads, kv_heads, dim, 112, splits);
-    auto workspace = DeviceArray<float>::Poisoned(bytes / 4 + 1);
+  for (int32_t splits : {1, 3, DecodeAttentionMaxSplits()}) {
     PagedKvCache cache{.k = reinterpret_cast<__nv_bfloat16*>(d_k.get()),
                        .v = reinterpret_cast<__nv_bfloat16*>(d_v.get()),
                        .num_slots = blocks * block_size, .num_kv_heads = kv_heads,
@@ -496,8 +519,7 @@ TEST_F(KernelTest, DecodeAttentionZeroContextRowsAreZero) {
                      .context_lens = d_context.get(), .block_tables = d_tables.get(),
                      .num_seqs = 2, .num_heads = heads,
                      .max_blocks_per_seq = int32_t(table.size()), .max_context_len = 112,
-                     .scale = 0.1f, .cache = cache, .workspace = workspace.get(),
-                     .workspace_bytes = bytes, .num_splits = splits},
+                     .scale = 0.1f, .cache = cache, .num_splits = splits},
                     nullptr).ok());
     std::vector<float> got = Widen(out.Download());
     for (size_t i = size_t(heads) * dim; i < got.size(); ++i) ASSERT_EQ(got[i], 0.0f) << i;
