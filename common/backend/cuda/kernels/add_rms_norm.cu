@@ -10,6 +10,8 @@ constexpr int kThreads = 256;
 
 // One block per row: pass 1 adds and sums squares, pass 2 scales (re-reading the row from L1/L2).
 __global__ void __launch_bounds__(kThreads) AddRmsNormKernel(AddRmsNormArgs args) {
+  cuda_kernels::AllowNextGrid();
+  cuda_kernels::WaitForPreviousGrid();
   __shared__ float scratch[32];
   const int64_t r = blockIdx.x;
   float* residual = args.residual + r * args.dim;
@@ -42,8 +44,8 @@ absl::Status LaunchAddRmsNorm(const AddRmsNormArgs& args, cudaStream_t stream) {
   if (args.residual == nullptr || args.weight == nullptr || args.out == nullptr) {
     return absl::InvalidArgumentError("add_rms_norm: null pointer");
   }
-  AddRmsNormKernel<<<static_cast<unsigned>(args.num_rows), kThreads, 0, stream>>>(args);
-  TANDEM_CUDA_CHECK_LAUNCH();
+  TANDEM_CUDA_CHECK(cuda_kernels::LaunchDependent(
+      AddRmsNormKernel, dim3(static_cast<unsigned>(args.num_rows)), dim3(kThreads), stream, args));
   return absl::OkStatus();
 }
 

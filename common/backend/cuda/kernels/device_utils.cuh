@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace tandem::cuda_kernels {
 
@@ -61,6 +62,40 @@ __device__ __forceinline__ void StoreBf16x8(__nv_bfloat16* p, const float (&in)[
 
 __device__ __forceinline__ bool Aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+// Programmatic dependent launch (sm_90). A kernel launched with LaunchDependent may have its
+// blocks scheduled before the previous kernel in the stream has finished; it must call
+// WaitForPreviousGrid (griddepcontrol.wait: the previous grid complete, its writes visible)
+// before it touches memory that kernel reads or writes. Called first thing, the kernel is
+// ordered exactly as without the attribute, and only its launch and ramp-up overlap the
+// previous kernel's tail. Without the attribute the wait returns at once.
+__device__ __forceinline__ void WaitForPreviousGrid() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+}
+
+// Lets the next kernel in the stream (if launched with LaunchDependent) be scheduled once
+// every block of this grid has called this or exited. Safe anywhere: the next kernel still
+// waits for this grid's completion before touching memory.
+__device__ __forceinline__ void AllowNextGrid() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+
+// `kernel<<<grid, block, 0, stream>>>(args...)` as a programmatic dependent of the previous
+// kernel in the stream (see WaitForPreviousGrid).
+template <typename... KernelArgs, typename... Args>
+cudaError_t LaunchDependent(void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+                            cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
 }  // namespace tandem::cuda_kernels

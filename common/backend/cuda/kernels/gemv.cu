@@ -36,6 +36,7 @@ __device__ __forceinline__ void WaitForPreviousKernel() {
 // block reads 16-byte chunks j, j + 256, j + 512, ... of each of the block's kRows rows.
 template <int kM, int kRows>
 __global__ void __launch_bounds__(kThreads) GemvKernel(GemmArgs args) {
+  cuda_kernels::AllowNextGrid();  // the next kernel's blocks may fill our last wave's gaps
   constexpr int kUnroll = kRows >= kLoadsInFlight ? 1 : kLoadsInFlight / kRows;
   __shared__ float partial[kWarps][kRows * kM];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

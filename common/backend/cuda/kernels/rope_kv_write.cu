@@ -1,5 +1,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/backend/cuda/cuda_check.h"
+#include "common/backend/cuda/kernels/device_utils.cuh"
 #include "common/backend/cuda/kernels/rope_kv_write.h"
 
 namespace tandem {
@@ -9,6 +10,8 @@ constexpr int kThreads = 128;
 
 // One block per token: rotates the q and k heads pairwise (i, i + D/2), copies v.
 __global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeKvWriteArgs args) {
+  cuda_kernels::AllowNextGrid();
+  cuda_kernels::WaitForPreviousGrid();
   const int64_t t = blockIdx.x;
   const int heads = args.num_heads, kv_heads = args.cache.num_kv_heads;
   const int dim = args.cache.head_dim, half = dim / 2;
@@ -90,8 +93,9 @@ absl::Status LaunchRopeKvWrite(const RopeKvWriteArgs& args, cudaStream_t stream)
       c.v == nullptr) {
     return absl::InvalidArgumentError("rope_kv_write: null pointer");
   }
-  RopeKvWriteKernel<<<static_cast<unsigned>(args.num_tokens), kThreads, 0, stream>>>(args);
-  TANDEM_CUDA_CHECK_LAUNCH();
+  TANDEM_CUDA_CHECK(cuda_kernels::LaunchDependent(
+      RopeKvWriteKernel, dim3(static_cast<unsigned>(args.num_tokens)), dim3(kThreads), stream,
+      args));
   return absl::OkStatus();
 }
 

@@ -14,6 +14,8 @@ __device__ __forceinline__ float Silu(float x) { return x / (1.0f + expf(-x)); }
 
 // Each thread handles 8 consecutive outputs (16-byte loads) when dim % 8 == 0.
 __global__ void SiluMulVec8Kernel(SiluMulArgs args) {
+  cuda_kernels::AllowNextGrid();
+  cuda_kernels::WaitForPreviousGrid();
   const int64_t chunks_per_row = args.dim / 8;
   const int64_t total = args.num_rows * chunks_per_row;
   for (int64_t c = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; c < total;
@@ -30,6 +32,8 @@ __global__ void SiluMulVec8Kernel(SiluMulArgs args) {
 }
 
 __global__ void SiluMulScalarKernel(SiluMulArgs args) {
+  cuda_kernels::AllowNextGrid();
+  cuda_kernels::WaitForPreviousGrid();
   const int64_t total = args.num_rows * args.dim;
   for (int64_t c = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; c < total;
        c += static_cast<int64_t>(gridDim.x) * kThreads) {
@@ -58,11 +62,14 @@ absl::Status LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream) {
   const bool aligned = reinterpret_cast<uintptr_t>(args.gate_up) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(args.out) % 16 == 0;
   if (args.dim % 8 == 0 && aligned) {
-    SiluMulVec8Kernel<<<NumBlocks(args.num_rows * args.dim / 8), kThreads, 0, stream>>>(args);
+    TANDEM_CUDA_CHECK(cuda_kernels::LaunchDependent(
+        SiluMulVec8Kernel, dim3(NumBlocks(args.num_rows * args.dim / 8)), dim3(kThreads), stream,
+        args));
   } else {
-    SiluMulScalarKernel<<<NumBlocks(args.num_rows * args.dim), kThreads, 0, stream>>>(args);
+    TANDEM_CUDA_CHECK(cuda_kernels::LaunchDependent(
+        SiluMulScalarKernel, dim3(NumBlocks(args.num_rows * args.dim)), dim3(kThreads), stream,
+        args));
   }
-  TANDEM_CUDA_CHECK_LAUNCH();
   return absl::OkStatus();
 }
 
