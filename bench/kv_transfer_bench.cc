@@ -112,22 +112,21 @@ double RawRegistered(size_t bytes, int iters) {
   TANDEM_CUDA_CHECK(cudaSetDevice(1));
   recv_buffer = *NcclMemory::Allocate(bytes, /*registrable=*/true);
   bool registered[2] = {false, false};
+  // Registers `buffer` with the rank's communicator on its first iteration.
+  auto register_once = [&](int rank, NcclComm& comm, void* buffer) {
+    if (registered[rank]) return;
+    registered[rank] = true;
+    absl::Status r = comm.Register(buffer, bytes);
+    if (!r.ok()) std::fprintf(stderr, "register (rank %d): %s\n", rank, r.ToString().c_str());
+  };
   double seconds = TimePair(
       iters, /*blocking=*/true,
       [&](NcclComm& c, cudaStream_t s) {
-        if (!registered[0]) {
-          registered[0] = true;
-          absl::Status r = c.Register(send_buffer.data(), bytes);
-          if (!r.ok()) std::fprintf(stderr, "register (send): %s\n", r.ToString().c_str());
-        }
+        register_once(0, c, send_buffer.data());
         ncclSend(send_buffer.data(), bytes, ncclUint8, 1, c.get(), s);
       },
       [&](NcclComm& c, cudaStream_t s) {
-        if (!registered[1]) {
-          registered[1] = true;
-          absl::Status r = c.Register(recv_buffer.data(), bytes);
-          if (!r.ok()) std::fprintf(stderr, "register (recv): %s\n", r.ToString().c_str());
-        }
+        register_once(1, c, recv_buffer.data());
         ncclRecv(recv_buffer.data(), bytes, ncclUint8, 0, c.get(), s);
       });
   return seconds;

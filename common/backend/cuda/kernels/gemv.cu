@@ -25,13 +25,6 @@ __device__ __forceinline__ void Widen8(const uint4& raw, float (&out)[8]) {
   }
 }
 
-// Launched as a programmatic dependent of the previous kernel in the stream: waits for it
-// (griddepcontrol.wait: its grid complete, its writes visible) only after issuing the first
-// weight loads, which depend on nothing, so they overlap the previous kernel's tail.
-__device__ __forceinline__ void WaitForPreviousKernel() {
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-}
-
 // grid ceil(n / kRows); up to kM activation rows (m <= kM at run time). Thread j of the
 // block reads 16-byte chunks j, j + 256, j + 512, ... of each of the block's kRows rows.
 template <int kM, int kRows>
@@ -65,7 +58,10 @@ __global__ void __launch_bounds__(kThreads) GemvKernel(GemmArgs args) {
         w_raw[u][r] = c < chunks ? LoadStreaming(w_rows[r] + c * 8) : make_uint4(0, 0, 0, 0);
       }
     }
-    if (base == threadIdx.x) WaitForPreviousKernel();  // before the first activation read
+    // Launched as a programmatic dependent (cuda_kernels::LaunchDependent): the first weight
+    // loads above depend on nothing and overlap the previous kernel's tail; the activations
+    // are its output.
+    if (base == threadIdx.x) cuda_kernels::WaitForPreviousGrid();
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t c = base + kThreads * u;
@@ -86,7 +82,7 @@ __global__ void __launch_bounds__(kThreads) GemvKernel(GemmArgs args) {
     }
   }
 
-  WaitForPreviousKernel();  // no-op where done; threads past k never entered the loop
+  cuda_kernels::WaitForPreviousGrid();  // no-op where done; threads past k skipped the loop
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
 #pragma unroll
@@ -114,32 +110,23 @@ __global__ void __launch_bounds__(kThreads) GemvKernel(GemmArgs args) {
   }
 }
 
-// Programmatic dependent launch: the kernel's blocks may start before the previous kernel
-// in the stream has finished (they wait for it in WaitForPreviousKernel).
 template <int kM, int kRows>
-void LaunchDependent(const GemmArgs& a, cudaStream_t stream) {
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>((a.n + kRows - 1) / kRows));
-  config.blockDim = dim3(kThreads);
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&config, GemvKernel<kM, kRows>, a));
+void LaunchKernel(const GemmArgs& a, cudaStream_t stream) {
+  TANDEM_CUDA_CHECK(cuda_kernels::LaunchDependent(
+      GemvKernel<kM, kRows>, dim3(static_cast<unsigned>((a.n + kRows - 1) / kRows)),
+      dim3(kThreads), stream, a));
 }
 
 template <int kRows>
 void LaunchRows(const GemmArgs& a, cudaStream_t stream) {
   if (a.m == 1) {
-    LaunchDependent<1, kRows>(a, stream);
+    LaunchKernel<1, kRows>(a, stream);
   } else if (a.m == 2) {
-    LaunchDependent<2, kRows>(a, stream);
+    LaunchKernel<2, kRows>(a, stream);
   } else if (a.m <= 4) {
-    LaunchDependent<4, kRows>(a, stream);
+    LaunchKernel<4, kRows>(a, stream);
   } else {
-    LaunchDependent<8, kRows>(a, stream);
+    LaunchKernel<8, kRows>(a, stream);
   }
 }
 
