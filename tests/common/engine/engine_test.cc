@@ -12,44 +12,14 @@
 #include "common/sampling/selection.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/collecting_sink.h"
 #include "tests/testing/fixtures.h"
 
 namespace tandem {
 namespace {
 
+using ::tandem::testing::CollectingSink;
 using ::testing::HasSubstr;
-
-// Collects outputs; called on the engine thread (or the test thread when it steps).
-class CollectingSink final : public OutputSink {
- public:
-  void OnOutput(EngineOutput output) override {
-    std::lock_guard<std::mutex> lock(mu);
-    outputs.push_back(std::move(output));
-  }
-  // Tokens of output `index`, in order.
-  std::vector<int32_t> Tokens(int32_t index = 0) const {
-    std::vector<int32_t> tokens;
-    for (const EngineOutput& o : outputs) {
-      if (o.index == index) tokens.insert(tokens.end(), o.token_ids.begin(), o.token_ids.end());
-    }
-    return tokens;
-  }
-  std::string Text(int32_t index = 0) const {
-    std::string text;
-    for (const EngineOutput& o : outputs) {
-      if (o.index == index) text += o.text;
-    }
-    return text;
-  }
-  const EngineOutput* Final(int32_t index = 0) const {
-    for (const EngineOutput& o : outputs) {
-      if (o.index == index && o.finish != OutputFinish::kNone) return &o;
-    }
-    return nullptr;
-  }
-  mutable std::mutex mu;
-  std::vector<EngineOutput> outputs;
-};
 
 struct Fixture {
   std::string model;

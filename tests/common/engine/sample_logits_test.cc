@@ -9,6 +9,7 @@
 #include "common/engine/engine.h"
 #include "common/sampling/sampler.h"
 #include "gtest/gtest.h"
+#include "tests/testing/collecting_sink.h"
 #include "tests/testing/fixtures.h"
 
 namespace tandem {
@@ -132,12 +133,6 @@ class FailingSampleRunner final : public ModelRunner {
   int calls_ = 0;
 };
 
-class Collect final : public OutputSink {
- public:
-  void OnOutput(EngineOutput output) override { outputs.push_back(std::move(output)); }
-  std::vector<EngineOutput> outputs;
-};
-
 // Step timeline (one greedy request, 8 tokens): call 0 samples token 1 (prefill), call 1
 // token 2, call 2 fails: the request ends with an abort naming the failure and frees its
 // blocks; the next request is served normally.
@@ -150,7 +145,7 @@ TEST(SampleLogitsTest, EngineAbortsTheRequestsOfAFailedSamplingCall) {
   Engine engine({}, std::make_unique<FailingSampleRunner>(std::move(*cpu), /*fail_call=*/2),
                 std::move(*tokenizer));
   auto run = [&](const std::string& id) {
-    auto sink = std::make_shared<Collect>();
+    auto sink = std::make_shared<testing::CollectingSink>();
     EngineRequest r{.request_id = id, .prompt_ids = {5, 6, 7, 8}, .sink = sink};
     r.params.temperature = 0.0f;
     r.params.max_tokens = 8;
@@ -160,14 +155,14 @@ TEST(SampleLogitsTest, EngineAbortsTheRequestsOfAFailedSamplingCall) {
     }
     return sink;
   };
-  std::shared_ptr<Collect> failed = run("a");
+  std::shared_ptr<testing::CollectingSink> failed = run("a");
   ASSERT_EQ(failed->outputs.size(), 3u);
   EXPECT_EQ(failed->outputs[1].token_ids.size(), 1u);
   EXPECT_EQ(failed->outputs.back().finish, OutputFinish::kAbort);
   EXPECT_EQ(failed->outputs.back().status.code(), absl::StatusCode::kInternal);
   EXPECT_EQ(failed->outputs.back().status.message(), "sampling failed: device lost");
   EXPECT_EQ(engine.stats().num_blocks_free, 32);
-  std::shared_ptr<Collect> served = run("b");
+  std::shared_ptr<testing::CollectingSink> served = run("b");
   ASSERT_FALSE(served->outputs.empty());
   EXPECT_EQ(served->outputs.back().finish, OutputFinish::kLength);
   EXPECT_EQ(served->outputs.back().num_output_tokens, 8);

@@ -19,30 +19,15 @@
 #include "tests/common/backend/cuda/cuda_test_util.h"
 #include "tests/common/model/safetensors_writer.h"
 #include "tests/testing/batch_builder.h"
+#include "tests/testing/collecting_sink.h"
 #include "tests/testing/fixtures.h"
 
 namespace tandem {
 namespace {
 
 using ::tandem::testing::BatchBuilder;
+using ::tandem::testing::CollectingSink;
 using ::tandem::testing::LogitsFor;
-
-class CollectingSink final : public OutputSink {
- public:
-  void OnOutput(EngineOutput output) override {
-    std::lock_guard<std::mutex> lock(mu);
-    outputs.push_back(std::move(output));
-  }
-  std::vector<int32_t> Tokens(int32_t index = 0) const {
-    std::vector<int32_t> tokens;
-    for (const EngineOutput& o : outputs) {
-      if (o.index == index) tokens.insert(tokens.end(), o.token_ids.begin(), o.token_ids.end());
-    }
-    return tokens;
-  }
-  std::mutex mu;
-  std::vector<EngineOutput> outputs;
-};
 
 // What must agree between two runs, per output, exactly (floats bit for bit).
 struct OutputKey {
