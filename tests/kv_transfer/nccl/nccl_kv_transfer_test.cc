@@ -196,6 +196,19 @@ class NcclKvTransferTest : public ::testing::Test {
                                     absl::Milliseconds(timeout_ms + 30000));
     return status.size() > 7 ? status.substr(7) : status;
   }
+  // One whole transfer that must succeed: the receiver expects `id` in `dst`, the sender
+  // sends `src` (incarnation 1), and the blocks arrive bit for bit.
+  static void TransferAndCheck(Peer& receiver, Peer& sender, const std::string& endpoint,
+                               const std::string& id, int tokens,
+                               const std::vector<int32_t>& src, const std::vector<int32_t>& dst) {
+    EXPECT_EQ(receiver.Ask(absl::StrCat("EXPECT ", id, " 60000 ", List(dst))), "OK");
+    EXPECT_EQ(Status(sender, Send(sender, endpoint, 1, id, tokens, src)), "0 ");
+    std::vector<Arrival> arrivals = Wait(receiver, 1);
+    ASSERT_EQ(arrivals.size(), 1u);
+    EXPECT_EQ(arrivals[0].id, id);
+    EXPECT_EQ(arrivals[0].code, 0) << arrivals[0].message;
+    EXPECT_EQ(receiver.Ask(absl::StrCat("CHECK 100 ", List(src), " ", List(dst))), "CHECK OK");
+  }
   static std::vector<Arrival> Wait(Peer& receiver, int n, int timeout_ms = 60000) {
     receiver.Say(absl::StrCat("WAIT ", n, " ", timeout_ms));
     std::vector<Arrival> out;
@@ -296,12 +309,7 @@ TEST_F(NcclKvTransferTest, EightBShapeTwoThousandTokens) {
   src.assign(all.begin(), all.begin() + 128);
   std::shuffle(all.begin(), all.end(), rng);
   dst.assign(all.begin(), all.begin() + 128);
-  EXPECT_EQ(receiver->Ask("EXPECT big 60000 " + List(dst)), "OK");
-  EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "big", 2048, src)), "0 ");
-  std::vector<Arrival> arrivals = Wait(*receiver, 1);
-  ASSERT_EQ(arrivals.size(), 1u);
-  EXPECT_EQ(arrivals[0].code, 0) << arrivals[0].message;
-  EXPECT_EQ(receiver->Ask(absl::StrCat("CHECK 100 ", List(src), " ", List(dst))), "CHECK OK");
+  TransferAndCheck(*receiver, *sender, endpoint, "big", 2048, src, dst);
 }
 
 // Overlap with the forward pass: the sender reads each layer only after the pass wrote it
@@ -361,12 +369,7 @@ TEST_F(NcclKvTransferTest, FailedOrCancelledStreamFailsOnlyItsReservation) {
   ASSERT_EQ(arrivals.size(), 1u);
   EXPECT_EQ(arrivals[0].code, 1) << arrivals[0].message;
 
-  EXPECT_EQ(receiver->Ask("EXPECT ok 60000 30,31"), "OK");
-  EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "ok", 20, {7, 8})), "0 ");
-  arrivals = Wait(*receiver, 1);
-  ASSERT_EQ(arrivals.size(), 1u);
-  EXPECT_EQ(arrivals[0].code, 0) << arrivals[0].message;
-  EXPECT_EQ(receiver->Ask("CHECK 100 7,8 30,31"), "CHECK OK");
+  TransferAndCheck(*receiver, *sender, endpoint, "ok", 20, {7, 8}, {30, 31});
 }
 
 TEST_F(NcclKvTransferTest, HandshakeRefusesAnotherModel) {
@@ -401,18 +404,12 @@ TEST_F(NcclKvTransferTest, CancelledAndUnknownReservationsAreDrainedNotWritten) 
   // the receiver drains them and writes nothing, and the pair stays in step.
   EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "gone", 40, {1, 2, 3})), "0 ");
   EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "unknown", 40, {4, 5, 6})), "0 ");
-  EXPECT_EQ(receiver->Ask("EXPECT next 60000 20,21"), "OK");
-  EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "next", 20, {7, 8})), "0 ");
-  std::vector<Arrival> arrivals = Wait(*receiver, 1);
-  ASSERT_EQ(arrivals.size(), 1u);
-  EXPECT_EQ(arrivals[0].id, "next");
-  EXPECT_EQ(arrivals[0].code, 0) << arrivals[0].message;
-  EXPECT_EQ(receiver->Ask("CHECK 100 7,8 20,21"), "CHECK OK");
+  TransferAndCheck(*receiver, *sender, endpoint, "next", 20, {7, 8}, {20, 21});
   EXPECT_EQ(receiver->Ask("UNTOUCHED 10,11,12"), "UNTOUCHED OK");
   // A reservation too small for what arrives fails and stays unwritten.
   EXPECT_EQ(receiver->Ask("EXPECT small 60000 30"), "OK");
   EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "small", 40, {1, 2, 3})), "0 ");
-  arrivals = Wait(*receiver, 1);
+  std::vector<Arrival> arrivals = Wait(*receiver, 1);
   ASSERT_EQ(arrivals.size(), 1u);
   EXPECT_EQ(arrivals[0].code, 3) << arrivals[0].message;  // INVALID_ARGUMENT
   EXPECT_EQ(receiver->Ask("UNTOUCHED 30"), "UNTOUCHED OK");
@@ -499,12 +496,7 @@ TEST_F(NcclKvTransferTest, FrozenThenKilledSenderIsDetectedByTheReceiver) {
   }
   // A new sender process builds a new communicator with the same receiver.
   auto sender = Sender();
-  EXPECT_EQ(receiver->Ask("EXPECT z 60000 7,8,9"), "OK");
-  EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "z", 40, {4, 5, 6})), "0 ");
-  std::vector<Arrival> arrivals = Wait(*receiver, 1);
-  ASSERT_EQ(arrivals.size(), 1u);
-  EXPECT_EQ(arrivals[0].code, 0) << arrivals[0].message;
-  EXPECT_EQ(receiver->Ask("CHECK 100 4,5,6 7,8,9"), "CHECK OK");
+  TransferAndCheck(*receiver, *sender, endpoint, "z", 40, {4, 5, 6}, {7, 8, 9});
 }
 
 TEST_F(NcclKvTransferTest, BlockingDataCommunicatorIsBitExactAndBoundedOnAFrozenSender) {
@@ -513,12 +505,8 @@ TEST_F(NcclKvTransferTest, BlockingDataCommunicatorIsBitExactAndBoundedOnAFrozen
   {
     // KV on the blocking split child, chunks spanning layers: bit exact.
     auto sender = Sender({"--blocking_communicator", "--max_chunk_bytes=40960"});
-    EXPECT_EQ(receiver->Ask("EXPECT a 60000 10,11,12,13,14,15,16"), "OK");
-    EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "a", 100, {6, 5, 4, 3, 2, 1, 0})), "0 ");
-    std::vector<Arrival> arrivals = Wait(*receiver, 1);
-    ASSERT_EQ(arrivals.size(), 1u);
-    EXPECT_EQ(arrivals[0].code, 0) << arrivals[0].message;
-    EXPECT_EQ(receiver->Ask("CHECK 100 6,5,4,3,2,1,0 10,11,12,13,14,15,16"), "CHECK OK");
+    TransferAndCheck(*receiver, *sender, endpoint, "a", 100, {6, 5, 4, 3, 2, 1, 0},
+                     {10, 11, 12, 13, 14, 15, 16});
   }
   {
     // Frozen mid-transfer: the receiver still fails the reservation within recv_timeout.
@@ -535,12 +523,7 @@ TEST_F(NcclKvTransferTest, BlockingDataCommunicatorIsBitExactAndBoundedOnAFrozen
     sender->Kill();
   }
   auto sender = Sender({"--blocking_communicator"});
-  EXPECT_EQ(receiver->Ask("EXPECT z 60000 7,8,9"), "OK");
-  EXPECT_EQ(Status(*sender, Send(*sender, endpoint, 1, "z", 40, {4, 5, 6})), "0 ");
-  std::vector<Arrival> arrivals = Wait(*receiver, 1);
-  ASSERT_EQ(arrivals.size(), 1u);
-  EXPECT_EQ(arrivals[0].code, 0) << arrivals[0].message;
-  EXPECT_EQ(receiver->Ask("CHECK 100 4,5,6 7,8,9"), "CHECK OK");
+  TransferAndCheck(*receiver, *sender, endpoint, "z", 40, {4, 5, 6}, {7, 8, 9});
 }
 
 }  // namespace
