@@ -215,9 +215,8 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
   // every chunk) and the first token. Anything else leaves the pair out of step. It is
   // usually here already (the sender writes it once its sends are queued and the token is
   // known), so it is read while the last scatter runs.
-  const bool in_step = status.ok();
   KvArrival arrival{.reservation_id = header.reservation_id, .num_tokens = header.num_tokens};
-  if (in_step) {
+  if (status.ok()) {
     absl::StatusOr<nccl_control::TransferTrailer> trailer =
         nccl_control::ReadTransferTrailer(socket, absl::Now() + options_.recv_timeout);
     if (!trailer.ok()) {
