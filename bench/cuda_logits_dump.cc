@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/backend/cuda/cuda_model_runner.h"
+#include "common/model/safetensors.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -38,48 +39,11 @@ struct Options {
   uint32_t seed = 1;
 };
 
-// One tensor of the output file; `bytes` holds it as stored (little-endian host order).
-struct OutTensor {
-  std::string name;
-  std::string dtype;  // safetensors spelling: "F32", "I32"
-  std::vector<int64_t> shape;
-  std::vector<char> bytes;
-};
-
 template <typename T>
-OutTensor MakeTensor(std::string name, std::string dtype, std::vector<int64_t> shape,
-                     std::span<const T> values) {
-  OutTensor t{std::move(name), std::move(dtype), std::move(shape), {}};
-  t.bytes.resize(values.size_bytes());
-  std::memcpy(t.bytes.data(), values.data(), values.size_bytes());
-  return t;
-}
-
-// safetensors: u64 header length, JSON header (padded with spaces to 8 bytes), raw data.
-absl::Status WriteSafetensors(const std::string& path, const std::vector<OutTensor>& tensors,
-                              const nlohmann::json& metadata) {
-  nlohmann::json header;
-  header["__metadata__"] = metadata;
-  uint64_t offset = 0;
-  for (const OutTensor& t : tensors) {
-    header[t.name] = {{"dtype", t.dtype},
-                      {"shape", t.shape},
-                      {"data_offsets", {offset, offset + t.bytes.size()}}};
-    offset += t.bytes.size();
-  }
-  std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');
-  const uint64_t header_bytes = text.size();
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return absl::InternalError(absl::StrCat("cannot open ", path, " for writing"));
-  out.write(reinterpret_cast<const char*>(&header_bytes), sizeof(header_bytes));
-  out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  for (const OutTensor& t : tensors) {
-    out.write(t.bytes.data(), static_cast<std::streamsize>(t.bytes.size()));
-  }
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat("writing ", path, " failed"));
-  return absl::OkStatus();
+SafetensorsTensor MakeTensor(std::string name, std::string dtype, std::vector<int64_t> shape,
+                             std::span<const T> values) {
+  return {std::move(name), std::move(dtype), std::move(shape),
+          std::string(reinterpret_cast<const char*>(values.data()), values.size_bytes())};
 }
 
 // The arrays one batched prefill's ForwardInputs points into.
@@ -155,7 +119,7 @@ absl::Status Run(const Options& options) {
   PrefillBatch batch = MakeBatch(options, config.vocab_size, num_blocks);
   TANDEM_ASSIGN_OR_RETURN(LogitsView logits, runner->Forward(batch.Inputs()));
 
-  std::vector<OutTensor> tensors;
+  std::vector<SafetensorsTensor> tensors;
   int64_t row = 0;
   for (size_t p = 0; p < batch.prompts.size(); ++p) {
     const int64_t len = static_cast<int64_t>(batch.prompts[p].size());
@@ -169,7 +133,11 @@ absl::Status Run(const Options& options) {
   nlohmann::json metadata = {{"model", options.model_dir},
                              {"seed", std::to_string(options.seed)},
                              {"runner", "CudaModelRunner, one batched prefill"}};
-  TANDEM_RETURN_IF_ERROR(WriteSafetensors(options.out_path, tensors, metadata));
+  const std::string image = SerializeSafetensors(tensors, metadata.dump());
+  std::ofstream out(options.out_path, std::ios::binary | std::ios::trunc);
+  out.write(image.data(), static_cast<std::streamsize>(image.size()));
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("writing ", options.out_path, " failed"));
   std::cout << "wrote logits of " << num_tokens << " positions (" << batch.prompts.size()
             << " prompts, vocab " << config.vocab_size << ") to " << options.out_path << "\n";
   return absl::OkStatus();

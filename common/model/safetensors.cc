@@ -268,4 +268,26 @@ void ConvertToFloat(const TensorView& tensor, std::span<float> out) {
   }
 }
 
+std::string SerializeSafetensors(const std::vector<SafetensorsTensor>& tensors,
+                                 const std::string& metadata_json) {
+  nlohmann::json header = nlohmann::json::object();
+  if (!metadata_json.empty()) header["__metadata__"] = nlohmann::json::parse(metadata_json);
+  size_t data_bytes = 0;
+  for (const SafetensorsTensor& t : tensors) {
+    header[t.name] = {{"dtype", t.dtype},
+                      {"shape", t.shape},
+                      {"data_offsets", {data_bytes, data_bytes + t.bytes.size()}}};
+    data_bytes += t.bytes.size();
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // the data starts 8-byte aligned
+  const uint64_t header_bytes = text.size();
+  std::string image(sizeof(header_bytes), '\0');
+  std::memcpy(image.data(), &header_bytes, sizeof(header_bytes));
+  image.reserve(image.size() + text.size() + data_bytes);
+  image += text;
+  for (const SafetensorsTensor& t : tensors) image += t.bytes;
+  return image;
+}
+
 }  // namespace tandem

@@ -84,4 +84,19 @@ class WeightStore {
 // Widens (or copies) a tensor to fp32. `out` must hold exactly NumElements() floats.
 void ConvertToFloat(const TensorView& tensor, std::span<float> out);
 
+// Writing (tools, tests): one tensor as it goes into a file.
+struct SafetensorsTensor {
+  std::string name;
+  std::string dtype;  // written as is: "F32", "BF16", "I32", ...
+  std::vector<int64_t> shape;
+  std::string bytes;  // the raw little-endian data
+};
+
+// A safetensors image: u64 header length, the JSON header (space-padded to a multiple of 8
+// bytes), then the tensors back to back in
+// list order (data_offsets computed); `metadata_json` (an object's JSON text, or "" for none)
+// becomes __metadata__. Little-endian hosts only.
+std::string SerializeSafetensors(const std::vector<SafetensorsTensor>& tensors,
+                                 const std::string& metadata_json = "");
+
 }  // namespace tandem

@@ -15,16 +15,7 @@ std::string MakeSafetensorsRaw(std::string_view header_json, std::string_view da
 
 std::string MakeSafetensors(const std::vector<TestTensor>& tensors,
                             const nlohmann::json& metadata) {
-  nlohmann::json header = nlohmann::json::object();
-  if (!metadata.is_null()) header["__metadata__"] = metadata;
-  std::string data;
-  for (const TestTensor& tensor : tensors) {
-    header[tensor.name] = {{"dtype", tensor.dtype},
-                           {"shape", tensor.shape},
-                           {"data_offsets", {data.size(), data.size() + tensor.bytes.size()}}};
-    data += tensor.bytes;
-  }
-  return MakeSafetensorsRaw(header.dump(), data);
+  return SerializeSafetensors(tensors, metadata.is_null() ? "" : metadata.dump());
 }
 
 std::string F32Bytes(std::span<const float> values) {

@@ -9,23 +9,19 @@
 #include <string_view>
 #include <vector>
 
+#include "common/model/safetensors.h"
 #include "nlohmann/json.hpp"
 
 namespace tandem::testing {
 
-struct TestTensor {
-  std::string name;
-  std::string dtype;  // written as is: "F32", "BF16", "F16", or anything else
-  std::vector<int64_t> shape;
-  std::string bytes;  // the raw little-endian data
-};
+using TestTensor = SafetensorsTensor;  // common/model/safetensors.h
 
 // Header length + header JSON + data. The JSON is written as given (hostile tests pass
 // anything); `data` follows it unchanged.
 std::string MakeSafetensorsRaw(std::string_view header_json, std::string_view data);
 
-// A well-formed image: tensors laid out back to back in list order, data_offsets computed,
-// `metadata` (an object, or null for none) written as __metadata__.
+// A well-formed image (SerializeSafetensors): `metadata` (an object, or null for none)
+// written as __metadata__.
 std::string MakeSafetensors(const std::vector<TestTensor>& tensors,
                             const nlohmann::json& metadata = nullptr);
 
