@@ -15,6 +15,7 @@
 #include <numeric>
 #include <random>
 
+#include "bench/median.h"
 #include "bench/random_model.h"
 #include "common/backend/cpu/cpu_model_runner.h"
 #include "nlohmann/json.hpp"
@@ -28,11 +29,6 @@ double Seconds(auto&& fn) {
   auto start = std::chrono::steady_clock::now();
   fn();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 // Best-effort ceilings measured in this run.

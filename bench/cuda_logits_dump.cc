@@ -10,7 +10,6 @@
 //                    [--lengths=7,64,300] [--seed=1]
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <numeric>

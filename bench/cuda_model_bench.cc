@@ -19,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bench/median.h"
 #include "common/backend/cuda/bf16_host.h"
 #include "common/backend/cuda/cublaslt_gemm.h"
 #include "common/backend/cuda/cuda_check.h"
@@ -36,11 +37,6 @@ namespace tandem::bench {
 namespace {
 
 constexpr int64_t kBlock = 16;
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 template <typename Fn>
 double TimeMs(const CudaStream& stream, int repeats, Fn&& fn) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/median.h"
 #include "common/backend/cuda/cuda_check.h"
 #include "common/backend/cuda/cuda_handles.h"
 #include "common/backend/cuda/cuda_sampler.h"
@@ -24,10 +25,7 @@ namespace {
 
 constexpr int32_t kVocab = 128256;
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using bench::Median;
 
 template <typename F>
 double HostMs(int iterations, F f) {

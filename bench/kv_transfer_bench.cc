@@ -29,6 +29,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "bench/median.h"
 #include "common/backend/cuda/cuda_check.h"
 #include "common/backend/cuda/cuda_handles.h"
 #include "kv_transfer/nccl/kv_chunk_plan.h"
@@ -70,10 +71,7 @@ DeviceCache MakeCache(int gpu, uint64_t seed) {
   return c;
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using bench::Median;
 
 // Runs `rank0` on GPU 0 and `rank1` on GPU 1 in two threads with a 2-rank communicator,
 // `iters` times after 3 warm-ups, both starting each iteration together; returns the median
