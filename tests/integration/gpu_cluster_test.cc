@@ -132,12 +132,22 @@ TEST(GpuClusterTest, GreedyThroughTheDisaggregatedClusterEqualsTheColocatedEngin
   for (size_t i = 0; i < colocated.size(); ++i) {
     EXPECT_EQ(disaggregated[i], colocated[i]) << "prompt " << i;
   }
-  // The bf16 GPU engine also reproduces the fp32 transformers reference on the fixture.
+  // The bf16 GPU engine also reproduces the fp32 transformers reference on the fixture, up
+  // to the first near-tie: a step whose reference top-1 margin is below twice the backend's
+  // max |dlogit| on this fixture (0.75; docs/cuda_backend.md), where bf16 rounding may pick
+  // the other token (as in cuda_engine_sampling_test's GreedyAloneMatchesReference).
+  constexpr float kNearTie = 1.5f;
   nlohmann::json golden = Golden();
   for (int i = 0; i < 6; ++i) {
-    EXPECT_EQ(disaggregated[static_cast<size_t>(i)],
-              golden["prompts"][i]["greedy"].get<std::vector<int32_t>>())
-        << "prompt " << i;
+    const auto want = golden["prompts"][i]["greedy"].get<std::vector<int32_t>>();
+    const auto margins = golden["prompts"][i]["greedy_margins"].get<std::vector<float>>();
+    size_t must = 0;
+    while (must < want.size() && margins[must] > kNearTie) ++must;
+    const std::vector<int32_t>& got = disaggregated[static_cast<size_t>(i)];
+    ASSERT_GE(got.size(), must) << "prompt " << i;
+    EXPECT_TRUE(std::equal(want.begin(), want.begin() + must, got.begin()))
+        << "prompt " << i << " differs from the reference before its first near-tie (step "
+        << must << ")";
   }
 
   // The same requests all at once (batched prefill, transfers in flight together).

@@ -75,6 +75,9 @@ __device__ __forceinline__ void LoadKvTile(const DecodeAttentionArgs& a, const i
 template <int kDim>
 __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentionArgs a,
                                                                   float scale_log2) {
+  // The next kernel (the o projection's GEMV at small batch, a programmatic dependent) may
+  // start streaming its weights now; it waits for this grid before reading our output.
+  cuda_kernels::AllowNextGrid();
   constexpr int R = kRow<kDim>;
   constexpr int kSteps = kDim / 16;
   constexpr int kDimTiles = kDim / 8;

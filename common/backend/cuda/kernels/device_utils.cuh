@@ -60,7 +60,7 @@ __device__ __forceinline__ void StoreBf16x8(__nv_bfloat16* p, const float (&in)[
   *reinterpret_cast<uint4*>(p) = raw;
 }
 
-__device__ __forceinline__ bool Aligned16(const void* p) {
+__host__ __device__ __forceinline__ bool Aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
 
@@ -81,21 +81,29 @@ __device__ __forceinline__ void AllowNextGrid() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 
-// `kernel<<<grid, block, 0, stream>>>(args...)` as a programmatic dependent of the previous
-// kernel in the stream (see WaitForPreviousGrid).
+// `kernel<<<grid, block, shared_bytes, stream>>>(args...)` as a programmatic dependent of
+// the previous kernel in the stream (see WaitForPreviousGrid).
 template <typename... KernelArgs, typename... Args>
-cudaError_t LaunchDependent(void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
-                            cudaStream_t stream, Args&&... args) {
+cudaError_t LaunchDependentShared(void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+                                  size_t shared_bytes, cudaStream_t stream, Args&&... args) {
   cudaLaunchAttribute attribute;
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
   config.attrs = &attribute;
   config.numAttrs = 1;
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+// The same without dynamic shared memory.
+template <typename... KernelArgs, typename... Args>
+cudaError_t LaunchDependent(void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+                            cudaStream_t stream, Args&&... args) {
+  return LaunchDependentShared(kernel, grid, block, 0, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace tandem::cuda_kernels
