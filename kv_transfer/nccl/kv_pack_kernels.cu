@@ -13,9 +13,9 @@ constexpr int kThreads = 256;
 constexpr int kUnroll = 4;
 
 // A task copies one 16-byte-word slice of one unit's K or V block; task t is (unit
-// t / (2 * slices), K or V, slice). CTAs take tasks blockIdx.x, + gridDim.x, ...: one task
-// each when the grid is not capped, several when max_ctas leaves SMs to a concurrent NCCL
-// kernel. kUnroll independent loads are in flight per thread before the stores.
+// t / (2 * slices), K or V, slice), one task per CTA (the uncapped copies: thousands of
+// small CTAs flood the memory system). kUnroll independent loads are in flight per thread
+// before the stores.
 template <bool kGather>
 __global__ void PackKernel(KvChunkArgs args, int64_t words_per_block, int64_t words_per_slice,
                            int32_t slices) {
@@ -51,17 +51,76 @@ __global__ void PackKernel(KvChunkArgs args, int64_t words_per_block, int64_t wo
   }
 }
 
+// Capped copies (max_ctas > 0) run beside an NCCL kernel with few CTAs, so each CTA must
+// keep much more in flight than PackKernel's 16 KiB: a CTA of kCappedThreads copies a whole
+// unit (its K and its V block) per step with 2 * kUnroll independent 16-byte loads per
+// thread issued before the stores (64 KiB in flight per CTA at the 8B shape), and loads the
+// next unit's block id before copying the current one.
+constexpr int kCappedThreads = 512;
+
+template <bool kGather>
+__global__ void __launch_bounds__(kCappedThreads)
+    CappedPackKernel(KvChunkArgs args, int64_t words_per_block) {
+  int64_t in_chunk = blockIdx.x;
+  if (in_chunk >= args.count) return;
+  int64_t unit = args.first_unit + in_chunk;
+  int64_t block = args.block_ids[unit % args.num_blocks];
+  while (in_chunk < args.count) {
+    const int64_t next_in_chunk = in_chunk + gridDim.x;
+    const int64_t next_unit = args.first_unit + next_in_chunk;
+    const int64_t next_block =
+        next_in_chunk < args.count ? args.block_ids[next_unit % args.num_blocks] : 0;
+    const int64_t layer = unit / args.num_blocks;
+    const uint4* k_cache = reinterpret_cast<const uint4*>(args.k_layers[layer]) + block * words_per_block;
+    const uint4* v_cache = reinterpret_cast<const uint4*>(args.v_layers[layer]) + block * words_per_block;
+    uint4* k_staging = reinterpret_cast<uint4*>(args.staging) + 2 * in_chunk * words_per_block;
+    uint4* v_staging = k_staging + words_per_block;
+    const uint4* __restrict__ k_src = kGather ? k_cache : k_staging;
+    const uint4* __restrict__ v_src = kGather ? v_cache : v_staging;
+    uint4* __restrict__ k_dst = kGather ? k_staging : const_cast<uint4*>(k_cache);
+    uint4* __restrict__ v_dst = kGather ? v_staging : const_cast<uint4*>(v_cache);
+    for (int64_t w = threadIdx.x; w < words_per_block; w += kCappedThreads * kUnroll) {
+      uint4 k[kUnroll], v[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t j = w + u * kCappedThreads;
+        if (j < words_per_block) {
+          k[u] = k_src[j];
+          v[u] = v_src[j];
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t j = w + u * kCappedThreads;
+        if (j < words_per_block) {
+          k_dst[j] = k[u];
+          v_dst[j] = v[u];
+        }
+      }
+    }
+    in_chunk = next_in_chunk;
+    unit = next_unit;
+    block = next_block;
+  }
+}
+
 template <bool kGather>
 void LaunchPack(const KvChunkArgs& args, cudaStream_t stream) {
   if (args.count == 0) return;
+  if (args.max_ctas > 0) {
+    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(args.count, args.max_ctas));
+    CappedPackKernel<kGather><<<grid, kCappedThreads, 0, stream>>>(
+        args, static_cast<int64_t>(args.block_bytes / 16));
+    TANDEM_CUDA_CHECK_LAUNCH();
+    return;
+  }
   const int64_t words_per_block = static_cast<int64_t>(args.block_bytes / 16);
   // Aim for at least ~512 tasks so the copy fills 132 SMs even for a few blocks.
   int64_t slices = std::clamp<int64_t>(512 / (2 * args.count), 1,
                                        std::max<int64_t>(1, words_per_block / (kThreads * kUnroll)));
   const int64_t words_per_slice = (words_per_block + slices - 1) / slices;
   const int64_t num_tasks = static_cast<int64_t>(args.count) * 2 * slices;
-  int64_t grid = std::min<int64_t>(num_tasks, std::numeric_limits<int32_t>::max());
-  if (args.max_ctas > 0) grid = std::min<int64_t>(grid, args.max_ctas);
+  const int64_t grid = std::min<int64_t>(num_tasks, std::numeric_limits<int32_t>::max());
   PackKernel<kGather><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
       args, words_per_block, words_per_slice, static_cast<int32_t>(slices));
   TANDEM_CUDA_CHECK_LAUNCH();
@@ -106,6 +165,8 @@ absl::Status PreloadKvPackKernels() {
   cudaFuncAttributes attributes;
   for (const void* kernel : {reinterpret_cast<const void*>(&PackKernel<true>),
                              reinterpret_cast<const void*>(&PackKernel<false>),
+                             reinterpret_cast<const void*>(&CappedPackKernel<true>),
+                             reinterpret_cast<const void*>(&CappedPackKernel<false>),
                              reinterpret_cast<const void*>(&FillPatternKernel)}) {
     cudaError_t error = cudaFuncGetAttributes(&attributes, kernel);
     if (error != cudaSuccess) {

@@ -30,8 +30,9 @@ struct KvChunkArgs {
   int32_t count = 0;                     // units in the chunk
   size_t block_bytes = 0;
   std::byte* staging = nullptr;          // device, 2 * count * block_bytes
-  // At most this many CTAs (0: one per 16-byte-word slice of a block, thousands for a big
-  // chunk), so a copy running beside an NCCL kernel leaves it SMs and memory bandwidth.
+  // At most this many CTAs, each looping over units with a whole unit in flight (0: one
+  // small CTA per 16-byte-word slice of a block, thousands for a big chunk), so a copy
+  // running beside an NCCL kernel leaves it SMs and memory bandwidth.
   int32_t max_ctas = 0;
 };
 

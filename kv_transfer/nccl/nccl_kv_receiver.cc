@@ -361,7 +361,10 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
                          .block_ids = session.block_ids.as<int32_t>(),
                          .num_blocks = static_cast<int32_t>(plan.num_blocks),
                          .first_unit = chunk.first_unit, .count = chunk.num_units,
-                         .block_bytes = block_bytes, .staging = staging(c), .max_ctas = options_.pack_max_ctas},
+                         .block_bytes = block_bytes, .staging = staging(c),
+                         // Every scatter but the last runs beside a later chunk's receive;
+                         // the last one runs alone (the arrival waits for it).
+                         .max_ctas = c + 1 == num_chunks ? 0 : options_.pack_max_ctas},
                         session.scatter(c));
       }
       session.scattered[slot].Record(session.scatter(c));

@@ -54,7 +54,9 @@ struct NcclKvReceiverOptions {
   // sender connected.
   size_t max_chunk_bytes = 128u << 20;
   int num_staging_slots = 2;
-  int32_t pack_max_ctas = 0;        // CTAs a scatter may use (0: as many as it needs)
+  // CTAs a scatter that runs beside the wire may use (0: as many as it needs); the last
+  // scatter, which nothing overlaps, is never capped. As NcclKvSenderOptions::pack_max_ctas.
+  int32_t pack_max_ctas = 64;
   int max_senders = 8;              // connections (communicators) at once; more are refused
   absl::Duration recv_timeout = absl::Seconds(10);  // each chunk, once its header arrived
   absl::Duration init_timeout = absl::Seconds(20);  // handshake + communicator init

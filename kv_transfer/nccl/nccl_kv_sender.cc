@@ -263,7 +263,9 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
                     .num_blocks = static_cast<int32_t>(plan.num_blocks),
                     .first_unit = chunk.first_unit, .count = chunk.num_units,
                     .block_bytes = cache_.layout.BytesPerBlockPerLayer(), .staging = staging,
-                    .max_ctas = options_.pack_max_ctas},
+                    // The first gather runs alone (the wire waits for it); every later one
+                    // runs beside the send of the chunk before it.
+                    .max_ctas = index == 0 ? 0 : options_.pack_max_ctas},
                    gather_stream_.get());
     gathered_[slot].Record(gather_stream_.get());
     trace.MarkGpu("g_end", index, gather_stream_.get());

@@ -65,9 +65,12 @@ struct NcclKvSenderOptions {
   // "Ramped"); 1: one edge chunk per side.
   int64_t edge_ramp = 1;
   int num_staging_slots = 2;             // gather runs this many chunks ahead of the sends
-  // CTAs a gather may use (0: as many as its blocks need): the gather of chunk i+1 runs
-  // beside the NCCL kernel sending chunk i and would otherwise take every SM.
-  int32_t pack_max_ctas = 0;
+  // CTAs a gather that runs beside the wire may use (0: as many as its blocks need): the
+  // gather of chunk i+1 runs beside the NCCL kernel sending chunk i and, uncapped, takes
+  // every SM and most of the HBM bandwidth from it. The first gather, which nothing
+  // overlaps, is never capped. 64 (each CTA copying a whole unit at a time): 8k tokens
+  // +3-4%, 512 and 2k within noise of uncapped (docs/kv_transfer.md, "Session 5").
+  int32_t pack_max_ctas = 64;
   size_t max_communicators = 8;          // receivers with a live communicator at once
   absl::Duration connect_timeout = absl::Seconds(20);  // TCP connect + communicator init
   // KV messages on a blocking child communicator (NcclComm::SplitBlocking) split from the

@@ -11,6 +11,7 @@
 //       [--edge_chunk_bytes=N]    (sender: graded chunks' first/last size; 0: uniform)
 //       [--edge_ramp=R]           (sender: graded edges grow by R toward the middle)
 //       [--register_staging=1]    (sender: staging registered with NCCL on both sides)
+//       [--pack_max_ctas=N]       (both: CTAs of the copies that run beside the wire)
 //
 // Prints "READY <endpoint>" (a sender prints "READY -"), then answers:
 //   receiver: EXPECT id lease_ms b,b,..  | CANCEL id | WAIT n timeout_ms (ARRIVAL lines, END)
@@ -141,6 +142,9 @@ int RunReceiver(const std::map<std::string, std::string>& flags, const KvLayout&
   if (int64_t chunk = Int(flags, "max_chunk_bytes", 0); chunk > 0) {
     options.max_chunk_bytes = static_cast<size_t>(chunk);
   }
+  if (flags.contains("pack_max_ctas")) {
+    options.pack_max_ctas = static_cast<int32_t>(Int(flags, "pack_max_ctas", 0));
+  }
   auto receiver = NcclKvReceiver::Start(cache.view, options);
   if (!receiver.ok()) {
     std::cout << "ERROR " << receiver.status() << std::endl;
@@ -216,6 +220,9 @@ int RunSender(const std::map<std::string, std::string>& flags, const KvLayout& l
     options.edge_chunk_bytes = static_cast<size_t>(edge);
   }
   if (int64_t ramp = Int(flags, "edge_ramp", 0); ramp > 0) options.edge_ramp = ramp;
+  if (flags.contains("pack_max_ctas")) {
+    options.pack_max_ctas = static_cast<int32_t>(Int(flags, "pack_max_ctas", 0));
+  }
   if (flags.contains("register_staging")) {
     options.register_staging = Int(flags, "register_staging", 1) != 0;
   }

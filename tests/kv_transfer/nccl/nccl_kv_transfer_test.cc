@@ -230,9 +230,10 @@ class NcclKvTransferTest : public ::testing::Test {
 // checked bit for bit on the receiver.
 class NcclKvRandomTablesTest : public NcclKvTransferTest {
  protected:
-  void SendRandomTablesAndCheck(std::vector<std::string> sender_flags) {
+  void SendRandomTablesAndCheck(std::vector<std::string> sender_flags,
+                                std::vector<std::string> receiver_flags = {}) {
     std::string endpoint;
-    auto receiver = Receiver(&endpoint);
+    auto receiver = Receiver(&endpoint, receiver_flags);
     auto sender = Sender(sender_flags);
     std::mt19937 rng(std::random_device{}());
     std::vector<int32_t> all(64);
@@ -289,6 +290,14 @@ TEST_F(NcclKvRandomTablesTest, RampedEdgesAreBitExact) {
   // 1-unit edges growing x2 (1, 2, 4 units) toward balanced middles of at most 8 units.
   SendRandomTablesAndCheck({"--max_chunk_bytes=65536", "--edge_chunk_bytes=8192",
                             "--edge_ramp=2"});
+}
+
+TEST_F(NcclKvRandomTablesTest, CappedCopyKernelsAreBitExact) {
+  // Every gather but the first and every scatter but the last on 3 CTAs, each looping over
+  // several units of a chunk (the capped kernel), with ramped edges (1, 2, 4 units).
+  SendRandomTablesAndCheck({"--max_chunk_bytes=65536", "--edge_chunk_bytes=8192",
+                            "--edge_ramp=2", "--pack_max_ctas=3"},
+                           {"--max_chunk_bytes=65536", "--pack_max_ctas=3"});
 }
 
 TEST_F(NcclKvRandomTablesTest, RegisteredStagingIsBitExact) {
