@@ -156,10 +156,12 @@ struct Config {
   int32_t max_ctas = 0;   // NcclKv*Options::pack_max_ctas
   int64_t ramp = 1;       // NcclKvSenderOptions::edge_ramp
   bool registered = false;  // NcclKvSenderOptions::register_staging
+  bool direct = false;      // NcclKvSenderOptions::direct_write
 };
 
-// "chunk_mib:edge_mib:slots:b|n[:pack_ctas[:ramp[:r|u]]]" entries, comma separated (r:
-// registered staging, u: not registered; default: the sender's default).
+// "chunk_mib:edge_mib:slots:b|n[:pack_ctas[:ramp[:r|u|d]]]" entries, comma separated (r:
+// NCCL send/receive between registered staging, u: between unregistered staging, d: direct
+// writes; default: the sender's defaults).
 std::vector<Config> ParseConfigs(const std::string& text) {
   std::vector<Config> out;
   for (absl::string_view entry : absl::StrSplit(text, ',')) {
@@ -168,7 +170,7 @@ std::vector<Config> ParseConfigs(const std::string& text) {
     if (f.size() < 4 || f.size() > 7 || !absl::SimpleAtoi(f[0], &chunk) ||
         !absl::SimpleAtoi(f[1], &edge) || !absl::SimpleAtoi(f[2], &slots) ||
         (f.size() >= 5 && !absl::SimpleAtoi(f[4], &ctas)) ||
-        (f.size() >= 6 && !absl::SimpleAtoi(f[5], &ramp)) || (f.size() == 7 && f[6] != "r" && f[6] != "u")) {
+        (f.size() >= 6 && !absl::SimpleAtoi(f[5], &ramp)) || (f.size() == 7 && f[6] != "r" && f[6] != "u" && f[6] != "d")) {
       std::fprintf(stderr, "bad --configs entry %s\n", std::string(entry).c_str());
       std::exit(2);
     }
@@ -177,7 +179,8 @@ std::vector<Config> ParseConfigs(const std::string& text) {
                    .slots = static_cast<int>(slots), .blocking = f[3] == "b",
                    .max_ctas = static_cast<int32_t>(ctas), .ramp = ramp,
                    .registered = f.size() == 7 ? f[6] == "r"
-                                               : NcclKvSenderOptions{}.register_staging});
+                                               : NcclKvSenderOptions{}.register_staging,
+                   .direct = f.size() == 7 ? f[6] == "d" : NcclKvSenderOptions{}.direct_write});
   }
   return out;
 }
@@ -204,6 +207,7 @@ bool TimeTandem(const Config& config, const DeviceCache& src, const DeviceCache&
   sender_options.pack_max_ctas = config.max_ctas;
   sender_options.edge_ramp = config.ramp;
   sender_options.register_staging = config.registered;
+  sender_options.direct_write = config.direct;
   auto receiver = *NcclKvReceiver::Start(dst.view, receiver_options);
   auto sender = *NcclKvSender::Create(src.view, sender_options);
   for (int64_t tokens : token_counts) {
@@ -275,7 +279,8 @@ int main(int argc, char** argv) {
                         .blocking = NcclKvSenderOptions{}.blocking_communicator,
                         .max_ctas = NcclKvSenderOptions{}.pack_max_ctas,
                         .ramp = NcclKvSenderOptions{}.edge_ramp,
-                        .registered = NcclKvSenderOptions{}.register_staging};
+                        .registered = NcclKvSenderOptions{}.register_staging,
+                        .direct = NcclKvSenderOptions{}.direct_write};
   nlohmann::json out;
   out["shape"] = layout.Describe();
   out["kv_bytes_per_token"] = layout.kv_bytes_per_block() / layout.block_size_tokens;
@@ -287,6 +292,7 @@ int main(int argc, char** argv) {
   out["default_ramp"] = defaults.ramp;
   out["default_pack_max_ctas"] = defaults.max_ctas;
   out["default_registered"] = defaults.registered;
+  out["default_direct_write"] = defaults.direct;
 
   // Tandem first (its own communicators), default options, then the sweep.
   std::vector<double> tandem_s;
@@ -391,6 +397,7 @@ int main(int argc, char** argv) {
                                      {"pack_max_ctas", config.max_ctas},
                                      {"ramp", config.ramp},
                                      {"registered", config.registered},
+                                     {"direct_write", config.direct},
                                      {"ms", seconds[t] * 1e3},
                                      {"gb_per_s", bytes / seconds[t] / 1e9},
                                      {"fraction_of_raw", raw_best / seconds[t]}});

@@ -74,10 +74,10 @@ if os.path.exists(path) and os.path.getsize(path) > 0:
     for r in b["sizes"]:
         chunks = r.get("raw_chunk_messages_gb_per_s", {})
         print(f'{r["tokens"]:7d} ' + " ".join(f'{k}:{v:.1f}' for k, v in chunks.items()))
-    print("\n== tandem sweep (chunk MiB/edge MiB x slots [blk: blocking communicator][cN: copy kernels capped at N CTAs][rN: edges ramped by N][R: registered staging]: GB/s, % of best raw)")
+    print("\n== tandem sweep (chunk MiB/edge MiB x slots [blk: blocking communicator][cN: copy kernels capped at N CTAs][rN: edges ramped by N][R: registered staging][D: direct writes]: GB/s, % of best raw)")
     for r in b["sizes"]:
         print(f'{r["tokens"]:7d} ' + " ".join(
-            f'{c["chunk_mib"]}/{c.get("edge_mib", 0)}x{c["slots"]}{"blk" if c.get("blocking_comm") else ""}{"c" + str(c["pack_max_ctas"]) if c.get("pack_max_ctas") else ""}{"r" + str(c["ramp"]) if c.get("ramp", 1) > 1 else ""}{"R" if c.get("registered") else ""}:{c["gb_per_s"]:.1f}/{100*c["fraction_of_raw"]:.0f}%'
+            f'{c["chunk_mib"]}/{c.get("edge_mib", 0)}x{c["slots"]}{"blk" if c.get("blocking_comm") else ""}{"c" + str(c["pack_max_ctas"]) if c.get("pack_max_ctas") else ""}{"r" + str(c["ramp"]) if c.get("ramp", 1) > 1 else ""}{"R" if c.get("registered") else ""}{"D" if c.get("direct_write") else ""}:{c["gb_per_s"]:.1f}/{100*c["fraction_of_raw"]:.0f}%'
             for c in r.get("tandem_sweep", [])))
 else:
     print("no bench result (see kv_bench.log)")

@@ -13,7 +13,10 @@ namespace tandem::nccl_control {
 namespace {
 
 constexpr size_t kMaxFrameBytes = 64u << 10;
-enum Type : uint8_t { kHello = 1, kHelloAck = 2, kTransferHeader = 3, kTransferTrailer = 4 };
+enum Type : uint8_t {
+  kHello = 1, kHelloAck = 2, kTransferHeader = 3, kTransferTrailer = 4, kChunkLanded = 5,
+  kSlotFree = 6
+};
 
 class Writer {
  public:
@@ -120,6 +123,8 @@ absl::Status Write(const tcp::Socket& socket, const Hello& hello, absl::Time dea
   w.U64(hello.blocking_data_communicator ? 1 : 0);
   w.Str(hello.gpu_uuid);
   w.U64(hello.register_staging ? 1 : 0);
+  w.U64(hello.direct_write ? 1 : 0);
+  w.U64(hello.sender_staging_bytes);
   return w.Send(socket, deadline);
 }
 
@@ -129,7 +134,46 @@ absl::Status Write(const tcp::Socket& socket, const HelloAck& ack, absl::Time de
   w.Str(ack.error);
   w.U64(ack.receiver_incarnation);
   w.U64(ack.max_chunk_bytes);
+  w.U64(ack.staging_bytes);
   return w.Send(socket, deadline);
+}
+
+namespace {
+absl::Status WriteNotice(Type type, const tcp::Socket& socket, const ChunkNotice& notice,
+                         absl::Time deadline) {
+  Writer w(type);
+  w.U64(notice.sequence);
+  w.U64(static_cast<uint64_t>(notice.chunk));
+  return w.Send(socket, deadline);
+}
+
+absl::StatusOr<ChunkNotice> ReadNotice(Type type, const tcp::Socket& socket,
+                                       absl::Time deadline) {
+  TANDEM_ASSIGN_OR_RETURN(Reader r, ReadFrame(socket, type, deadline));
+  ChunkNotice n;
+  uint64_t chunk = 0;
+  if (!r.U64(n.sequence) || !r.U64(chunk) || !r.Done()) return Malformed("chunk notice");
+  n.chunk = static_cast<int64_t>(chunk);
+  return n;
+}
+}  // namespace
+
+absl::Status WriteChunkLanded(const tcp::Socket& socket, const ChunkNotice& notice,
+                              absl::Time deadline) {
+  return WriteNotice(kChunkLanded, socket, notice, deadline);
+}
+
+absl::Status WriteSlotFree(const tcp::Socket& socket, const ChunkNotice& notice,
+                           absl::Time deadline) {
+  return WriteNotice(kSlotFree, socket, notice, deadline);
+}
+
+absl::StatusOr<ChunkNotice> ReadChunkLanded(const tcp::Socket& socket, absl::Time deadline) {
+  return ReadNotice(kChunkLanded, socket, deadline);
+}
+
+absl::StatusOr<ChunkNotice> ReadSlotFree(const tcp::Socket& socket, absl::Time deadline) {
+  return ReadNotice(kSlotFree, socket, deadline);
 }
 
 absl::Status Write(const tcp::Socket& socket, const TransferHeader& header, absl::Time deadline) {
@@ -159,16 +203,17 @@ absl::Status Write(const tcp::Socket& socket, const TransferTrailer& trailer,
 absl::StatusOr<Hello> ReadHello(const tcp::Socket& socket, absl::Time deadline) {
   TANDEM_ASSIGN_OR_RETURN(Reader r, ReadFrame(socket, kHello, deadline));
   Hello h;
-  uint64_t blocking = 0, registered = 0;
+  uint64_t blocking = 0, registered = 0, direct = 0;
   if (!r.Str(h.sender_name) || !r.U64(h.sender_incarnation) ||
       !r.U64(h.expected_receiver_incarnation) || !r.Str(h.model_fingerprint) ||
       !r.Str(h.layout) || !r.Raw(&h.unique_id, sizeof(h.unique_id)) || !r.U64(blocking) ||
-      !r.Str(h.gpu_uuid) || !r.U64(registered) ||
-      !r.Done()) {
+      !r.Str(h.gpu_uuid) || !r.U64(registered) || !r.U64(direct) ||
+      !r.U64(h.sender_staging_bytes) || !r.Done()) {
     return Malformed("hello");
   }
   h.blocking_data_communicator = blocking == 1;
   h.register_staging = registered == 1;
+  h.direct_write = direct == 1;
   return h;
 }
 
@@ -177,7 +222,7 @@ absl::StatusOr<HelloAck> ReadHelloAck(const tcp::Socket& socket, absl::Time dead
   HelloAck a;
   uint64_t accepted;
   if (!r.U64(accepted) || !r.Str(a.error) || !r.U64(a.receiver_incarnation) ||
-      !r.U64(a.max_chunk_bytes) || !r.Done()) {
+      !r.U64(a.max_chunk_bytes) || !r.U64(a.staging_bytes) || !r.Done()) {
     return Malformed("hello ack");
   }
   a.accepted = accepted == 1;

@@ -42,6 +42,12 @@ struct Hello {
   // Both sides register their staging with the KV communicator (NcclComm::Register): NCCL
   // then copies sender staging -> receiver staging directly (both or neither, per NCCL).
   bool register_staging = false;
+  // Direct writes (NcclKvSenderOptions::direct_write): both sides register their staging
+  // as an NCCL window (ncclCommWindowRegister, equal sizes) and the sender's gathers write
+  // straight into the receiver's staging through the peer mapping NCCL made; no KV message
+  // goes through NCCL. Used when the receiver's staging is no larger than the sender's.
+  bool direct_write = false;
+  uint64_t sender_staging_bytes = 0;
 };
 
 struct HelloAck {
@@ -49,6 +55,16 @@ struct HelloAck {
   std::string error;
   uint64_t receiver_incarnation = 0;
   uint64_t max_chunk_bytes = 0;  // the receiver's staging slot: the sender's chunks fit in it
+  uint64_t staging_bytes = 0;    // the receiver's whole staging ring
+};
+
+// Direct writes only. Sender -> receiver: chunk `chunk` of transfer `sequence` is in the
+// receiver's staging (the gather that wrote it completed). Receiver -> sender: the scatter
+// of chunk `chunk` finished, so its staging slot may be written again (sent for every
+// chunk: the next transfer reuses the slots too).
+struct ChunkNotice {
+  uint64_t sequence = 0;
+  int64_t chunk = 0;
 };
 
 struct TransferHeader {
@@ -73,15 +89,32 @@ struct TransferTrailer {
   int32_t cached_prompt_tokens = 0;
 };
 
+// Whether a pair uses direct writes, decided alike on both sides from the Hello and the
+// HelloAck: asked by the sender, a receiver ring of at least two slots (the sender writes
+// chunk c + 1 while the receiver scatters chunk c), and the window, which has one size on
+// both ranks (the receiver's ring), within the sender's staging.
+inline bool UseDirectWrite(bool asked, uint64_t receiver_staging_bytes,
+                           uint64_t receiver_slot_bytes, uint64_t sender_staging_bytes) {
+  return asked && receiver_slot_bytes > 0 && receiver_staging_bytes / receiver_slot_bytes >= 2 &&
+         receiver_staging_bytes <= sender_staging_bytes;
+}
+
 absl::Status Write(const tcp::Socket& socket, const Hello& hello, absl::Time deadline);
 absl::Status Write(const tcp::Socket& socket, const HelloAck& ack, absl::Time deadline);
 absl::Status Write(const tcp::Socket& socket, const TransferHeader& header, absl::Time deadline);
 absl::Status Write(const tcp::Socket& socket, const TransferTrailer& trailer, absl::Time deadline);
 
+absl::Status WriteChunkLanded(const tcp::Socket& socket, const ChunkNotice& notice,
+                              absl::Time deadline);
+absl::Status WriteSlotFree(const tcp::Socket& socket, const ChunkNotice& notice,
+                           absl::Time deadline);
+
 absl::StatusOr<Hello> ReadHello(const tcp::Socket& socket, absl::Time deadline);
 absl::StatusOr<HelloAck> ReadHelloAck(const tcp::Socket& socket, absl::Time deadline);
 absl::StatusOr<TransferHeader> ReadTransferHeader(const tcp::Socket& socket, absl::Time deadline);
 absl::StatusOr<TransferTrailer> ReadTransferTrailer(const tcp::Socket& socket, absl::Time deadline);
+absl::StatusOr<ChunkNotice> ReadChunkLanded(const tcp::Socket& socket, absl::Time deadline);
+absl::StatusOr<ChunkNotice> ReadSlotFree(const tcp::Socket& socket, absl::Time deadline);
 
 // Whether the peer closed the connection or it failed (not merely readable: a header for
 // the next transfer may be waiting). Does not block.

@@ -1,5 +1,7 @@
 #include "kv_transfer/nccl/kv_pack_kernels.h"
 
+#include <nccl_device.h>
+
 #include <algorithm>
 #include <limits>
 
@@ -49,6 +51,7 @@ __global__ void PackKernel(KvChunkArgs args, int64_t words_per_block, int64_t wo
       }
     }
   }
+  if (kGather && args.remote_staging) __threadfence_system();
 }
 
 // Capped copies (max_ctas > 0) run beside an NCCL kernel with few CTAs, so each CTA must
@@ -102,6 +105,7 @@ __global__ void __launch_bounds__(kCappedThreads)
     unit = next_unit;
     block = next_block;
   }
+  if (kGather && args.remote_staging) __threadfence_system();
 }
 
 template <bool kGather>
@@ -124,6 +128,10 @@ void LaunchPack(const KvChunkArgs& args, cudaStream_t stream) {
   PackKernel<kGather><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
       args, words_per_block, words_per_slice, static_cast<int32_t>(slices));
   TANDEM_CUDA_CHECK_LAUNCH();
+}
+
+__global__ void WindowPeerPointerKernel(ncclWindow_t window, int peer, void** out) {
+  *out = ncclGetPeerPointer(window, 0, peer);
 }
 
 __device__ __forceinline__ uint64_t SplitMix64(uint64_t x) {
@@ -167,6 +175,7 @@ absl::Status PreloadKvPackKernels() {
                              reinterpret_cast<const void*>(&PackKernel<false>),
                              reinterpret_cast<const void*>(&CappedPackKernel<true>),
                              reinterpret_cast<const void*>(&CappedPackKernel<false>),
+                             reinterpret_cast<const void*>(&WindowPeerPointerKernel),
                              reinterpret_cast<const void*>(&FillPatternKernel)}) {
     cudaError_t error = cudaFuncGetAttributes(&attributes, kernel);
     if (error != cudaSuccess) {
@@ -175,6 +184,11 @@ absl::Status PreloadKvPackKernels() {
     }
   }
   return absl::OkStatus();
+}
+
+void LaunchWindowPeerPointer(ncclWindow_t window, int peer, void** out, cudaStream_t stream) {
+  WindowPeerPointerKernel<<<1, 1, 0, stream>>>(window, peer, out);
+  TANDEM_CUDA_CHECK_LAUNCH();
 }
 
 void LaunchKvGather(const KvChunkArgs& args, cudaStream_t stream) {

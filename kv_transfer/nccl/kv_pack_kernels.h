@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cuda_runtime.h>
+#include <nccl.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -34,6 +35,10 @@ struct KvChunkArgs {
   // small CTA per 16-byte-word slice of a block, thousands for a big chunk), so a copy
   // running beside an NCCL kernel leaves it SMs and memory bandwidth.
   int32_t max_ctas = 0;
+  // Gathers only: `staging` is another GPU's memory (a peer mapping, direct writes). Each
+  // thread ends with a system-scope fence, so the bytes are in the peer's memory once the
+  // kernel has completed.
+  bool remote_staging = false;
 };
 
 // Every layer pointer non-null and 16-byte aligned, block_bytes a non-zero multiple of 16.
@@ -49,6 +54,10 @@ absl::Status PreloadKvPackKernels();
 void LaunchKvGather(const KvChunkArgs& args, cudaStream_t stream);
 // The chunk's (K, V) blocks <- staging. Asynchronous on `stream`.
 void LaunchKvScatter(const KvChunkArgs& args, cudaStream_t stream);
+
+// *out (device memory) <- the address, in this process, of rank `peer`'s buffer of the
+// symmetric NCCL window `window` (ncclGetPeerPointer). Asynchronous on `stream`.
+void LaunchWindowPeerPointer(ncclWindow_t window, int peer, void** out, cudaStream_t stream);
 
 // Tests and benchmarks: fills `bytes` (a multiple of 8) with a pseudo-random pattern whose
 // 8-byte word i is a hash of (seed, first_word + i), so any process can recompute any part.

@@ -204,6 +204,21 @@ absl::Status NcclComm::Register(void* buffer, size_t bytes) {
   return Finish(r, "ncclCommRegister", absl::Now() + absl::Seconds(10));
 }
 
+absl::StatusOr<ncclWindow_t> NcclComm::RegisterWindow(void* buffer, size_t bytes,
+                                                      absl::Time deadline,
+                                                      const WaitCheck& check) const {
+  ncclWindow_t window = nullptr;
+  ncclResult_t r = ncclCommWindowRegister(comm_, buffer, bytes, &window, NCCL_WIN_COLL_SYMMETRIC);
+  if (r != ncclSuccess && r != ncclInProgress) {
+    return NcclErrorToStatus(r, "ncclCommWindowRegister");
+  }
+  TANDEM_RETURN_IF_ERROR(Finish(r, "ncclCommWindowRegister", deadline, check));
+  if (window == nullptr) {
+    return absl::UnavailableError("ncclCommWindowRegister returned no window (unsupported here)");
+  }
+  return window;
+}
+
 void NcclComm::Abort() {
   if (comm_ == nullptr) return;
   ncclCommAbort(std::exchange(comm_, nullptr));  // nothing useful to do with a failure here

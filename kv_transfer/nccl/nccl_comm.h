@@ -109,6 +109,13 @@ class NcclComm {
   // requires both or neither). The registration lives as long as the communicator; the
   // buffer must outlive it.
   absl::Status Register(void* buffer, size_t bytes);
+  // Registers `buffer` (NcclMemory; `bytes` the same on every rank) as a symmetric window
+  // (ncclCommWindowRegister, NCCL_WIN_COLL_SYMMETRIC): collective, every rank calls it, and
+  // on this non-blocking communicator bounded by `deadline` and `check`. NCCL maps every
+  // rank's buffer into each rank's address space (PeerPointer in kv_pack_kernels.h finds
+  // the peer's). Lives as long as the communicator; the buffer must outlive it.
+  absl::StatusOr<ncclWindow_t> RegisterWindow(void* buffer, size_t bytes, absl::Time deadline,
+                                              const WaitCheck& check) const;
 
  private:
   explicit NcclComm(ncclComm_t comm) : comm_(comm) {}

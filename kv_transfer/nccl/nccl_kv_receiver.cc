@@ -36,6 +36,9 @@ class NcclKvReceiver::Session {
   NcclComm comm;  // non-blocking: init, connect, split
   NcclComm data;  // the sender asked for a blocking child for KV (aborted first)
   const NcclComm& kv() const { return data.valid() ? data : comm; }
+  bool direct = false;  // the sender writes into staging itself (direct writes)
+  // Direct writes: SlotFree notices for a transfer's last chunks, sent after its arrival.
+  std::vector<nccl_control::ChunkNotice> deferred_frees;
 };
 
 absl::StatusOr<std::unique_ptr<NcclKvReceiver>> NcclKvReceiver::Start(
@@ -120,7 +123,8 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handsha
       TANDEM_ASSIGN_OR_RETURN(session->ids_uploaded, CudaEvent::CreateWithoutTiming());
       TANDEM_ASSIGN_OR_RETURN(session->side_done, CudaEvent::CreateWithoutTiming());
       TANDEM_ASSIGN_OR_RETURN(session->staging, NcclMemory::Allocate(
-          session->slot_bytes * options_.num_staging_slots, hello.register_staging));
+          session->slot_bytes * options_.num_staging_slots,
+          hello.register_staging || hello.direct_write));
       size_t ids_bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(1, cache_.num_blocks));
       TANDEM_ASSIGN_OR_RETURN(session->block_ids, DeviceBuffer::Allocate(ids_bytes));
       TANDEM_ASSIGN_OR_RETURN(session->block_ids_host, PinnedBuffer::Allocate(ids_bytes));
@@ -142,6 +146,10 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handsha
     if (allocated.ok()) {
       ack.accepted = true;
       ack.max_chunk_bytes = session->slot_bytes;
+      ack.staging_bytes = session->staging.size_bytes();
+      session->direct = nccl_control::UseDirectWrite(hello.direct_write, ack.staging_bytes,
+                                                     ack.max_chunk_bytes,
+                                                     hello.sender_staging_bytes);
     } else {
       ack.error = absl::StrCat("receiver could not allocate staging: ", allocated.ToString());
     }
@@ -165,7 +173,18 @@ absl::StatusOr<std::unique_ptr<NcclKvReceiver::Session>> NcclKvReceiver::Handsha
                                         "kv pair connect", sender_alive));
     TANDEM_ASSIGN_OR_RETURN(session->data, session->comm.SplitBlocking(deadline));
   }
-  if (hello.register_staging) {
+  if (session->direct) {
+    // The sender registers the same window and writes into it; we only read our own side.
+    const WaitCheck sender_alive = [&socket]() -> absl::Status {
+      if (nccl_control::PeerClosed(socket)) return absl::UnavailableError("kv sender closed");
+      return absl::OkStatus();
+    };
+    TANDEM_RETURN_IF_ERROR(session->comm
+                               .RegisterWindow(session->staging.data(),
+                                               session->staging.size_bytes(), deadline,
+                                               sender_alive)
+                               .status());
+  } else if (hello.register_staging) {
     NcclComm& kv = session->data.valid() ? session->data : session->comm;
     TANDEM_RETURN_IF_ERROR(kv.Register(session->staging.data(), session->staging.size_bytes()));
   }
@@ -210,7 +229,9 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
   TransferTrace trace("recv");
   trace.Mark("header");
   uint64_t generation = 0;  // ReceiveChunks claims the reservation; 0: drain only
-  absl::Status status = ReceiveChunks(session, socket, plan, header, generation, trace);
+  absl::Status status =
+      session.direct ? ReceiveChunksDirect(session, socket, plan, header, generation, trace)
+                     : ReceiveChunks(session, socket, plan, header, generation, trace);
   // The trailer: the sender's verdict on the KV (a failed or cancelled prefill still sends
   // every chunk) and the first token. Anything else leaves the pair out of step. It is
   // usually here already (the sender writes it once its sends are queued and the token is
@@ -252,6 +273,14 @@ absl::Status NcclKvReceiver::Receive(Session& session, tcp::Socket& socket,
   // Report before anything that can block (ncclCommAbort).
   Report(std::move(arrival), generation);
   trace.Log(header.reservation_id);
+  if (status.ok()) {
+    // Direct writes: the slots of the last chunks are free (their scatters finished above).
+    for (const nccl_control::ChunkNotice& notice : session.deferred_frees) {
+      status = nccl_control::WriteSlotFree(socket, notice, absl::Now() + options_.recv_timeout);
+      if (!status.ok()) break;
+    }
+  }
+  session.deferred_frees.clear();
   if (!status.ok()) {
     TANDEM_LOG(WARNING) << "kv receiver: transfer of " << header.reservation_id << " from "
                         << session.sender_name << " failed (" << status
@@ -376,6 +405,80 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
       TANDEM_RETURN_IF_ERROR(post(c + slots));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status NcclKvReceiver::ReceiveChunksDirect(Session& session, tcp::Socket& socket,
+                                                 const KvChunkPlan& plan,
+                                                 const nccl_control::TransferHeader& header,
+                                                 uint64_t& generation, TransferTrace& trace) {
+  generation = Claim(session, header);
+  const size_t block_bytes = cache_.layout.BytesPerBlockPerLayer();
+  const int slots = options_.num_staging_slots;
+  std::byte* const* layers = session.layer_ptrs.as<std::byte* const>();
+  const int64_t num_chunks = plan.num_chunks();
+  for (int64_t c = 0; c < num_chunks; ++c) {
+    // The sender's notice that chunk c is in our staging: waited for in short slices, so a
+    // stopping receiver does not wait out the timeout.
+    const absl::Time deadline = absl::Now() + options_.recv_timeout;
+    for (;;) {
+      absl::Status readable = tcp::WaitReadable(socket, absl::Milliseconds(20));
+      if (readable.ok()) break;
+      if (!absl::IsDeadlineExceeded(readable)) return readable;
+      if (stopping_) return absl::CancelledError("kv receiver stopping");
+      if (absl::Now() >= deadline) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("no kv data from sender ", session.sender_name, " within ",
+                         absl::FormatDuration(options_.recv_timeout)));
+      }
+    }
+    absl::StatusOr<nccl_control::ChunkNotice> landed =
+        nccl_control::ReadChunkLanded(socket, deadline);
+    if (!landed.ok()) {
+      if (nccl_control::PeerClosed(socket)) {
+        return absl::UnavailableError(absl::StrCat(
+            "kv sender ", session.sender_name, " closed its connection mid-transfer (died?)"));
+      }
+      return landed.status();
+    }
+    if (landed->sequence != header.sequence || landed->chunk != c) {
+      return absl::DataLossError(absl::StrCat("kv chunk notice ", landed->chunk, " of transfer ",
+                                              landed->sequence, ", expected ", c, " of ",
+                                              header.sequence));
+    }
+    if (c == 0) trace.Mark("first_landed");
+    const int slot = static_cast<int>(c % slots);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      trace.MarkGpu("x", c, session.scatter(c));
+      if (StillWriting(header.reservation_id, generation)) {
+        const KvChunk chunk = plan.chunk(c);
+        LaunchKvScatter({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
+                         .block_ids = session.block_ids.as<int32_t>(),
+                         .num_blocks = static_cast<int32_t>(plan.num_blocks),
+                         .first_unit = chunk.first_unit, .count = chunk.num_units,
+                         .block_bytes = block_bytes,
+                         .staging = session.staging.as<std::byte>() + slot * session.slot_bytes,
+                         .max_ctas = c + 1 == num_chunks ? 0 : options_.pack_max_ctas},
+                        session.scatter(c));
+      }
+      session.scattered[slot].Record(session.scatter(c));
+      trace.MarkGpu("x_end", c, session.scatter(c));
+    }
+    // The sender waits for this before it writes the slot again, in this transfer or the
+    // next (it does not wait for the arrival), so every chunk is answered: at once when a
+    // later chunk of this transfer reuses the slot, else after the arrival is reported
+    // (Receive), off its critical path.
+    if (c + slots < num_chunks) {
+      TANDEM_RETURN_IF_ERROR(WaitForEvent(session.scattered[slot].get(),
+                                          absl::Now() + options_.recv_timeout, "kv scatter"));
+      TANDEM_RETURN_IF_ERROR(nccl_control::WriteSlotFree(
+          socket, {.sequence = header.sequence, .chunk = c}, absl::Now() + options_.recv_timeout));
+    } else {
+      session.deferred_frees.push_back({.sequence = header.sequence, .chunk = c});
+    }
+  }
+  trace.Mark("posted");
   return absl::OkStatus();
 }
 

@@ -100,6 +100,12 @@ class NcclKvReceiver final : public KvReceiver {
   absl::Status ReceiveChunks(Session& session, tcp::Socket& socket, const KvChunkPlan& plan,
                              const nccl_control::TransferHeader& header, uint64_t& generation,
                              TransferTrace& trace);
+  // The same for a direct-write pair: claims the reservation, then per chunk waits for the
+  // sender's ChunkLanded notice, scatters, and answers SlotFree when the slot is reused.
+  absl::Status ReceiveChunksDirect(Session& session, tcp::Socket& socket,
+                                   const KvChunkPlan& plan,
+                                   const nccl_control::TransferHeader& header,
+                                   uint64_t& generation, TransferTrace& trace);
   // The arrival, if the reservation is still the one claimed (same generation).
   void Report(KvArrival arrival, uint64_t generation);
   bool StillWriting(const std::string& reservation_id, uint64_t generation);  // requires mu_

@@ -68,8 +68,9 @@ absl::Status NcclKvSender::Init() {
   // thousands of blocks), and both before a running forward pass's (overlap).
   TANDEM_ASSIGN_OR_RETURN(gather_stream_, CudaStream::CreateWithPriority(1));
   TANDEM_ASSIGN_OR_RETURN(nccl_stream_, CudaStream::CreateWithPriority(5));
-  TANDEM_ASSIGN_OR_RETURN(staging_, NcclMemory::Allocate(slot_bytes_ * options_.num_staging_slots,
-                                                           options_.register_staging));
+  TANDEM_ASSIGN_OR_RETURN(staging_, NcclMemory::Allocate(
+                                         slot_bytes_ * options_.num_staging_slots,
+                                         options_.register_staging || options_.direct_write));
   size_t ids_bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(1, cache_.num_blocks));
   TANDEM_ASSIGN_OR_RETURN(block_ids_, DeviceBuffer::Allocate(ids_bytes));
   TANDEM_ASSIGN_OR_RETURN(block_ids_host_, PinnedBuffer::Allocate(ids_bytes));
@@ -83,6 +84,9 @@ absl::Status NcclKvSender::Init() {
     TANDEM_ASSIGN_OR_RETURN(CudaEvent sent, CudaEvent::Create());
     gathered_.push_back(std::move(gathered));
     sent_.push_back(std::move(sent));
+  }
+  for (CudaEvent& event : landed_) {
+    TANDEM_ASSIGN_OR_RETURN(event, CudaEvent::Create());
   }
   TANDEM_ASSIGN_OR_RETURN(done_, CudaEvent::Create());
   TANDEM_ASSIGN_OR_RETURN(gather_done_, CudaEvent::Create());
@@ -120,7 +124,11 @@ void NcclKvSender::Loop() {
                           << job->second.endpoint << " failed (" << status
                           << "); aborting the communicator";
       // The pair may be mid-message: abort the communicator (stops our kernels), wait until
-      // nothing reads the source blocks any more, and rebuild on the next transfer.
+      // nothing reads the source blocks any more, and rebuild on the next transfer. Direct
+      // writes: our gathers (which wait for nothing of the peer's) finish first, as the
+      // abort unmaps the peer's staging they write to.
+      auto peer = peers_.find(job->second.endpoint);
+      if (peer != peers_.end() && peer->second.direct()) DrainStreams();
       peers_.erase(job->second.endpoint);
       DrainStreams();
     }
@@ -155,7 +163,9 @@ absl::StatusOr<NcclKvSender::Peer*> NcclKvSender::Connected(const KvSendRequest&
                             .layout = cache_.layout.Describe(),
                             .blocking_data_communicator = options_.blocking_communicator,
                             .gpu_uuid = GpuUuid(cache_.cuda_device),
-                            .register_staging = options_.register_staging};
+                            .register_staging = options_.register_staging,
+                            .direct_write = options_.direct_write && !direct_write_failed_,
+                            .sender_staging_bytes = staging_.size_bytes()};
   TANDEM_ASSIGN_OR_RETURN(hello.unique_id, NcclComm::NewUniqueId());
   TANDEM_RETURN_IF_ERROR(nccl_control::Write(socket, hello, deadline));
   TANDEM_ASSIGN_OR_RETURN(nccl_control::HelloAck ack, nccl_control::ReadHelloAck(socket, deadline));
@@ -187,18 +197,53 @@ absl::StatusOr<NcclKvSender::Peer*> NcclKvSender::Connected(const KvSendRequest&
     TANDEM_RETURN_IF_ERROR(WaitForEvent(done_.get(), deadline, "kv pair connect", receiver_alive));
     TANDEM_ASSIGN_OR_RETURN(data, comm.SplitBlocking(deadline));
   }
-  if (options_.register_staging) {
+  const bool direct = nccl_control::UseDirectWrite(hello.direct_write, ack.staging_bytes,
+                                                   ack.max_chunk_bytes, staging_.size_bytes());
+  if (options_.register_staging && !direct) {
     TANDEM_RETURN_IF_ERROR((data.valid() ? data : comm).Register(staging_.data(), staging_.size_bytes()));
   }
   Peer& peer = peers_[request.endpoint];
   peer.socket = std::move(socket);
   peer.comm = std::move(comm);
   peer.data = std::move(data);
+  if (direct) {
+    absl::Status set_up = SetUpDirectWrite(peer, ack, deadline);
+    if (!set_up.ok()) {
+      // NCCL could not map the window here: this sender uses NCCL send/receive from now on.
+      // The receiver, in the same collective, drops the half-built pair when we abort it.
+      TANDEM_LOG(WARNING) << "kv sender: direct writes to " << request.endpoint
+                          << " unavailable (" << set_up << "); using NCCL send/receive";
+      peers_.erase(request.endpoint);
+      direct_write_failed_ = true;
+      return Connected(request);
+    }
+  }
   peer.receiver_incarnation = request.receiver_incarnation;
   peer.units_per_chunk = static_cast<int32_t>(
       std::min<int64_t>(units_per_chunk, std::numeric_limits<int32_t>::max()));
   peer.last_used = ++use_clock_;
   return &peer;
+}
+
+absl::Status NcclKvSender::SetUpDirectWrite(Peer& peer, const nccl_control::HelloAck& ack,
+                                            absl::Time deadline) {
+  // The window is the receiver's ring size on both ranks (a prefix of our staging).
+  TANDEM_ASSIGN_OR_RETURN(ncclWindow_t window,
+                          peer.comm.RegisterWindow(staging_.data(), ack.staging_bytes, deadline,
+                                                   ReceiverAlive(peer)));
+  TANDEM_ASSIGN_OR_RETURN(DeviceBuffer pointer, DeviceBuffer::Allocate(sizeof(void*)));
+  TANDEM_ASSIGN_OR_RETURN(PinnedBuffer host, PinnedBuffer::Allocate(sizeof(void*)));
+  LaunchWindowPeerPointer(window, /*peer=*/1, static_cast<void**>(pointer.data()),
+                          nccl_stream_.get());
+  TANDEM_CUDA_CHECK(cudaMemcpyAsync(host.data(), pointer.data(), sizeof(void*),
+                                    cudaMemcpyDeviceToHost, nccl_stream_.get()));
+  done_.Record(nccl_stream_.get());
+  TANDEM_RETURN_IF_ERROR(WaitForEvent(done_.get(), deadline, "kv window peer pointer"));
+  peer.peer_staging = *static_cast<std::byte**>(host.data());
+  if (peer.peer_staging == nullptr) return absl::InternalError("kv window: no peer mapping");
+  peer.peer_slot_bytes = ack.max_chunk_bytes;
+  peer.peer_slots = static_cast<int64_t>(ack.staging_bytes / ack.max_chunk_bytes);
+  return absl::OkStatus();
 }
 
 void NcclKvSender::DrainStreams() {
@@ -283,6 +328,94 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
   return absl::OkStatus();
 }
 
+absl::Status NcclKvSender::SendChunksDirect(Peer& peer, const KvChunkPlan& plan,
+                                            const KvSendRequest& request, uint64_t sequence,
+                                            TransferTrace& trace, absl::Status& forward_failed) {
+  const WaitCheck receiver_alive = ReceiverAlive(peer);
+  std::byte* const* layers = layer_ptrs_.as<std::byte* const>();
+  const int64_t num_chunks = plan.num_chunks();
+  int64_t layers_ready = request.progress ? 0 : plan.num_layers;
+  int64_t announced = 0;  // chunks [0, announced) are announced to the receiver
+  // Announces chunk `announced` once its gather completed; without `wait`, only if it has.
+  auto announce = [&](bool wait) -> absl::Status {
+    cudaEvent_t event = landed_[announced % 2].get();
+    if (!wait && cudaEventQuery(event) != cudaSuccess) return absl::OkStatus();
+    TANDEM_RETURN_IF_ERROR(WaitForEvent(event, request.deadline, "kv direct gather", receiver_alive));
+    TANDEM_RETURN_IF_ERROR(nccl_control::WriteChunkLanded(
+        peer.socket, {.sequence = sequence, .chunk = announced}, request.deadline));
+    if (announced == 0) trace.Mark("first_landed");
+    ++announced;
+    return absl::OkStatus();
+  };
+  for (int64_t index = 0; index < num_chunks; ++index) {
+    if (options_.before_chunk_for_test) options_.before_chunk_for_test(index);
+    const KvChunk chunk = plan.chunk(index);
+    const int64_t needed = (chunk.first_unit + chunk.num_units - 1) / plan.num_blocks + 1;
+    if (needed > layers_ready && forward_failed.ok()) {
+      if (announced < index) TANDEM_RETURN_IF_ERROR(announce(/*wait=*/false));
+      absl::StatusOr<void*> written = request.progress->WaitForLayers(needed, request.deadline);
+      if (absl::IsDeadlineExceeded(written.status())) return written.status();
+      if (written.ok()) {
+        if (*written != nullptr) {
+          TANDEM_CUDA_CHECK(cudaStreamWaitEvent(gather_stream_.get(),
+                                                static_cast<cudaEvent_t>(*written), 0));
+        }
+        layers_ready = needed;
+        if (index == 0) trace.Mark("first_layers");
+      } else {
+        forward_failed = written.status();  // the chunks still go (stale bytes), as SendChunks
+      }
+    }
+    // The receiver's slot is free again once it scattered the chunk that last used it, which
+    // may be one of the previous transfer's (its notices come in the order chunks were
+    // written).
+    const int64_t slot = index % peer.peer_slots;
+    while (std::any_of(peer.unfreed.begin(), peer.unfreed.end(),
+                       [&](const nccl_control::ChunkNotice& n) {
+                         return n.chunk % peer.peer_slots == slot;
+                       })) {
+      absl::StatusOr<nccl_control::ChunkNotice> free =
+          nccl_control::ReadSlotFree(peer.socket, request.deadline);
+      if (!free.ok()) {
+        if (nccl_control::PeerClosed(peer.socket)) {
+          return absl::UnavailableError("kv receiver closed its connection mid-transfer (died?)");
+        }
+        if (absl::IsDeadlineExceeded(free.status())) {
+          return absl::DeadlineExceededError(
+              "kv transfer deadline passed waiting for the receiver to free a staging slot");
+        }
+        return free.status();
+      }
+      const nccl_control::ChunkNotice& want = peer.unfreed.front();
+      if (free->sequence != want.sequence || free->chunk != want.chunk) {
+        return absl::DataLossError(absl::StrCat("kv slot notice for chunk ", free->chunk,
+                                                " of transfer ", free->sequence, ", expected ",
+                                                want.chunk, " of ", want.sequence));
+      }
+      peer.unfreed.pop_front();
+    }
+    if (index == 0) trace.MarkGpu("g_base", -1, gather_stream_.get());
+    trace.MarkGpu("g", index, gather_stream_.get());
+    LaunchKvGather({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
+                    .block_ids = block_ids_.as<int32_t>(),
+                    .num_blocks = static_cast<int32_t>(plan.num_blocks),
+                    .first_unit = chunk.first_unit, .count = chunk.num_units,
+                    .block_bytes = cache_.layout.BytesPerBlockPerLayer(),
+                    .staging = peer.peer_staging + slot * peer.peer_slot_bytes,
+                    .max_ctas = 0,  // the gather is the wire: nothing else to leave room for
+                    .remote_staging = true},
+                   gather_stream_.get());
+    landed_[index % 2].Record(gather_stream_.get());
+    peer.unfreed.push_back({.sequence = sequence, .chunk = index});
+    trace.MarkGpu("g_end", index, gather_stream_.get());
+    if (announced < index) TANDEM_RETURN_IF_ERROR(announce(/*wait=*/true));  // the one before
+  }
+  while (announced < num_chunks) TANDEM_RETURN_IF_ERROR(announce(/*wait=*/true));
+  trace.Mark("enqueued");
+  done_.Record(gather_stream_.get());
+  return absl::OkStatus();
+}
+
 absl::Status NcclKvSender::WaitSent(Peer& peer, absl::Time deadline) {
   absl::Status done = WaitForEvent(done_.get(), deadline, "kv transfer", ReceiverAlive(peer));
   if (absl::IsDeadlineExceeded(done)) {
@@ -341,7 +474,9 @@ absl::Status NcclKvSender::Send(uint64_t id, const KvSendRequest& request, bool&
                                     sizeof(int32_t) * num_blocks, cudaMemcpyHostToDevice,
                                     gather_stream_.get()));
   absl::Status outcome;  // what the trailer reports
-  TANDEM_RETURN_IF_ERROR(SendChunks(*peer, plan, request, trace, outcome));
+  TANDEM_RETURN_IF_ERROR(peer->direct()
+                             ? SendChunksDirect(*peer, plan, request, header.sequence, trace, outcome)
+                             : SendChunks(*peer, plan, request, trace, outcome));
   nccl_control::TransferTrailer trailer{.sequence = header.sequence,
                                         .first_token_id = request.first_token_id,
                                         .first_logprob = request.first_logprob,

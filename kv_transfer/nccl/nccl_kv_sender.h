@@ -29,6 +29,7 @@
 // flight sends everything and a CANCELLED trailer, and reports CANCELLED.
 #pragma once
 
+#include <array>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -44,6 +45,7 @@
 #include "common/backend/cuda/cuda_handles.h"
 #include "kv_transfer/kv_transfer.h"
 #include "kv_transfer/send_queue.h"
+#include "kv_transfer/nccl/control_channel.h"
 #include "kv_transfer/nccl/kv_chunk_plan.h"
 #include "kv_transfer/nccl/nccl_comm.h"
 #include "kv_transfer/nccl/transfer_trace.h"
@@ -86,6 +88,14 @@ struct NcclKvSenderOptions {
   // 2k tokens; off by default because one of four runs on fresh machines lost a process
   // silently around a pair's teardown (docs/kv_transfer.md, "Registered staging").
   bool register_staging = false;
+  // Direct writes: both sides' staging is registered as a symmetric NCCL window and the
+  // gathers write straight into the receiver's staging through the peer mapping NCCL made
+  // (NVLink stores from our copy kernel), announcing each landed chunk on the control
+  // connection; the receiver answers when a reused slot is free. No NCCL message, no
+  // rendezvous, no FIFO: the wire starts with the first gather and ends with the last.
+  // Needs a receiver with >= 2 staging slots no larger in all than our staging; otherwise,
+  // or when NCCL cannot register the window, the pair uses NCCL send/receive.
+  bool direct_write = true;
   // Tests: called on the I/O thread before chunk `index` of every transfer is enqueued.
   std::function<void(int64_t index)> before_chunk_for_test;
 };
@@ -113,6 +123,14 @@ class NcclKvSender final : public KvSender {
     uint64_t next_sequence = 0;
     int32_t units_per_chunk = 0;  // min(ours, the receiver's slot)
     uint64_t last_used = 0;
+    // Direct writes: the receiver's staging ring as mapped into this process.
+    std::byte* peer_staging = nullptr;
+    size_t peer_slot_bytes = 0;
+    int64_t peer_slots = 0;
+    // Chunks written into its staging whose SlotFree notice has not been read, in order;
+    // across transfers (a slot is written again only once its last chunk was scattered).
+    std::deque<nccl_control::ChunkNotice> unfreed;
+    bool direct() const { return peer_staging != nullptr; }
   };
 
   NcclKvSender(KvCacheView cache, NcclKvSenderOptions options);
@@ -126,6 +144,16 @@ class NcclKvSender final : public KvSender {
   // the pair is out of step.
   absl::Status SendChunks(Peer& peer, const KvChunkPlan& plan, const KvSendRequest& request,
                           TransferTrace& trace, absl::Status& forward_failed);
+  // The same with direct writes: gathers into the receiver's staging, a ChunkLanded notice
+  // after each, and before a slot is written the SlotFree notice of the chunk (this
+  // transfer's or an earlier one's) that last used it.
+  absl::Status SendChunksDirect(Peer& peer, const KvChunkPlan& plan, const KvSendRequest& request,
+                                uint64_t sequence, TransferTrace& trace,
+                                absl::Status& forward_failed);
+  // Direct writes: registers the window on the pair's communicator and finds the peer's
+  // staging in it.
+  absl::Status SetUpDirectWrite(Peer& peer, const nccl_control::HelloAck& ack,
+                                absl::Time deadline);
   // For polled waits during a transfer: the receiver's connection closed or the
   // communicator failed. `peer` must outlive the check.
   static WaitCheck ReceiverAlive(const Peer& peer);
@@ -144,8 +172,10 @@ class NcclKvSender final : public KvSender {
   DeviceBuffer block_ids_, layer_ptrs_;  // layer_ptrs_: [K layers][V layers]
   PinnedBuffer block_ids_host_;
   std::vector<CudaEvent> gathered_, sent_;
+  std::array<CudaEvent, 2> landed_;  // direct writes: the last two chunks' gathers
   CudaEvent done_, gather_done_;
   std::map<std::string, Peer> peers_;
+  bool direct_write_failed_ = false;  // a window could not be set up: send/receive only
   uint64_t use_clock_ = 0;
 
   KvSendQueue jobs_;

@@ -12,6 +12,9 @@
 //       [--edge_ramp=R]           (sender: graded edges grow by R toward the middle)
 //       [--register_staging=1]    (sender: staging registered with NCCL on both sides)
 //       [--pack_max_ctas=N]       (both: CTAs of the copies that run beside the wire)
+//       [--num_staging_slots=N]   (both: the option of that name)
+//       [--direct_write[=0]]      (sender: direct writes into the receiver's staging or
+//                                  NCCL send/receive; the option's default without the flag)
 //
 // Prints "READY <endpoint>" (a sender prints "READY -"), then answers:
 //   receiver: EXPECT id lease_ms b,b,..  | CANCEL id | WAIT n timeout_ms (ARRIVAL lines, END)
@@ -145,6 +148,9 @@ int RunReceiver(const std::map<std::string, std::string>& flags, const KvLayout&
   if (flags.contains("pack_max_ctas")) {
     options.pack_max_ctas = static_cast<int32_t>(Int(flags, "pack_max_ctas", 0));
   }
+  if (int64_t slots = Int(flags, "num_staging_slots", 0); slots > 0) {
+    options.num_staging_slots = static_cast<int>(slots);
+  }
   auto receiver = NcclKvReceiver::Start(cache.view, options);
   if (!receiver.ok()) {
     std::cout << "ERROR " << receiver.status() << std::endl;
@@ -223,8 +229,14 @@ int RunSender(const std::map<std::string, std::string>& flags, const KvLayout& l
   if (flags.contains("pack_max_ctas")) {
     options.pack_max_ctas = static_cast<int32_t>(Int(flags, "pack_max_ctas", 0));
   }
+  if (int64_t slots = Int(flags, "num_staging_slots", 0); slots > 0) {
+    options.num_staging_slots = static_cast<int>(slots);
+  }
   if (flags.contains("register_staging")) {
     options.register_staging = Int(flags, "register_staging", 1) != 0;
+  }
+  if (flags.contains("direct_write")) {
+    options.direct_write = Int(flags, "direct_write", 1) != 0;
   }
   if (stop_before >= 0) {
     options.before_chunk_for_test = [stop_before](int64_t index) {

@@ -14,6 +14,7 @@
 #include <csignal>
 #include <fstream>
 #include <iterator>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <string>
@@ -303,7 +304,22 @@ TEST_F(NcclKvRandomTablesTest, CappedCopyKernelsAreBitExact) {
 TEST_F(NcclKvRandomTablesTest, RegisteredStagingIsBitExact) {
   // Both sides' staging registered with the KV communicator: NCCL's direct copy path.
   SendRandomTablesAndCheck({"--max_chunk_bytes=65536", "--edge_chunk_bytes=16384",
-                            "--register_staging=1"});
+                            "--register_staging=1", "--direct_write=0"});
+}
+
+TEST_F(NcclKvRandomTablesTest, SendReceivePathIsBitExact) {
+  // NCCL send/receive between unregistered staging (the path without direct writes), with
+  // ramped edges and capped copies.
+  SendRandomTablesAndCheck({"--max_chunk_bytes=65536", "--edge_chunk_bytes=8192",
+                            "--edge_ramp=2", "--pack_max_ctas=3", "--direct_write=0"},
+                           {"--max_chunk_bytes=65536", "--pack_max_ctas=3"});
+}
+
+TEST_F(NcclKvRandomTablesTest, DirectWritesWithThreeSlotsAreBitExact) {
+  // Direct writes into a 3-slot receiver ring: slot notices for chunks 3 apart.
+  SendRandomTablesAndCheck({"--max_chunk_bytes=40960", "--edge_chunk_bytes=8192",
+                            "--num_staging_slots=3", "--direct_write=1"},
+                           {"--max_chunk_bytes=40960", "--num_staging_slots=3"});
 }
 
 TEST_F(NcclKvTransferTest, EightBShapeTwoThousandTokens) {
@@ -319,6 +335,43 @@ TEST_F(NcclKvTransferTest, EightBShapeTwoThousandTokens) {
   std::shuffle(all.begin(), all.end(), rng);
   dst.assign(all.begin(), all.begin() + 128);
   TransferAndCheck(*receiver, *sender, endpoint, "big", 2048, src, dst);
+}
+
+// Four multi-chunk transfers queued at once (40 blocks each: 16 + 48 + 16 MiB): each one's
+// first chunks reuse staging slots the receiver may still be scattering from the one before,
+// which the sender must wait for (direct writes have no rendezvous).
+TEST_F(NcclKvTransferTest, EightBShapeBackToBackTransfersAreBitExact) {
+  std::string endpoint;
+  auto receiver = Receiver(&endpoint, {"--shape=8b", "--blocks=160"});
+  auto sender = Sender({"--shape=8b", "--blocks=160"});
+  std::mt19937 rng(std::random_device{}());
+  std::vector<int32_t> all(160);
+  std::iota(all.begin(), all.end(), 0);
+  std::vector<int32_t> dst_pool = all;
+  std::shuffle(dst_pool.begin(), dst_pool.end(), rng);
+  struct Request { std::string id; std::vector<int32_t> src, dst; };
+  std::vector<Request> requests;
+  for (int r = 0; r < 4; ++r) {
+    Request q{.id = "b" + std::to_string(r)};
+    std::shuffle(all.begin(), all.end(), rng);
+    q.src.assign(all.begin(), all.begin() + 40);
+    q.dst.assign(dst_pool.begin() + 40 * r, dst_pool.begin() + 40 * (r + 1));
+    EXPECT_EQ(receiver->Ask(absl::StrCat("EXPECT ", q.id, " 60000 ", List(q.dst))), "OK");
+    requests.push_back(std::move(q));
+  }
+  std::vector<std::string> transfers;
+  for (const Request& q : requests) {
+    transfers.push_back(Send(*sender, endpoint, 1, q.id, 40 * 16, q.src));
+  }
+  for (const std::string& t : transfers) EXPECT_EQ(Status(*sender, t), "0 ") << t;
+  std::vector<Arrival> arrivals = Wait(*receiver, 4);
+  ASSERT_EQ(arrivals.size(), 4u);
+  for (const Arrival& a : arrivals) EXPECT_EQ(a.code, 0) << a.id << ": " << a.message;
+  for (const Request& q : requests) {
+    EXPECT_EQ(receiver->Ask(absl::StrCat("CHECK 100 ", List(q.src), " ", List(q.dst))),
+              "CHECK OK")
+        << q.id;
+  }
 }
 
 // Overlap with the forward pass: the sender reads each layer only after the pass wrote it
