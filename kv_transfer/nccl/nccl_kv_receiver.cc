@@ -331,7 +331,6 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
                                            const KvChunkPlan& plan,
                                            const nccl_control::TransferHeader& header,
                                            uint64_t& generation, TransferTrace& trace) {
-  const std::string& reservation_id = header.reservation_id;
   const size_t block_bytes = cache_.layout.BytesPerBlockPerLayer();
   const WaitCheck sender_alive = [&]() -> absl::Status {
     TANDEM_RETURN_IF_ERROR(session.kv().AsyncError());
@@ -358,7 +357,6 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
     trace.MarkGpu("r_end", c, session.nccl_stream.get());
     return absl::OkStatus();
   };
-  std::byte* const* layers = session.layer_ptrs.as<std::byte* const>();
   const int64_t num_chunks = plan.num_chunks();
   // The first receives go out before anything else: the sender's first message is on its
   // way (the wire waits for this post). Staging does not depend on the reservation.
@@ -381,24 +379,7 @@ absl::Status NcclKvReceiver::ReceiveChunks(Session& session, tcp::Socket& socket
     }
     TANDEM_RETURN_IF_ERROR(landed);
     if (c == 0) trace.Mark("first_landed");
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      trace.MarkGpu("x", c, session.scatter(c));
-      if (StillWriting(reservation_id, generation)) {
-        const KvChunk chunk = plan.chunk(c);
-        LaunchKvScatter({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
-                         .block_ids = session.block_ids.as<int32_t>(),
-                         .num_blocks = static_cast<int32_t>(plan.num_blocks),
-                         .first_unit = chunk.first_unit, .count = chunk.num_units,
-                         .block_bytes = block_bytes, .staging = staging(c),
-                         // Every scatter but the last runs beside a later chunk's receive;
-                         // the last one runs alone (the arrival waits for it).
-                         .max_ctas = c + 1 == num_chunks ? 0 : options_.pack_max_ctas},
-                        session.scatter(c));
-      }
-      session.scattered[slot].Record(session.scatter(c));
-      trace.MarkGpu("x_end", c, session.scatter(c));
-    }
+    Scatter(session, plan, header, generation, c, trace);
     if (c + slots < num_chunks) {
       TANDEM_CUDA_CHECK(cudaStreamWaitEvent(session.nccl_stream.get(),
                                             session.scattered[slot].get(), 0));
@@ -413,9 +394,7 @@ absl::Status NcclKvReceiver::ReceiveChunksDirect(Session& session, tcp::Socket& 
                                                  const nccl_control::TransferHeader& header,
                                                  uint64_t& generation, TransferTrace& trace) {
   generation = Claim(session, header);
-  const size_t block_bytes = cache_.layout.BytesPerBlockPerLayer();
   const int slots = options_.num_staging_slots;
-  std::byte* const* layers = session.layer_ptrs.as<std::byte* const>();
   const int64_t num_chunks = plan.num_chunks();
   for (int64_t c = 0; c < num_chunks; ++c) {
     // The sender's notice that chunk c is in our staging: waited for in short slices, so a
@@ -448,23 +427,7 @@ absl::Status NcclKvReceiver::ReceiveChunksDirect(Session& session, tcp::Socket& 
     }
     if (c == 0) trace.Mark("first_landed");
     const int slot = static_cast<int>(c % slots);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      trace.MarkGpu("x", c, session.scatter(c));
-      if (StillWriting(header.reservation_id, generation)) {
-        const KvChunk chunk = plan.chunk(c);
-        LaunchKvScatter({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
-                         .block_ids = session.block_ids.as<int32_t>(),
-                         .num_blocks = static_cast<int32_t>(plan.num_blocks),
-                         .first_unit = chunk.first_unit, .count = chunk.num_units,
-                         .block_bytes = block_bytes,
-                         .staging = session.staging.as<std::byte>() + slot * session.slot_bytes,
-                         .max_ctas = c + 1 == num_chunks ? 0 : options_.pack_max_ctas},
-                        session.scatter(c));
-      }
-      session.scattered[slot].Record(session.scatter(c));
-      trace.MarkGpu("x_end", c, session.scatter(c));
-    }
+    Scatter(session, plan, header, generation, c, trace);
     // The sender waits for this before it writes the slot again, in this transfer or the
     // next (it does not wait for the arrival), so every chunk is answered: at once when a
     // later chunk of this transfer reuses the slot, else after the arrival is reported
@@ -480,6 +443,30 @@ absl::Status NcclKvReceiver::ReceiveChunksDirect(Session& session, tcp::Socket& 
   }
   trace.Mark("posted");
   return absl::OkStatus();
+}
+
+void NcclKvReceiver::Scatter(Session& session, const KvChunkPlan& plan,
+                             const nccl_control::TransferHeader& header, uint64_t generation,
+                             int64_t c, TransferTrace& trace) {
+  const int slot = static_cast<int>(c % options_.num_staging_slots);
+  std::byte* const* layers = session.layer_ptrs.as<std::byte* const>();
+  std::lock_guard<std::mutex> lock(mu_);
+  trace.MarkGpu("x", c, session.scatter(c));
+  if (StillWriting(header.reservation_id, generation)) {
+    const KvChunk chunk = plan.chunk(c);
+    LaunchKvScatter({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
+                     .block_ids = session.block_ids.as<int32_t>(),
+                     .num_blocks = static_cast<int32_t>(plan.num_blocks),
+                     .first_unit = chunk.first_unit, .count = chunk.num_units,
+                     .block_bytes = cache_.layout.BytesPerBlockPerLayer(),
+                     .staging = session.staging.as<std::byte>() + slot * session.slot_bytes,
+                     // Every scatter but the last runs beside a later chunk's transfer; the
+                     // last one runs alone (the arrival waits for it).
+                     .max_ctas = c + 1 == plan.num_chunks() ? 0 : options_.pack_max_ctas},
+                    session.scatter(c));
+  }
+  session.scattered[slot].Record(session.scatter(c));
+  trace.MarkGpu("x_end", c, session.scatter(c));
 }
 
 void NcclKvReceiver::Report(KvArrival arrival, uint64_t generation) {

@@ -106,6 +106,12 @@ class NcclKvReceiver final : public KvReceiver {
                                    const KvChunkPlan& plan,
                                    const nccl_control::TransferHeader& header,
                                    uint64_t& generation, TransferTrace& trace);
+  // Launches chunk `c`'s scatter from its staging slot into the reservation's blocks while
+  // the reservation is still the one claimed (`generation`), and records the slot's
+  // `scattered` event either way.
+  void Scatter(Session& session, const KvChunkPlan& plan,
+               const nccl_control::TransferHeader& header, uint64_t generation, int64_t c,
+               TransferTrace& trace);
   // The arrival, if the reservation is still the one claimed (same generation).
   void Report(KvArrival arrival, uint64_t generation);
   bool StillWriting(const std::string& reservation_id, uint64_t generation);  // requires mu_

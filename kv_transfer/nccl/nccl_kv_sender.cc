@@ -268,6 +268,29 @@ WaitCheck NcclKvSender::ReceiverAlive(const Peer& peer) {
   };
 }
 
+absl::Status NcclKvSender::AwaitLayers(const KvChunkPlan& plan, const KvChunk& chunk,
+                                       const KvSendRequest& request, int64_t index,
+                                       int64_t& layers_ready, absl::Status& forward_failed,
+                                       TransferTrace& trace) {
+  const int64_t needed = (chunk.first_unit + chunk.num_units - 1) / plan.num_blocks + 1;
+  if (needed <= layers_ready || !forward_failed.ok()) return absl::OkStatus();
+  absl::StatusOr<void*> written = request.progress->WaitForLayers(needed, request.deadline);
+  if (absl::IsDeadlineExceeded(written.status())) return written.status();
+  if (written.ok()) {
+    if (*written != nullptr) {
+      TANDEM_CUDA_CHECK(cudaStreamWaitEvent(gather_stream_.get(),
+                                            static_cast<cudaEvent_t>(*written), 0));
+    }
+    layers_ready = needed;
+    if (index == 0) trace.Mark("first_layers");
+  } else {
+    // The pass failed: the remaining chunks still go (stale bytes), so the receiver's
+    // receives complete and the pair stays in step; the trailer carries the failure.
+    forward_failed = written.status();
+  }
+  return absl::OkStatus();
+}
+
 absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
                                       const KvSendRequest& request, TransferTrace& trace,
                                       absl::Status& forward_failed) {
@@ -280,23 +303,8 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
   for (int64_t index = 0; index < plan.num_chunks(); ++index) {
     if (options_.before_chunk_for_test) options_.before_chunk_for_test(index);
     const KvChunk chunk = plan.chunk(index);
-    const int64_t needed = (chunk.first_unit + chunk.num_units - 1) / plan.num_blocks + 1;
-    if (needed > layers_ready && forward_failed.ok()) {
-      absl::StatusOr<void*> written = request.progress->WaitForLayers(needed, request.deadline);
-      if (absl::IsDeadlineExceeded(written.status())) return written.status();
-      if (written.ok()) {
-        if (*written != nullptr) {
-          TANDEM_CUDA_CHECK(cudaStreamWaitEvent(gather_stream_.get(),
-                                                static_cast<cudaEvent_t>(*written), 0));
-        }
-        layers_ready = needed;
-        if (index == 0) trace.Mark("first_layers");
-      } else {
-        // The pass failed: the remaining chunks still go (stale bytes), so the receiver's
-        // receives complete and the pair stays in step; the trailer carries the failure.
-        forward_failed = written.status();
-      }
-    }
+    TANDEM_RETURN_IF_ERROR(
+        AwaitLayers(plan, chunk, request, index, layers_ready, forward_failed, trace));
     const int slot = static_cast<int>(index % slots);
     std::byte* staging = staging_.as<std::byte>() + slot * slot_bytes_;
     // The slot is free once the send that last used it completed.
@@ -351,21 +359,12 @@ absl::Status NcclKvSender::SendChunksDirect(Peer& peer, const KvChunkPlan& plan,
     if (options_.before_chunk_for_test) options_.before_chunk_for_test(index);
     const KvChunk chunk = plan.chunk(index);
     const int64_t needed = (chunk.first_unit + chunk.num_units - 1) / plan.num_blocks + 1;
-    if (needed > layers_ready && forward_failed.ok()) {
-      if (announced < index) TANDEM_RETURN_IF_ERROR(announce(/*wait=*/false));
-      absl::StatusOr<void*> written = request.progress->WaitForLayers(needed, request.deadline);
-      if (absl::IsDeadlineExceeded(written.status())) return written.status();
-      if (written.ok()) {
-        if (*written != nullptr) {
-          TANDEM_CUDA_CHECK(cudaStreamWaitEvent(gather_stream_.get(),
-                                                static_cast<cudaEvent_t>(*written), 0));
-        }
-        layers_ready = needed;
-        if (index == 0) trace.Mark("first_layers");
-      } else {
-        forward_failed = written.status();  // the chunks still go (stale bytes), as SendChunks
-      }
+    if (needed > layers_ready && forward_failed.ok() && announced < index) {
+      // Tell the receiver about a landed chunk before waiting for the forward pass.
+      TANDEM_RETURN_IF_ERROR(announce(/*wait=*/false));
     }
+    TANDEM_RETURN_IF_ERROR(
+        AwaitLayers(plan, chunk, request, index, layers_ready, forward_failed, trace));
     // The receiver's slot is free again once it scattered the chunk that last used it, which
     // may be one of the previous transfer's (its notices come in the order chunks were
     // written).

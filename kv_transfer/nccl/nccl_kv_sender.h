@@ -144,6 +144,12 @@ class NcclKvSender final : public KvSender {
   // the pair is out of step.
   absl::Status SendChunks(Peer& peer, const KvChunkPlan& plan, const KvSendRequest& request,
                           TransferTrace& trace, absl::Status& forward_failed);
+  // Overlap: waits (host, bounded) until the forward pass published every layer `chunk`
+  // covers and orders the gather stream after that layer's event. A failed pass goes to
+  // `forward_failed` (the chunks still go); an error return is a deadline.
+  absl::Status AwaitLayers(const KvChunkPlan& plan, const KvChunk& chunk,
+                           const KvSendRequest& request, int64_t index, int64_t& layers_ready,
+                           absl::Status& forward_failed, TransferTrace& trace);
   // The same with direct writes: gathers into the receiver's staging, a ChunkLanded notice
   // after each, and before a slot is written the SlotFree notice of the chunk (this
   // transfer's or an earlier one's) that last used it.
