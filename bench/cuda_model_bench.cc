@@ -16,6 +16,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -30,6 +31,7 @@
 #include "common/backend/cuda/kernels/prefill_attention.h"
 #include "common/backend/cuda/kernels/rope_kv_write.h"
 #include "common/backend/cuda/kernels/silu_mul.h"
+#include "common/kv_cache/kv_layer_progress.h"
 #include "common/sampling/sequence_state.h"
 #include "nlohmann/json.hpp"
 
@@ -684,6 +686,51 @@ int Main(int argc, char** argv) {
                               {"tokens_per_s", tokens / ms * 1e3},
                               {"tflops", flops / (ms * 1e-3) / 1e12},
                               {"roofline_fraction", flops / gemm_rate / (ms * 1e-3)}});
+  }
+
+  // Where a prefill's time goes in sequence: a host thread stamps when each layer's KV write
+  // completes on the GPU (the runner's per-layer progress events, polled), so the time per
+  // layer in a real pass can be set against the kernels' isolated times (prefill_kernels).
+  for (int32_t tokens : {2048, 8192}) {
+    ForwardInputs in = MakeInputs(prompt, 0, 1, 0, tokens, true, storage);
+    KvLayerProgress progress(c.num_layers);
+    in.kv_progress = &progress;
+    std::vector<double> written_ms(c.num_layers, -1.0);
+    const auto start = std::chrono::steady_clock::now();
+    auto since_start = [&] {
+      return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+          .count();
+    };
+    std::thread poller([&] {
+      TANDEM_CUDA_CHECK(cudaSetDevice(0));
+      for (int64_t l = 0; l < c.num_layers; ++l) {
+        absl::StatusOr<void*> event = progress.WaitForLayers(l + 1, absl::Now() + absl::Seconds(30));
+        if (!event.ok()) return;
+        while (*event != nullptr &&
+               cudaEventQuery(static_cast<cudaEvent_t>(*event)) == cudaErrorNotReady) {
+        }
+        written_ms[l] = since_start();
+      }
+    });
+    Check(runner.Forward(in));
+    const double total_ms = since_start();
+    progress.Complete();
+    poller.join();
+    std::vector<double> per_layer;
+    for (int64_t l = 1; l < c.num_layers; ++l) {
+      if (written_ms[l] >= 0 && written_ms[l - 1] >= 0) per_layer.push_back(written_ms[l] - written_ms[l - 1]);
+    }
+    std::sort(per_layer.begin(), per_layer.end());
+    if (per_layer.empty()) continue;
+    out["prefill_layer_timeline"].push_back(
+        {{"tokens", tokens},
+         {"total_ms", total_ms},
+         {"first_layer_written_ms", written_ms[0]},
+         {"per_layer_ms_median", per_layer[per_layer.size() / 2]},
+         {"per_layer_ms_min", per_layer.front()},
+         {"per_layer_ms_max", per_layer.back()},
+         {"layers_1_to_last_ms", written_ms[c.num_layers - 1] - written_ms[0]},
+         {"after_last_layer_written_ms", total_ms - written_ms[c.num_layers - 1]}});
   }
 
   out["prefill_kernels"] = PrefillBreakdown(runner, prompt, stream, gemm_rate);
