@@ -74,14 +74,14 @@ __global__ void __launch_bounds__(kCappedThreads)
     const int64_t next_block =
         next_in_chunk < args.count ? args.block_ids[next_unit % args.num_blocks] : 0;
     const int64_t layer = unit / args.num_blocks;
-    const uint4* k_cache = reinterpret_cast<const uint4*>(args.k_layers[layer]) + block * words_per_block;
-    const uint4* v_cache = reinterpret_cast<const uint4*>(args.v_layers[layer]) + block * words_per_block;
+    uint4* k_cache = reinterpret_cast<uint4*>(args.k_layers[layer]) + block * words_per_block;
+    uint4* v_cache = reinterpret_cast<uint4*>(args.v_layers[layer]) + block * words_per_block;
     uint4* k_staging = reinterpret_cast<uint4*>(args.staging) + 2 * in_chunk * words_per_block;
     uint4* v_staging = k_staging + words_per_block;
     const uint4* __restrict__ k_src = kGather ? k_cache : k_staging;
     const uint4* __restrict__ v_src = kGather ? v_cache : v_staging;
-    uint4* __restrict__ k_dst = kGather ? k_staging : const_cast<uint4*>(k_cache);
-    uint4* __restrict__ v_dst = kGather ? v_staging : const_cast<uint4*>(v_cache);
+    uint4* __restrict__ k_dst = kGather ? k_staging : k_cache;
+    uint4* __restrict__ v_dst = kGather ? v_staging : v_cache;
     for (int64_t w = threadIdx.x; w < words_per_block; w += kCappedThreads * kUnroll) {
       uint4 k[kUnroll], v[kUnroll];
 #pragma unroll

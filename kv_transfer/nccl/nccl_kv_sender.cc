@@ -291,12 +291,29 @@ absl::Status NcclKvSender::AwaitLayers(const KvChunkPlan& plan, const KvChunk& c
   return absl::OkStatus();
 }
 
+void NcclKvSender::Gather(const KvChunkPlan& plan, int64_t index, std::byte* staging,
+                          int32_t max_ctas, bool remote_staging, const CudaEvent& gathered,
+                          TransferTrace& trace) {
+  std::byte* const* layers = layer_ptrs_.as<std::byte* const>();
+  const KvChunk chunk = plan.chunk(index);
+  if (index == 0) trace.MarkGpu("g_base", -1, gather_stream_.get());
+  trace.MarkGpu("g", index, gather_stream_.get());
+  LaunchKvGather({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
+                  .block_ids = block_ids_.as<int32_t>(),
+                  .num_blocks = static_cast<int32_t>(plan.num_blocks),
+                  .first_unit = chunk.first_unit, .count = chunk.num_units,
+                  .block_bytes = cache_.layout.BytesPerBlockPerLayer(), .staging = staging,
+                  .max_ctas = max_ctas, .remote_staging = remote_staging},
+                 gather_stream_.get());
+  gathered.Record(gather_stream_.get());
+  trace.MarkGpu("g_end", index, gather_stream_.get());
+}
+
 absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
                                       const KvSendRequest& request, TransferTrace& trace,
                                       absl::Status& forward_failed) {
   const WaitCheck receiver_alive = ReceiverAlive(peer);
   const int slots = options_.num_staging_slots;
-  std::byte* const* layers = layer_ptrs_.as<std::byte* const>();
   // Overlap: a chunk is gathered once the forward pass wrote every layer it covers; the
   // gather waits for that layer's event on our stream, so this thread runs ahead of the GPU.
   int64_t layers_ready = request.progress ? 0 : plan.num_layers;
@@ -309,19 +326,10 @@ absl::Status NcclKvSender::SendChunks(Peer& peer, const KvChunkPlan& plan,
     std::byte* staging = staging_.as<std::byte>() + slot * slot_bytes_;
     // The slot is free once the send that last used it completed.
     TANDEM_CUDA_CHECK(cudaStreamWaitEvent(gather_stream_.get(), sent_[slot].get(), 0));
-    if (index == 0) trace.MarkGpu("g_base", -1, gather_stream_.get());
-    trace.MarkGpu("g", index, gather_stream_.get());
-    LaunchKvGather({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
-                    .block_ids = block_ids_.as<int32_t>(),
-                    .num_blocks = static_cast<int32_t>(plan.num_blocks),
-                    .first_unit = chunk.first_unit, .count = chunk.num_units,
-                    .block_bytes = cache_.layout.BytesPerBlockPerLayer(), .staging = staging,
-                    // The first gather runs alone (the wire waits for it); every later one
-                    // runs beside the send of the chunk before it.
-                    .max_ctas = index == 0 ? 0 : options_.pack_max_ctas},
-                   gather_stream_.get());
-    gathered_[slot].Record(gather_stream_.get());
-    trace.MarkGpu("g_end", index, gather_stream_.get());
+    // The first gather runs alone (the wire waits for it); every later one runs beside the
+    // send of the chunk before it.
+    Gather(plan, index, staging, index == 0 ? 0 : options_.pack_max_ctas,
+           /*remote_staging=*/false, gathered_[slot], trace);
     TANDEM_CUDA_CHECK(cudaStreamWaitEvent(nccl_stream_.get(), gathered_[slot].get(), 0));
     trace.MarkGpu("s", index, nccl_stream_.get());
     const size_t bytes = 2 * static_cast<size_t>(chunk.num_units) * cache_.layout.BytesPerBlockPerLayer();
@@ -340,7 +348,6 @@ absl::Status NcclKvSender::SendChunksDirect(Peer& peer, const KvChunkPlan& plan,
                                             const KvSendRequest& request, uint64_t sequence,
                                             TransferTrace& trace, absl::Status& forward_failed) {
   const WaitCheck receiver_alive = ReceiverAlive(peer);
-  std::byte* const* layers = layer_ptrs_.as<std::byte* const>();
   const int64_t num_chunks = plan.num_chunks();
   int64_t layers_ready = request.progress ? 0 : plan.num_layers;
   int64_t announced = 0;  // chunks [0, announced) are announced to the receiver
@@ -393,20 +400,10 @@ absl::Status NcclKvSender::SendChunksDirect(Peer& peer, const KvChunkPlan& plan,
       }
       peer.unfreed.pop_front();
     }
-    if (index == 0) trace.MarkGpu("g_base", -1, gather_stream_.get());
-    trace.MarkGpu("g", index, gather_stream_.get());
-    LaunchKvGather({.k_layers = layers, .v_layers = layers + cache_.layout.num_layers,
-                    .block_ids = block_ids_.as<int32_t>(),
-                    .num_blocks = static_cast<int32_t>(plan.num_blocks),
-                    .first_unit = chunk.first_unit, .count = chunk.num_units,
-                    .block_bytes = cache_.layout.BytesPerBlockPerLayer(),
-                    .staging = peer.peer_staging + slot * peer.peer_slot_bytes,
-                    .max_ctas = 0,  // the gather is the wire: nothing else to leave room for
-                    .remote_staging = true},
-                   gather_stream_.get());
-    landed_[index % 2].Record(gather_stream_.get());
+    // Uncapped: the gather is the wire, nothing else needs room beside it.
+    Gather(plan, index, peer.peer_staging + slot * peer.peer_slot_bytes, /*max_ctas=*/0,
+           /*remote_staging=*/true, landed_[index % 2], trace);
     peer.unfreed.push_back({.sequence = sequence, .chunk = index});
-    trace.MarkGpu("g_end", index, gather_stream_.get());
     if (announced < index) TANDEM_RETURN_IF_ERROR(announce(/*wait=*/true));  // the one before
   }
   while (announced < num_chunks) TANDEM_RETURN_IF_ERROR(announce(/*wait=*/true));

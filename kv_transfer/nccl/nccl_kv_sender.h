@@ -144,6 +144,10 @@ class NcclKvSender final : public KvSender {
   // the pair is out of step.
   absl::Status SendChunks(Peer& peer, const KvChunkPlan& plan, const KvSendRequest& request,
                           TransferTrace& trace, absl::Status& forward_failed);
+  // Launches chunk `index`'s gather into `staging` (ours, or the receiver's when
+  // `remote_staging`) on the gather stream and records `gathered` after it.
+  void Gather(const KvChunkPlan& plan, int64_t index, std::byte* staging, int32_t max_ctas,
+              bool remote_staging, const CudaEvent& gathered, TransferTrace& trace);
   // Overlap: waits (host, bounded) until the forward pass published every layer `chunk`
   // covers and orders the gather stream after that layer's event. A failed pass goes to
   // `forward_failed` (the chunks still go); an error return is a deadline.

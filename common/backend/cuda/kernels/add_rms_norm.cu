@@ -92,10 +92,6 @@ __global__ void __launch_bounds__(kThreads) AddRmsNormKernel(AddRmsNormArgs args
   }
 }
 
-bool Aligned(const void* p, uintptr_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
-
 }  // namespace
 
 absl::Status LaunchAddRmsNorm(const AddRmsNormArgs& args, cudaStream_t stream) {
@@ -108,8 +104,9 @@ absl::Status LaunchAddRmsNorm(const AddRmsNormArgs& args, cudaStream_t stream) {
     return absl::InvalidArgumentError("add_rms_norm: null pointer");
   }
   const bool vec4 = args.dim % 4 == 0 && args.dim / 4 <= kMaxVec4PerThread * kThreads &&
-                    Aligned(args.residual, 16) && Aligned(args.weight, 8) &&
-                    Aligned(args.out, 8) && (args.x == nullptr || Aligned(args.x, 8));
+                    cuda_kernels::AlignedTo(args.residual, 16) &&
+                    cuda_kernels::AlignedTo(args.weight, 8) && cuda_kernels::AlignedTo(args.out, 8) &&
+                    (args.x == nullptr || cuda_kernels::AlignedTo(args.x, 8));
   TANDEM_CUDA_CHECK(cuda_kernels::LaunchDependent(
       vec4 ? AddRmsNormVec4Kernel : AddRmsNormKernel, dim3(static_cast<unsigned>(args.num_rows)),
       dim3(kThreads), stream, args));

@@ -60,9 +60,12 @@ __device__ __forceinline__ void StoreBf16x8(__nv_bfloat16* p, const float (&in)[
   *reinterpret_cast<uint4*>(p) = raw;
 }
 
-__host__ __device__ __forceinline__ bool Aligned16(const void* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+// Whether `p` is a multiple of `bytes` (a power of two).
+__host__ __device__ __forceinline__ bool AlignedTo(const void* p, uintptr_t bytes) {
+  return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;
 }
+
+__host__ __device__ __forceinline__ bool Aligned16(const void* p) { return AlignedTo(p, 16); }
 
 // Programmatic dependent launch (sm_90). A kernel launched with LaunchDependent may have its
 // blocks scheduled before the previous kernel in the stream has finished; it must call
