@@ -374,6 +374,7 @@ int Main(int argc, char** argv) {
   int64_t max_batch = 256;
   bool prefill_only = false;  // skips decode: the prefill numbers and their breakdown only
   bool kernels_only = false;  // no checkpoint: the decode attention and GEMV benchmarks only
+  bool decode_only = false;   // the decode steps and their attribution only
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg.rfind("--model=", 0) == 0) model = arg.substr(8);
@@ -381,10 +382,11 @@ int Main(int argc, char** argv) {
     if (arg.rfind("--max_batch=", 0) == 0) max_batch = std::stoll(arg.substr(12));
     if (arg == "--prefill_only") prefill_only = true;
     if (arg == "--kernels_only") kernels_only = true;
+    if (arg == "--decode_only") decode_only = true;
   }
   if (model.empty() && !kernels_only) {
     std::cerr << "usage: cuda_model_bench --model=DIR [--decode_steps=N] [--max_batch=N] "
-                 "[--prefill_only] | --kernels_only\n";
+                 "[--prefill_only | --decode_only] | --kernels_only\n";
     return 2;
   }
   CudaStream stream = *CudaStream::Create();
@@ -434,6 +436,7 @@ int Main(int argc, char** argv) {
   const double linear_params = static_cast<double>(runner.weight_bytes_read_per_step()) / 2 -
                                static_cast<double>(c.vocab_size * c.hidden_size);
   for (int32_t tokens : {512, 2048, 8192}) {
+    if (decode_only) break;
     std::vector<double> times;
     double first_ms = 0;  // includes choosing the GEMM algorithms of new shapes
     for (int rep = 0; rep < 4; ++rep) {
@@ -459,6 +462,7 @@ int Main(int argc, char** argv) {
   // completes on the GPU (the runner's per-layer progress events, polled), so the time per
   // layer in a real pass can be set against the kernels' isolated times (prefill_kernels).
   for (int32_t tokens : {2048, 8192}) {
+    if (decode_only) break;
     ForwardInputs in = MakeInputs(prompt, 0, 1, 0, tokens, true, storage);
     KvLayerProgress progress(c.num_layers);
     in.kv_progress = &progress;
@@ -500,7 +504,7 @@ int Main(int argc, char** argv) {
          {"after_last_layer_written_ms", total_ms - written_ms[c.num_layers - 1]}});
   }
 
-  out["prefill_kernels"] = PrefillBreakdown(runner, prompt, stream, gemm_rate);
+  if (!decode_only) out["prefill_kernels"] = PrefillBreakdown(runner, prompt, stream, gemm_rate);
   if (prefill_only) {
     std::cout << out.dump(1) << std::endl;
     return 0;
@@ -523,7 +527,9 @@ int Main(int argc, char** argv) {
   std::vector<SequenceSamplingState> states;
   for (int64_t i = 0; i < max_batch; ++i) states.push_back(MakeSequenceState({}, i));
   const std::vector<int32_t> eos = c.eos_token_ids;
-  auto decode = [&](int64_t batch, int32_t context, bool host_logits = false) {
+  enum class Step { kSampleOnGpu, kLogitsToHost, kForwardOnly };
+  auto decode = [&](int64_t batch, int32_t context, Step mode = Step::kSampleOnGpu) {
+    const bool host_logits = mode == Step::kLogitsToHost;
     std::vector<SamplingRow> rows;
     std::vector<int32_t> logits_rows;
     for (int64_t i = 0; i < batch; ++i) {
@@ -538,7 +544,9 @@ int Main(int argc, char** argv) {
       double ms = WallMs([&] {
         absl::StatusOr<LogitsView> logits = runner.Forward(in);
         Check(logits);
-        if (!host_logits) Check(runner.SampleLogits(*logits, logits_rows, ctx, rows));
+        if (mode == Step::kSampleOnGpu) {
+          Check(runner.SampleLogits(*logits, logits_rows, ctx, rows));
+        }
       });
       if (step >= 2) times.push_back(ms);
     }
@@ -572,12 +580,30 @@ int Main(int argc, char** argv) {
   runner.set_gemv_max_rows(kGemvMaxRows);
   for (int64_t batch : {1, 64}) {  // the step before the GPU sampler: logits to the host
     if (batch > max_batch) continue;
-    nlohmann::json row = decode(batch, 2048, /*host_logits=*/true);
+    nlohmann::json row = decode(batch, 2048, Step::kLogitsToHost);
     row["variant"] = "logits_to_host_no_sampling";
     out["decode_attribution"].push_back(row);
+    row = decode(batch, 2048, Step::kForwardOnly);
+    row["variant"] = "forward_only_no_sampling";
+    out["decode_attribution"].push_back(row);
   }
+  // What each kind of small kernel and the attention cost in place: the same steps without
+  // them (wrong outputs, true timings).
+  for (auto [skip, what] : {std::pair{CudaModelRunner::kSkipNorms, "without_rms_norms"},
+                            {CudaModelRunner::kSkipRopeKvWrite, "without_rope_kv_write"},
+                            {CudaModelRunner::kSkipSiluMul, "without_silu_mul"},
+                            {CudaModelRunner::kSkipAttention, "without_attention"}}) {
+    runner.set_skip_kernels(skip);
+    for (int64_t batch : {1, 64}) {
+      if (batch > max_batch) continue;
+      nlohmann::json row = decode(batch, 2048);
+      row["variant"] = what;
+      out["decode_attribution"].push_back(row);
+    }
+  }
+  runner.set_skip_kernels(CudaModelRunner::kSkipNone);
 
-  out["kernels"] = KernelBreakdown(runner, seqs, static_cast<int32_t>(max_context), stream,
+  if (!decode_only) out["kernels"] = KernelBreakdown(runner, seqs, static_cast<int32_t>(max_context), stream,
                                   copy_bw, gemm_rate);
 
   // What the logits copy to the host costs at batch 64 (gone once sampling runs on the GPU).

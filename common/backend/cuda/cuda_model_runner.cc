@@ -126,6 +126,7 @@ absl::Status CudaModelRunner::Allocate(const WeightStore& store) {
     TANDEM_ASSIGN_OR_RETURN(CudaEvent event, CudaEvent::CreateWithoutTiming());
     layer_written_.push_back(std::move(event));
   }
+  TANDEM_ASSIGN_OR_RETURN(metadata_copied_, CudaEvent::CreateWithoutTiming());
   TANDEM_ASSIGN_OR_RETURN(gemm_, CublasLtGemm::Create());
   TANDEM_ASSIGN_OR_RETURN(weights_, CudaWeights::Load(c, store));
   memory_.weight_bytes = weights_->device_bytes();
@@ -271,6 +272,7 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadBatch(const Forwar
   for (const std::span<const int32_t>& table : in.block_tables) {
     b.max_blocks = std::max(b.max_blocks, static_cast<int32_t>(table.size()));
   }
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(metadata_copied_.get()));
   int32_t* host = metadata_host_.as<int32_t>();
   const int32_t* device = metadata_.as<int32_t>();
   size_t at = 0;
@@ -306,6 +308,7 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadBatch(const Forwar
   TANDEM_CHECK(at * 4 <= metadata_host_.size_bytes()) << "metadata overflow: " << at;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), host, at * 4,
                                               cudaMemcpyHostToDevice, stream_.get()));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(metadata_copied_.get(), stream_.get()));
   return b;
 }
 
@@ -317,6 +320,7 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadPaddedDecodeBatch(
   b.max_context_len = blocks * static_cast<int32_t>(layout_.block_size_tokens);
   b.decode_only = true;
   const int32_t real = static_cast<int32_t>(in.token_ids.size());
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(metadata_copied_.get()));
   int32_t* host = metadata_host_.as<int32_t>();
   const int32_t* device = metadata_.as<int32_t>();
   size_t at = 0;
@@ -351,6 +355,7 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadPaddedDecodeBatch(
   TANDEM_CHECK(at <= metadata_ints_) << "metadata overflow: " << at;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), host, at * 4,
                                               cudaMemcpyHostToDevice, stream_.get()));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(metadata_copied_.get(), stream_.get()));
   return b;
 }
 
@@ -413,7 +418,11 @@ absl::StatusOr<LogitsView> CudaModelRunner::Forward(const ForwardInputs& in) {
         static_cast<size_t>(view.num_rows * view.vocab_size) * sizeof(float),
         cudaMemcpyDeviceToHost, stream_.get()));
   }
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
+  // Logits left for the GPU sampler: it runs on this stream after the pass, and its host
+  // side is prepared while the GPU works (SampleLogits synchronizes).
+  const bool sampled_next = view.num_rows > 0 && !to_host && in.kv_progress == nullptr &&
+                            !options_.host_visible_kv;
+  if (!sampled_next) TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
   if (to_host) {
     view.values = std::span<const float>(logits_host_.as<float>(),
                                          static_cast<size_t>(view.num_rows * view.vocab_size));
@@ -458,12 +467,23 @@ absl::StatusOr<std::vector<SampledToken>> CudaModelRunner::SampleLogits(
     const LogitsView& logits, std::span<const int32_t> logits_rows, const SamplingContext& ctx,
     std::span<const SamplingRow> rows) {
   if (sampler_ == nullptr) return ModelRunner::SampleLogits(logits, logits_rows, ctx, rows);
-  if (logits_rows.size() != rows.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("logits_rows has ", logits_rows.size(),
-                                                   " entries, rows has ", rows.size()));
-  }
-  TANDEM_RETURN_IF_ERROR(CheckLogitsRows(logits, logits_rows));
   TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  absl::Status valid = logits_rows.size() == rows.size()
+                           ? CheckLogitsRows(logits, logits_rows)
+                           : absl::InvalidArgumentError(absl::StrCat(
+                                 "logits_rows has ", logits_rows.size(), " entries, rows has ",
+                                 rows.size()));
+  absl::StatusOr<std::vector<SampledToken>> out =
+      valid.ok() ? SampleOnDevice(logits_rows, ctx, rows)
+                 : absl::StatusOr<std::vector<SampledToken>>(valid);
+  // The pass Forward left running (and anything queued after it) is finished on every path.
+  if (!out.ok()) TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
+  return out;
+}
+
+absl::StatusOr<std::vector<SampledToken>> CudaModelRunner::SampleOnDevice(
+    std::span<const int32_t> logits_rows, const SamplingContext& ctx,
+    std::span<const SamplingRow> rows) {
   // Rows named once and consecutively (every plain decode step) are sampled where they
   // are; otherwise every row is gathered first, so no row is edited before its last copy.
   bool consecutive = true;
@@ -542,6 +562,7 @@ absl::Status CudaModelRunner::CopyBlocks(std::span<const BlockCopy> copies) {
   const int64_t num_slots = memory_.num_kv_blocks * layout_.block_size_tokens;
   const int64_t per_token = layout_.ElementsPerTokenPerLayer();
   const size_t per_call = metadata_ints_ / 2;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(metadata_copied_.get()));
   for (size_t first = 0; first < copies.size(); first += per_call) {
     const size_t count = std::min(per_call, copies.size() - first);
     int32_t* host = metadata_host_.as<int32_t>();
@@ -588,24 +609,30 @@ absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
   const ModelConfig& c = config_;
   const CudaLayerWeights& w = weights_->layers()[layer];
   const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
-  TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
-      {.residual = residual_.as<float>(), .x = nullptr,
-       .weight = w.input_norm, .out = hidden_.as<bf16>(), .num_rows = b.num_tokens,
-       .dim = c.hidden_size, .eps = c.rms_norm_eps},
-      stream_.get()));
+  if (!(skip_kernels_ & kSkipNorms)) {
+    TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
+        {.residual = residual_.as<float>(), .x = nullptr,
+         .weight = w.input_norm, .out = hidden_.as<bf16>(), .num_rows = b.num_tokens,
+         .dim = c.hidden_size, .eps = c.rms_norm_eps},
+        stream_.get()));
+  }
   TANDEM_RETURN_IF_ERROR(Gemm(hidden_.as<bf16>(), b.num_tokens, c.hidden_size, w.qkv_proj,
                               q_dim + 2 * kv_dim, qkv_.data(), GemmOutput::kBF16));
-  TANDEM_RETURN_IF_ERROR(LaunchRopeKvWrite(
-      {.qkv = qkv_.as<bf16>(), .q_out = q_.as<bf16>(), .positions = b.positions,
-       .slot_mapping = b.slot_mapping, .inv_freq = inv_freq_.as<float>(),
-       .num_tokens = b.num_tokens, .num_heads = static_cast<int32_t>(c.num_heads),
-       .cache = layer_kv(layer)},
-      stream_.get()));
+  if (!(skip_kernels_ & kSkipRopeKvWrite)) {
+    TANDEM_RETURN_IF_ERROR(LaunchRopeKvWrite(
+        {.qkv = qkv_.as<bf16>(), .q_out = q_.as<bf16>(), .positions = b.positions,
+         .slot_mapping = b.slot_mapping, .inv_freq = inv_freq_.as<float>(),
+         .num_tokens = b.num_tokens, .num_heads = static_cast<int32_t>(c.num_heads),
+         .cache = layer_kv(layer)},
+        stream_.get()));
+  }
   if (b.kv_progress != nullptr) {
     TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(layer_written_[layer].get(), stream_.get()));
     b.kv_progress->LayerWritten(layer, layer_written_[layer].get());
   }
-  TANDEM_RETURN_IF_ERROR(Attention(layer, b));
+  if (!(skip_kernels_ & kSkipAttention)) {
+    TANDEM_RETURN_IF_ERROR(Attention(layer, b));
+  }
   return GemmIntoResidual(attn_.as<bf16>(), b.num_tokens, q_dim, w.o_proj);
 }
 
@@ -631,15 +658,21 @@ absl::Status CudaModelRunner::Attention(int64_t layer, const Batch& b) {
 absl::Status CudaModelRunner::MlpBlock(int64_t layer, const Batch& b) {
   const ModelConfig& c = config_;
   const CudaLayerWeights& w = weights_->layers()[layer];
-  TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
-      {.residual = residual_.as<float>(), .x = nullptr, .weight = w.post_attention_norm, .out = hidden_.as<bf16>(), .num_rows = b.num_tokens,
-       .dim = c.hidden_size, .eps = c.rms_norm_eps},
-      stream_.get()));
+  if (!(skip_kernels_ & kSkipNorms)) {
+    TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
+        {.residual = residual_.as<float>(), .x = nullptr, .weight = w.post_attention_norm,
+         .out = hidden_.as<bf16>(), .num_rows = b.num_tokens, .dim = c.hidden_size,
+         .eps = c.rms_norm_eps},
+        stream_.get()));
+  }
   TANDEM_RETURN_IF_ERROR(Gemm(hidden_.as<bf16>(), b.num_tokens, c.hidden_size, w.gate_up_proj,
                               2 * c.intermediate_size, gate_up_.data(), GemmOutput::kBF16));
-  TANDEM_RETURN_IF_ERROR(LaunchSiluMul({.gate_up = gate_up_.as<bf16>(), .out = act_.as<bf16>(),
-                                        .num_rows = b.num_tokens, .dim = c.intermediate_size},
-                                       stream_.get()));
+  if (!(skip_kernels_ & kSkipSiluMul)) {
+    TANDEM_RETURN_IF_ERROR(LaunchSiluMul({.gate_up = gate_up_.as<bf16>(), .out = act_.as<bf16>(),
+                                          .num_rows = b.num_tokens,
+                                          .dim = c.intermediate_size},
+                                         stream_.get()));
+  }
   return GemmIntoResidual(act_.as<bf16>(), b.num_tokens, c.intermediate_size, w.down_proj);
 }
 
@@ -648,11 +681,13 @@ absl::Status CudaModelRunner::MlpBlock(int64_t layer, const Batch& b) {
 absl::Status CudaModelRunner::ComputeLogits(const Batch& b) {
   const ModelConfig& c = config_;
   if (b.num_logits_rows == 0) return absl::OkStatus();
-  TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
-      {.residual = residual_.as<float>(), .x = nullptr, .weight = weights_->final_norm(),
-       .out = hidden_.as<bf16>(), .num_rows = b.num_tokens, .dim = c.hidden_size,
-       .eps = c.rms_norm_eps},
-      stream_.get()));
+  if (!(skip_kernels_ & kSkipNorms)) {
+    TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
+        {.residual = residual_.as<float>(), .x = nullptr, .weight = weights_->final_norm(),
+         .out = hidden_.as<bf16>(), .num_rows = b.num_tokens, .dim = c.hidden_size,
+         .eps = c.rms_norm_eps},
+        stream_.get()));
+  }
   TANDEM_RETURN_IF_ERROR(LaunchEmbeddingGather(
       {.table = hidden_.as<bf16>(), .token_ids = b.logits_rows, .vocab_size = b.num_tokens,
        .dim = c.hidden_size, .num_tokens = b.num_logits_rows},

@@ -88,10 +88,15 @@ class CudaModelRunner final : public ModelRunner {
       const ModelConfig& config, const WeightStore& store, const CudaRunnerOptions& options);
   ~CudaModelRunner() override;
 
+  // Returns when the pass is done, except when its logits stay on the device for the GPU
+  // sampler (logits rows requested, logits_on_host false, gpu_sampling, no kv_progress, no
+  // host_visible_kv): then it returns once the pass is queued, so the host prepares the
+  // sampling while the GPU runs, and SampleLogits / CopyLogitsRows (same stream) wait for it.
   absl::StatusOr<LogitsView> Forward(const ForwardInputs& inputs) override;
   // With gpu_sampling: samples on the device from the last Forward's logits (rows that are
   // named once and consecutively in place, others from copies in a scratch buffer); the
-  // CudaSampler's own per-row CPU fallback covers what its kernels cannot do. Synchronizes.
+  // CudaSampler's own per-row CPU fallback covers what its kernels cannot do. Synchronizes
+  // (also when it fails).
   absl::StatusOr<std::vector<SampledToken>> SampleLogits(
       const LogitsView& logits, std::span<const int32_t> logits_rows, const SamplingContext& ctx,
       std::span<const SamplingRow> rows) override;
@@ -112,6 +117,12 @@ class CudaModelRunner final : public ModelRunner {
   // Benchmarks switch these to attribute time; captured graphs are dropped.
   void set_use_cuda_graphs(bool use) { options_.use_cuda_graphs = use; graphs_.clear(); }
   void set_gemv_max_rows(int64_t rows) { options_.gemv_max_rows = rows; graphs_.clear(); }
+  // Benchmark attribution only: leaves the named kernels out of every pass (the outputs
+  // are wrong), so a step's time with and without them shows what they cost in place.
+  enum SkipKernels : uint32_t {
+    kSkipNone = 0, kSkipNorms = 1, kSkipRopeKvWrite = 2, kSkipSiluMul = 4, kSkipAttention = 8
+  };
+  void set_skip_kernels(uint32_t skip) { skip_kernels_ = skip; graphs_.clear(); }
   int64_t num_cuda_graphs() const;
   // One layer's cache, [num_slots][num_kv_heads][head_dim] bf16 for K and V.
   PagedKvCache layer_kv(int64_t layer) const;
@@ -146,6 +157,9 @@ class CudaModelRunner final : public ModelRunner {
   // Copies logits rows `sources` into the first rows of sample_scratch_ (one copy per run of
   // consecutive sources).
   absl::StatusOr<DeviceLogits> GatherLogitsRows(std::span<const int32_t> sources);
+  absl::StatusOr<std::vector<SampledToken>> SampleOnDevice(std::span<const int32_t> logits_rows,
+                                                           const SamplingContext& ctx,
+                                                           std::span<const SamplingRow> rows);
   absl::Status MatMul(const GemmArgs& args);
   absl::Status Gemm(const __nv_bfloat16* a, int64_t m, int64_t k, const __nv_bfloat16* w,
                     int64_t n, void* out, GemmOutput output);
@@ -176,10 +190,14 @@ class CudaModelRunner final : public ModelRunner {
     bool warmed = false;  // ran eagerly once
     CudaGraphExec exec;
   };
+  uint32_t skip_kernels_ = kSkipNone;
   std::map<std::pair<int32_t, int32_t>, GraphEntry> graphs_;  // (seqs, blocks) bucket
   // Recorded after each layer's K/V write when a forward pass publishes its progress
   // (ForwardInputs::kv_progress, eager steps only); re-recorded by later passes.
   std::vector<CudaEvent> layer_written_;
+  // Recorded after each copy out of metadata_host_: the host waits on it before writing
+  // there again (Forward may return before its pass, and so its copy, has run).
+  CudaEvent metadata_copied_;
 };
 
 }  // namespace tandem

@@ -12,7 +12,9 @@
 // up to max_context_len); the splits of one (kv head, sequence) run as one thread-block
 // cluster and combine their partial results (max, sum, output) through distributed shared
 // memory in the same kernel: no workspace, no second launch. A sequence with
-// context_lens[s] == 0 (graph padding) gets zeros.
+// context_lens[s] == 0 (graph padding) gets zeros. Launched as a programmatic dependent of
+// the kernel before it (its launch and index set-up overlap that kernel's tail; it waits for
+// it before reading q or the cache).
 //
 // q, out: [num_seqs][num_heads][head_dim] bf16; block_tables: [num_seqs][max_blocks_per_seq];
 // head_dim in {32, 64, 128}; num_heads / num_kv_heads <= 16. Scores, softmax and the output
