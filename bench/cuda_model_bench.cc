@@ -603,8 +603,10 @@ int Main(int argc, char** argv) {
   }
   runner.set_skip_kernels(CudaModelRunner::kSkipNone);
 
-  if (!decode_only) out["kernels"] = KernelBreakdown(runner, seqs, static_cast<int32_t>(max_context), stream,
-                                  copy_bw, gemm_rate);
+  if (!decode_only) {
+    out["kernels"] = KernelBreakdown(runner, seqs, static_cast<int32_t>(max_context), stream,
+                                     copy_bw, gemm_rate);
+  }
 
   // What the logits copy to the host costs at batch 64 (gone once sampling runs on the GPU).
   PinnedBuffer host = *PinnedBuffer::Allocate(64 * c.vocab_size * 4);

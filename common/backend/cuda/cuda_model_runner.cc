@@ -305,11 +305,16 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadBatch(const Forwar
     b.num_tiles = static_cast<int32_t>(tiles.size() / 2);
     b.tiles = put(tiles);
   }
-  TANDEM_CHECK(at * 4 <= metadata_host_.size_bytes()) << "metadata overflow: " << at;
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), host, at * 4,
+  TANDEM_CHECK(at <= metadata_ints_) << "metadata overflow: " << at;
+  TANDEM_RETURN_IF_ERROR(CopyMetadata(at));
+  return b;
+}
+
+absl::Status CudaModelRunner::CopyMetadata(size_t ints) {
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), metadata_host_.data(), ints * 4,
                                               cudaMemcpyHostToDevice, stream_.get()));
   TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(metadata_copied_.get(), stream_.get()));
-  return b;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadPaddedDecodeBatch(
@@ -353,9 +358,7 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadPaddedDecodeBatch(
   }
   b.logits_rows = put(in.logits_rows, 0);
   TANDEM_CHECK(at <= metadata_ints_) << "metadata overflow: " << at;
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), host, at * 4,
-                                              cudaMemcpyHostToDevice, stream_.get()));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(metadata_copied_.get(), stream_.get()));
+  TANDEM_RETURN_IF_ERROR(CopyMetadata(at));
   return b;
 }
 
@@ -605,17 +608,20 @@ absl::Status CudaModelRunner::GemmIntoResidual(const bf16* a, int64_t m, int64_t
                  .k = k, .ldc = 0, .output = GemmOutput::kF32, .accumulate = true});
 }
 
+// hidden = RMSNorm(residual) over `rows` rows (the residual adds happen in the GEMMs).
+absl::Status CudaModelRunner::Norm(const bf16* weight, int64_t rows) {
+  if (skip_kernels_ & kSkipNorms) return absl::OkStatus();
+  return LaunchAddRmsNorm({.residual = residual_.as<float>(), .x = nullptr, .weight = weight,
+                           .out = hidden_.as<bf16>(), .num_rows = rows,
+                           .dim = config_.hidden_size, .eps = config_.rms_norm_eps},
+                          stream_.get());
+}
+
 absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
   const ModelConfig& c = config_;
   const CudaLayerWeights& w = weights_->layers()[layer];
   const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
-  if (!(skip_kernels_ & kSkipNorms)) {
-    TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
-        {.residual = residual_.as<float>(), .x = nullptr,
-         .weight = w.input_norm, .out = hidden_.as<bf16>(), .num_rows = b.num_tokens,
-         .dim = c.hidden_size, .eps = c.rms_norm_eps},
-        stream_.get()));
-  }
+  TANDEM_RETURN_IF_ERROR(Norm(w.input_norm, b.num_tokens));
   TANDEM_RETURN_IF_ERROR(Gemm(hidden_.as<bf16>(), b.num_tokens, c.hidden_size, w.qkv_proj,
                               q_dim + 2 * kv_dim, qkv_.data(), GemmOutput::kBF16));
   if (!(skip_kernels_ & kSkipRopeKvWrite)) {
@@ -658,13 +664,7 @@ absl::Status CudaModelRunner::Attention(int64_t layer, const Batch& b) {
 absl::Status CudaModelRunner::MlpBlock(int64_t layer, const Batch& b) {
   const ModelConfig& c = config_;
   const CudaLayerWeights& w = weights_->layers()[layer];
-  if (!(skip_kernels_ & kSkipNorms)) {
-    TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
-        {.residual = residual_.as<float>(), .x = nullptr, .weight = w.post_attention_norm,
-         .out = hidden_.as<bf16>(), .num_rows = b.num_tokens, .dim = c.hidden_size,
-         .eps = c.rms_norm_eps},
-        stream_.get()));
-  }
+  TANDEM_RETURN_IF_ERROR(Norm(w.post_attention_norm, b.num_tokens));
   TANDEM_RETURN_IF_ERROR(Gemm(hidden_.as<bf16>(), b.num_tokens, c.hidden_size, w.gate_up_proj,
                               2 * c.intermediate_size, gate_up_.data(), GemmOutput::kBF16));
   if (!(skip_kernels_ & kSkipSiluMul)) {
@@ -681,13 +681,7 @@ absl::Status CudaModelRunner::MlpBlock(int64_t layer, const Batch& b) {
 absl::Status CudaModelRunner::ComputeLogits(const Batch& b) {
   const ModelConfig& c = config_;
   if (b.num_logits_rows == 0) return absl::OkStatus();
-  if (!(skip_kernels_ & kSkipNorms)) {
-    TANDEM_RETURN_IF_ERROR(LaunchAddRmsNorm(
-        {.residual = residual_.as<float>(), .x = nullptr, .weight = weights_->final_norm(),
-         .out = hidden_.as<bf16>(), .num_rows = b.num_tokens, .dim = c.hidden_size,
-         .eps = c.rms_norm_eps},
-        stream_.get()));
-  }
+  TANDEM_RETURN_IF_ERROR(Norm(weights_->final_norm(), b.num_tokens));
   TANDEM_RETURN_IF_ERROR(LaunchEmbeddingGather(
       {.table = hidden_.as<bf16>(), .token_ids = b.logits_rows, .vocab_size = b.num_tokens,
        .dim = c.hidden_size, .num_tokens = b.num_logits_rows},

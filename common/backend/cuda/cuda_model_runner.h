@@ -143,6 +143,8 @@ class CudaModelRunner final : public ModelRunner {
   absl::StatusOr<Batch> UploadBatch(const ForwardInputs& in);
   // A decode-only batch padded to `seqs` sequences and `blocks` block-table entries, laid
   // out at offsets that depend only on (seqs, blocks), so a captured graph can replay it.
+  // Copies the first `ints` of metadata_host_ to metadata_ and records metadata_copied_.
+  absl::Status CopyMetadata(size_t ints);
   absl::StatusOr<Batch> UploadPaddedDecodeBatch(const ForwardInputs& in, int32_t seqs,
                                                 int32_t blocks);
   // Everything from the embedding to the logits on the device; no host synchronization.
@@ -152,6 +154,7 @@ class CudaModelRunner final : public ModelRunner {
   absl::Status Attention(int64_t layer, const Batch& batch);
   absl::Status MlpBlock(int64_t layer, const Batch& batch);
   absl::Status ComputeLogits(const Batch& batch);
+  absl::Status Norm(const __nv_bfloat16* weight, int64_t rows);
   absl::Status CheckLogitsRows(const LogitsView& logits,
                                std::span<const int32_t> logits_rows) const;
   // Copies logits rows `sources` into the first rows of sample_scratch_ (one copy per run of
