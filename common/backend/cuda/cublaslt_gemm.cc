@@ -217,6 +217,10 @@ absl::Status CublasLtGemm::MatMulTransposed(const GemmArgs& args, cudaStream_t s
   if (args.accumulate && args.output != GemmOutput::kF32) {
     return absl::InvalidArgumentError("gemm: accumulate needs fp32 output");
   }
+  if (args.output == GemmOutput::kSiluMulBf16) {
+    return absl::InvalidArgumentError(
+        "gemm: output kSiluMulBf16 is the GEMV's (m <= 8); use kBF16 and LaunchSiluMul");
+  }
   TANDEM_ASSIGN_OR_RETURN(Plan * plan, GetPlan(args));
   if (!plan->chosen) TANDEM_RETURN_IF_ERROR(ChooseAlgorithm(*plan, args, stream));
   const float alpha = 1.0f, beta = args.accumulate ? 1.0f : 0.0f;

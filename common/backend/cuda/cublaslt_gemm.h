@@ -31,12 +31,17 @@
 
 namespace tandem {
 
-enum class GemmOutput { kBF16, kF32 };
+// kSiluMulBf16 (the batch-1..8 GEMV only; cuBLASLt rejects it): w's rows are gate/up
+// pairs (row 2j gate j, row 2j + 1 up j, the layout CudaWeights gives gate_up_proj) and
+// out[m][n / 2] = bf16(silu(g) * u) with g and u rounded to bf16 first: the same bits as a
+// bf16 GEMM followed by LaunchSiluMul, in one pass.
+enum class GemmOutput { kBF16, kF32, kSiluMulBf16 };
 
 struct GemmArgs {
   const __nv_bfloat16* a = nullptr;  // [m][k]
   const __nv_bfloat16* w = nullptr;  // [n][k]
   void* out = nullptr;               // [m][ldc], __nv_bfloat16 or float per output
+                                     // (kSiluMulBf16: [m][ldc] with ldc >= n / 2, 0: n / 2)
   int64_t m = 0, n = 0, k = 0;
   int64_t ldc = 0;                   // 0: n
   GemmOutput output = GemmOutput::kBF16;

@@ -60,6 +60,14 @@ absl::Status ValidateOptions(const CudaRunnerOptions& o) {
 // CudaSamplerOptions::max_num_rows's bound.
 constexpr int64_t kMaxSamplerRows = 65535;
 
+// Whether rows[i] == i throughout (the logits rows are the first token rows, in order).
+bool FirstRowsInOrder(std::span<const int32_t> rows) {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i] != static_cast<int32_t>(i)) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 // Device pointers into metadata_ for one Forward call.
@@ -69,6 +77,9 @@ struct CudaModelRunner::Batch {
   int32_t max_blocks = 0;  // row length of block_tables
   int32_t num_tiles = 0;   // prefill attention tiles
   bool decode_only = false;
+  // logits_rows[i] == i for every row: the LM head reads the first rows of hidden_ in place
+  // (every decode step) instead of a gathered copy.
+  bool logits_rows_in_order = false;
   const int32_t *token_ids = nullptr, *positions = nullptr, *slot_mapping = nullptr,
                 *query_start = nullptr, *context_lens = nullptr, *block_tables = nullptr,
                 *logits_rows = nullptr, *tiles = nullptr;
@@ -269,6 +280,7 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadBatch(const Forwar
   b.num_seqs = static_cast<int64_t>(in.block_tables.size());
   b.num_logits_rows = static_cast<int64_t>(in.logits_rows.size());
   b.decode_only = b.num_tokens == b.num_seqs;
+  b.logits_rows_in_order = FirstRowsInOrder(in.logits_rows);
   for (const std::span<const int32_t>& table : in.block_tables) {
     b.max_blocks = std::max(b.max_blocks, static_cast<int32_t>(table.size()));
   }
@@ -330,7 +342,8 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadPaddedDecodeBatch(
   const int32_t* device = metadata_.as<int32_t>();
   size_t at = 0;
   // Padding rows: token 0 at position 0, no KV write (slot -1), context 0 (zero attention
-  // output), logits of row 0 (computed, never copied out).
+  // output), logits of row 0, or of their own row where the real rows are in order
+  // (computed, never copied out).
   auto put = [&](std::span<const int32_t> values, int32_t pad) {
     std::copy(values.begin(), values.end(), host + at);
     std::fill(host + at + values.size(), host + at + seqs, pad);
@@ -356,7 +369,13 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadPaddedDecodeBatch(
     }
     at += blocks;
   }
-  b.logits_rows = put(in.logits_rows, 0);
+  b.logits_rows_in_order = FirstRowsInOrder(in.logits_rows);
+  b.logits_rows = device + at;
+  std::copy(in.logits_rows.begin(), in.logits_rows.end(), host + at);
+  for (int32_t s = static_cast<int32_t>(in.logits_rows.size()); s < seqs; ++s) {
+    host[at + s] = b.logits_rows_in_order ? s : 0;
+  }
+  at += seqs;
   TANDEM_CHECK(at <= metadata_ints_) << "metadata overflow: " << at;
   TANDEM_RETURN_IF_ERROR(CopyMetadata(at));
   return b;
@@ -380,7 +399,7 @@ absl::Status CudaModelRunner::RunDecodeGraph(const ForwardInputs& in, Batch& bat
   const int32_t blocks =
       std::min(static_cast<int32_t>(max_blocks_per_seq_), RoundUpPowerOfTwo(longest));
   TANDEM_ASSIGN_OR_RETURN(batch, UploadPaddedDecodeBatch(in, seqs, blocks));
-  GraphEntry& entry = graphs_[{seqs, blocks}];
+  GraphEntry& entry = graphs_[{seqs, blocks, batch.logits_rows_in_order}];
   if (entry.exec.get() == nullptr) {
     if (!entry.warmed) {
       entry.warmed = true;
@@ -624,7 +643,11 @@ absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
   TANDEM_RETURN_IF_ERROR(Norm(w.input_norm, b.num_tokens));
   TANDEM_RETURN_IF_ERROR(Gemm(hidden_.as<bf16>(), b.num_tokens, c.hidden_size, w.qkv_proj,
                               q_dim + 2 * kv_dim, qkv_.data(), GemmOutput::kBF16));
-  if (!(skip_kernels_ & kSkipRopeKvWrite)) {
+  // Decode steps fuse RoPE + KV write into the attention kernel (one launch fewer per
+  // layer); prefill, and eager passes that report each layer's KV, keep the kernel.
+  const bool fused_rope = b.decode_only && b.kv_progress == nullptr &&
+                          !(skip_kernels_ & kSkipRopeKvWrite);
+  if (!fused_rope && !(skip_kernels_ & kSkipRopeKvWrite)) {
     TANDEM_RETURN_IF_ERROR(LaunchRopeKvWrite(
         {.qkv = qkv_.as<bf16>(), .q_out = q_.as<bf16>(), .positions = b.positions,
          .slot_mapping = b.slot_mapping, .inv_freq = inv_freq_.as<float>(),
@@ -637,21 +660,28 @@ absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
     b.kv_progress->LayerWritten(layer, layer_written_[layer].get());
   }
   if (!(skip_kernels_ & kSkipAttention)) {
-    TANDEM_RETURN_IF_ERROR(Attention(layer, b));
+    TANDEM_RETURN_IF_ERROR(Attention(layer, b, fused_rope));
   }
   return GemmIntoResidual(attn_.as<bf16>(), b.num_tokens, q_dim, w.o_proj);
 }
 
-absl::Status CudaModelRunner::Attention(int64_t layer, const Batch& b) {
+absl::Status CudaModelRunner::Attention(int64_t layer, const Batch& b, bool fused_rope) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
   const int32_t num_heads = static_cast<int32_t>(config_.num_heads);
   if (b.decode_only) {
-    return LaunchDecodeAttention(
-        {.q = q_.as<bf16>(), .out = attn_.as<bf16>(), .context_lens = b.context_lens,
-         .block_tables = b.block_tables, .num_seqs = static_cast<int32_t>(b.num_seqs),
-         .num_heads = num_heads, .max_blocks_per_seq = b.max_blocks,
-         .max_context_len = b.max_context_len, .scale = scale, .cache = layer_kv(layer)},
-        stream_.get());
+    DecodeAttentionArgs args{
+        .q = q_.as<bf16>(), .out = attn_.as<bf16>(), .context_lens = b.context_lens,
+        .block_tables = b.block_tables, .num_seqs = static_cast<int32_t>(b.num_seqs),
+        .num_heads = num_heads, .max_blocks_per_seq = b.max_blocks,
+        .max_context_len = b.max_context_len, .scale = scale, .cache = layer_kv(layer)};
+    if (fused_rope) {
+      args.q = nullptr;
+      args.qkv = qkv_.as<bf16>();
+      args.positions = b.positions;
+      args.slot_mapping = b.slot_mapping;
+      args.inv_freq = inv_freq_.as<float>();
+    }
+    return LaunchDecodeAttention(args, stream_.get());
   }
   return LaunchPrefillAttention(
       {.q = q_.as<bf16>(), .out = attn_.as<bf16>(), .positions = b.positions,
@@ -665,6 +695,14 @@ absl::Status CudaModelRunner::MlpBlock(int64_t layer, const Batch& b) {
   const ModelConfig& c = config_;
   const CudaLayerWeights& w = weights_->layers()[layer];
   TANDEM_RETURN_IF_ERROR(Norm(w.post_attention_norm, b.num_tokens));
+  const GemmArgs fused{.a = hidden_.as<bf16>(), .w = w.gate_up_proj, .out = act_.data(),
+                       .m = b.num_tokens, .n = 2 * c.intermediate_size, .k = c.hidden_size,
+                       .ldc = 0, .output = GemmOutput::kSiluMulBf16};
+  if (fused.m <= options_.gemv_max_rows && GemvSupports(fused)) {
+    // SiLU·mul in the GEMV's epilogue: no gate_up round trip, one launch fewer.
+    TANDEM_RETURN_IF_ERROR(LaunchGemv(fused, stream_.get()));
+    return GemmIntoResidual(act_.as<bf16>(), b.num_tokens, c.intermediate_size, w.down_proj);
+  }
   TANDEM_RETURN_IF_ERROR(Gemm(hidden_.as<bf16>(), b.num_tokens, c.hidden_size, w.gate_up_proj,
                               2 * c.intermediate_size, gate_up_.data(), GemmOutput::kBF16));
   if (!(skip_kernels_ & kSkipSiluMul)) {
@@ -682,12 +720,16 @@ absl::Status CudaModelRunner::ComputeLogits(const Batch& b) {
   const ModelConfig& c = config_;
   if (b.num_logits_rows == 0) return absl::OkStatus();
   TANDEM_RETURN_IF_ERROR(Norm(weights_->final_norm(), b.num_tokens));
-  TANDEM_RETURN_IF_ERROR(LaunchEmbeddingGather(
-      {.table = hidden_.as<bf16>(), .token_ids = b.logits_rows, .vocab_size = b.num_tokens,
-       .dim = c.hidden_size, .num_tokens = b.num_logits_rows},
-      last_hidden_.as<bf16>(), stream_.get()));
-  return Gemm(last_hidden_.as<bf16>(), b.num_logits_rows, c.hidden_size, weights_->lm_head(),
-              c.vocab_size, logits_.data(), GemmOutput::kF32);
+  const bf16* rows = hidden_.as<bf16>();
+  if (!b.logits_rows_in_order) {
+    TANDEM_RETURN_IF_ERROR(LaunchEmbeddingGather(
+        {.table = hidden_.as<bf16>(), .token_ids = b.logits_rows, .vocab_size = b.num_tokens,
+         .dim = c.hidden_size, .num_tokens = b.num_logits_rows},
+        last_hidden_.as<bf16>(), stream_.get()));
+    rows = last_hidden_.as<bf16>();
+  }
+  return Gemm(rows, b.num_logits_rows, c.hidden_size, weights_->lm_head(), c.vocab_size,
+              logits_.data(), GemmOutput::kF32);
 }
 
 }  // namespace tandem

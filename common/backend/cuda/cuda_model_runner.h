@@ -22,6 +22,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -151,7 +152,8 @@ class CudaModelRunner final : public ModelRunner {
   absl::Status RunModel(const Batch& batch);
   absl::Status RunDecodeGraph(const ForwardInputs& in, Batch& batch);
   absl::Status AttentionBlock(int64_t layer, const Batch& batch);
-  absl::Status Attention(int64_t layer, const Batch& batch);
+  // fused_rope (decode only): the attention kernel also does the step's RoPE + KV write.
+  absl::Status Attention(int64_t layer, const Batch& batch, bool fused_rope);
   absl::Status MlpBlock(int64_t layer, const Batch& batch);
   absl::Status ComputeLogits(const Batch& batch);
   absl::Status Norm(const __nv_bfloat16* weight, int64_t rows);
@@ -194,7 +196,8 @@ class CudaModelRunner final : public ModelRunner {
     CudaGraphExec exec;
   };
   uint32_t skip_kernels_ = kSkipNone;
-  std::map<std::pair<int32_t, int32_t>, GraphEntry> graphs_;  // (seqs, blocks) bucket
+  // (seqs, blocks, logits rows are the first rows in order) bucket
+  std::map<std::tuple<int32_t, int32_t, bool>, GraphEntry> graphs_;
   // Recorded after each layer's K/V write when a forward pass publishes its progress
   // (ForwardInputs::kv_progress, eager steps only); re-recorded by later passes.
   std::vector<CudaEvent> layer_written_;

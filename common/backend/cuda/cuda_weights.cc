@@ -17,10 +17,13 @@ struct Piece {
   std::vector<int64_t> shape;
 };
 
-// One device tensor: pieces stacked along rows (q|k|v, gate|up), written to *target.
+// One device tensor written to *target: pieces stacked along rows (q|k|v), or with
+// interleave_rows their rows alternating (gate 0, up 0, gate 1, ...: the GEMV's fused
+// SiLU·mul epilogue needs each pair in one block; pieces of one shape).
 struct Upload {
   std::vector<Piece> pieces;
   const __nv_bfloat16** target = nullptr;
+  bool interleave_rows = false;
   int64_t offset = 0;  // elements into the buffer
   int64_t num_elements = 0;
 };
@@ -34,20 +37,23 @@ absl::StatusOr<const TensorView*> GetFloatTensor(const WeightStore& store, const
   return tensor;
 }
 
-// Copies one tensor to `dst` as bf16, converting through host staging unless already bf16.
-absl::Status UploadTensor(const TensorView& tensor, __nv_bfloat16* dst,
+// Copies one tensor to `dst` as bf16 (converting through host staging unless already bf16),
+// its rows (the last dimension) `row_pitch` elements apart.
+absl::Status UploadTensor(const TensorView& tensor, __nv_bfloat16* dst, int64_t row_pitch,
                           std::vector<float>& widened, std::vector<uint16_t>& staging) {
   const size_t count = static_cast<size_t>(tensor.NumElements());
-  if (tensor.dtype == DType::kBF16) {
-    TANDEM_CUDA_RETURN_IF_ERROR(
-        cudaMemcpy(dst, tensor.data.data(), count * 2, cudaMemcpyHostToDevice));
-    return absl::OkStatus();
+  const size_t row_bytes = static_cast<size_t>(tensor.shape.back()) * 2;
+  const void* src = tensor.data.data();
+  if (tensor.dtype != DType::kBF16) {
+    widened.resize(count);
+    staging.resize(count);
+    ConvertToFloat(tensor, widened);
+    FloatsToBf16(widened, staging);
+    src = staging.data();
   }
-  widened.resize(count);
-  staging.resize(count);
-  ConvertToFloat(tensor, widened);
-  FloatsToBf16(widened, staging);
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, staging.data(), count * 2, cudaMemcpyHostToDevice));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpy2D(dst, static_cast<size_t>(row_pitch) * 2, src,
+                                           row_bytes, row_bytes, count * 2 / row_bytes,
+                                           cudaMemcpyHostToDevice));
   return absl::OkStatus();
 }
 
@@ -80,7 +86,7 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Load(const ModelConfig
     uploads.push_back({{{p + "post_attention_layernorm.weight", {hidden}}}, &l.post_attention_norm});
     uploads.push_back({{{p + "mlp.gate_proj.weight", {inter, hidden}},
                         {p + "mlp.up_proj.weight", {inter, hidden}}},
-                       &l.gate_up_proj});
+                       &l.gate_up_proj, /*interleave_rows=*/true});
     uploads.push_back({{{p + "mlp.down_proj.weight", {hidden, inter}}}, &l.down_proj});
   }
 
@@ -103,8 +109,15 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Load(const ModelConfig
     *u.target = dst;
     for (const Piece& piece : u.pieces) {
       TANDEM_ASSIGN_OR_RETURN(const TensorView* tensor, GetFloatTensor(store, piece));
-      TANDEM_RETURN_IF_ERROR(UploadTensor(*tensor, dst, widened, staging));
-      dst += tensor->NumElements();
+      const int64_t cols = tensor->shape.back();
+      if (u.interleave_rows) {
+        const auto num_pieces = static_cast<int64_t>(u.pieces.size());
+        TANDEM_RETURN_IF_ERROR(UploadTensor(*tensor, dst, num_pieces * cols, widened, staging));
+        dst += cols;  // the next piece's rows start one row later
+      } else {
+        TANDEM_RETURN_IF_ERROR(UploadTensor(*tensor, dst, cols, widened, staging));
+        dst += tensor->NumElements();
+      }
     }
     if (u.target != &w->embed_tokens_ || c.tie_word_embeddings) {
       w->bytes_read_per_step_ += static_cast<size_t>(u.num_elements) * 2;

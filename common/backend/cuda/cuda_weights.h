@@ -2,7 +2,8 @@
 //
 // Load converts F32/F16 tensors to bf16 (BF16 is copied as stored), uploads each once into
 // a single device allocation, and keeps no host copy: the caller drops the WeightStore
-// (and its memory maps) afterwards. q/k/v and gate/up are stacked so each is one GEMM.
+// (and its memory maps) afterwards. q/k/v are stacked and gate/up rows interleaved (gate
+// j, up j, gate j + 1, ...) so each is one GEMM, and the GEMV can fuse SiLU·mul.
 // Immutable after Load; pointers stay valid for the object's lifetime.
 #pragma once
 
@@ -24,7 +25,7 @@ struct CudaLayerWeights {
   const __nv_bfloat16* qkv_proj = nullptr;             // [(H + 2 KV) * head_dim][hidden]
   const __nv_bfloat16* o_proj = nullptr;               // [hidden][H * head_dim]
   const __nv_bfloat16* post_attention_norm = nullptr;  // [hidden]
-  const __nv_bfloat16* gate_up_proj = nullptr;         // [2 * intermediate][hidden]
+  const __nv_bfloat16* gate_up_proj = nullptr;         // [inter][2: gate, up][hidden]
   const __nv_bfloat16* down_proj = nullptr;            // [hidden][intermediate]
 };
 

@@ -41,10 +41,16 @@ template <int kDim>
 constexpr size_t kPartialFloats = static_cast<size_t>(kMaxGroup) * (kDim + 2);
 
 template <int kDim>
-constexpr size_t SharedBytes() {
+__host__ __device__ constexpr size_t TileAndMergeBytes() {
   const size_t tiles = sizeof(__nv_bfloat16) * 2 * kStages * kTileTokens * kRow<kDim>;
   const size_t merge = sizeof(float) * (kMergeFloats<kDim> + kPartialFloats<kDim>);
   return tiles > merge ? tiles : merge;
+}
+
+// The tiles (or, after the loop, the merge area), then the fused RoPE's D/2 cos and D/2 sin.
+template <int kDim>
+constexpr size_t SharedBytes() {
+  return TileAndMergeBytes<kDim>() + sizeof(float) * kDim;
 }
 
 // Gathers tokens [tile_begin, tile_begin + 64) of one kv head; tokens past `end` read as 0.
@@ -95,10 +101,22 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
+  constexpr int kHalf = kDim / 2;
+  const bool fused = a.qkv != nullptr;
+  constexpr size_t kAnglesOffset = TileAndMergeBytes<kDim>();
+  float* cos_s = reinterpret_cast<float*>(shared_raw + kAnglesOffset);  // [kHalf]
+  float* sin_s = cos_s + kHalf;                                         // [kHalf]
+  if (fused && threadIdx.x < kHalf) {
+    // The step's angles: positions and inv_freq are inputs of the whole pass, not of the
+    // previous kernel, so this overlaps it.
+    const float position = static_cast<float>(a.positions[seq]);
+    sincosf(position * a.inv_freq[threadIdx.x], &sin_s[threadIdx.x], &cos_s[threadIdx.x]);
+  }
   // Launched as a programmatic dependent: everything above overlapped the previous kernel
-  // (RoPE + KV write, which writes this step's q and K/V); nothing below may start before it
-  // is done. No early trigger for the next kernel: letting the o projection's GEMV stream its
-  // weights during attention made the batch-1 step 0.24 ms slower (docs/cuda_backend.md).
+  // (the QKV GEMM, or RoPE + KV write unfused, which write this step's q and K/V); nothing
+  // below may start before it is done. No early trigger for the next kernel: letting the o
+  // projection's GEMV stream its weights during attention made the batch-1 step 0.24 ms
+  // slower (docs/cuda_backend.md).
   cuda_kernels::WaitForPreviousGrid();
 
 #pragma unroll
@@ -110,15 +128,76 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
     CpAsyncCommit();
   }
 
-  // The group's query rows g and g + 8 as A fragments (rows >= group are zero).
-  const __nv_bfloat16* q = a.q + (static_cast<int64_t>(seq) * a.num_heads + first_head) * kDim;
+  // Fused RoPE: this step's token (position context - 1) is rotated here; the block whose
+  // range holds it writes its K and V to the cache and keeps them for its own tile (the
+  // cp.async of that row may read the slot before or after the write, so the row is
+  // overwritten in shared memory once the tile has landed).
+  const int new_token = context - 1;
+  const bool owns_new = fused && new_token >= begin && new_token < end;
+  __nv_bfloat162 new_kv = __floats2bfloat162_rn(0.0f, 0.0f);  // k (i, i + D/2) or v (2j, 2j + 1)
+  const int64_t qkv_row = static_cast<int64_t>(seq) * (a.num_heads + 2 * a.cache.num_kv_heads) *
+                          kDim;
+  if (fused) __syncthreads();  // the angles
+  if (owns_new && threadIdx.x < kDim) {
+    const int64_t slot = a.slot_mapping[seq];
+    const bool write = slot >= 0 && slot < a.cache.num_slots;
+    const int64_t cache_row = (slot * a.cache.num_kv_heads + kv_head) * kDim;
+    if (threadIdx.x < kHalf) {
+      const int i = threadIdx.x;
+      const __nv_bfloat16* k = a.qkv + qkv_row + static_cast<int64_t>(a.num_heads + kv_head) * kDim;
+      float first, second;
+      cuda_kernels::RopeRotate(__bfloat162float(k[i]), __bfloat162float(k[i + kHalf]), cos_s[i],
+                               sin_s[i], first, second);
+      new_kv = __floats2bfloat162_rn(first, second);
+      if (write) {
+        a.cache.k[cache_row + i] = new_kv.x;
+        a.cache.k[cache_row + i + kHalf] = new_kv.y;
+      }
+    } else {
+      const int j = 2 * (threadIdx.x - kHalf);
+      const __nv_bfloat16* v = a.qkv + qkv_row +
+                               static_cast<int64_t>(a.num_heads + a.cache.num_kv_heads + kv_head) *
+                                   kDim;
+      new_kv = *reinterpret_cast<const __nv_bfloat162*>(v + j);
+      if (write) *reinterpret_cast<__nv_bfloat162*>(a.cache.v + cache_row + j) = new_kv;
+    }
+  }
+
+  // The group's query rows g and g + 8 as A fragments (rows >= group are zero), rotated
+  // here when fused: columns c and c + D/2 are fragments kk and kk + kSteps / 2 of a thread.
   uint32_t q_frag[kSteps][4];
+  if (fused) {
+    const __nv_bfloat16* q = a.qkv + qkv_row + static_cast<int64_t>(first_head) * kDim;
 #pragma unroll
-  for (int kk = 0; kk < kSteps; ++kk) {
+    for (int kk = 0; kk < kSteps / 2; ++kk) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int r = g + (i % 2) * 8, col = kk * 16 + (i / 2) * 8 + 2 * t;
-      q_frag[kk][i] = r < group ? *reinterpret_cast<const uint32_t*>(q + r * kDim + col) : 0u;
+      for (int i = 0; i < 4; ++i) {
+        const int r = g + (i % 2) * 8, col = kk * 16 + (i / 2) * 8 + 2 * t;
+        if (r >= group) {
+          q_frag[kk][i] = q_frag[kk + kSteps / 2][i] = 0u;
+          continue;
+        }
+        const float2 x = __bfloat1622float2(
+            *reinterpret_cast<const __nv_bfloat162*>(q + r * kDim + col));
+        const float2 y = __bfloat1622float2(
+            *reinterpret_cast<const __nv_bfloat162*>(q + r * kDim + col + kHalf));
+        float first0, second0, first1, second1;
+        cuda_kernels::RopeRotate(x.x, y.x, cos_s[col], sin_s[col], first0, second0);
+        cuda_kernels::RopeRotate(x.y, y.y, cos_s[col + 1], sin_s[col + 1], first1, second1);
+        q_frag[kk][i] = PackBf16x2(first0, first1);
+        q_frag[kk + kSteps / 2][i] = PackBf16x2(second0, second1);
+      }
+    }
+  } else {
+    const __nv_bfloat16* q =
+        a.q + (static_cast<int64_t>(seq) * a.num_heads + first_head) * kDim;
+#pragma unroll
+    for (int kk = 0; kk < kSteps; ++kk) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int r = g + (i % 2) * 8, col = kk * 16 + (i / 2) * 8 + 2 * t;
+        q_frag[kk][i] = r < group ? *reinterpret_cast<const uint32_t*>(q + r * kDim + col) : 0u;
+      }
     }
   }
 
@@ -137,6 +216,16 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
     CpAsyncCommit();
     CpAsyncWait<kStages - 1>();
     __syncthreads();
+    if (owns_new && (new_token - begin) / kTileTokens == kt) {
+      const int row = (kt % kStages) * kTileTokens + (new_token - begin) % kTileTokens;
+      if (threadIdx.x < kHalf) {
+        k_s[row * R + threadIdx.x] = new_kv.x;
+        k_s[row * R + threadIdx.x + kHalf] = new_kv.y;
+      } else if (threadIdx.x < kDim) {
+        *reinterpret_cast<__nv_bfloat162*>(v_s + row * R + 2 * (threadIdx.x - kHalf)) = new_kv;
+      }
+      __syncthreads();
+    }
     const int first_token = begin + kt * kTileTokens + warp * 16;
     if (first_token < end) {
       const int stage = kt % kStages;
@@ -381,8 +470,10 @@ absl::Status LaunchDecodeAttention(const DecodeAttentionArgs& a, cudaStream_t st
         "decode_attention: max_blocks_per_seq * block_size must cover max_context_len=",
         a.max_context_len));
   }
-  if (a.q == nullptr || a.out == nullptr || a.context_lens == nullptr ||
-      a.block_tables == nullptr || c.k == nullptr || c.v == nullptr) {
+  if ((a.q == nullptr && a.qkv == nullptr) || a.out == nullptr || a.context_lens == nullptr ||
+      a.block_tables == nullptr || c.k == nullptr || c.v == nullptr ||
+      (a.qkv != nullptr &&
+       (a.positions == nullptr || a.slot_mapping == nullptr || a.inv_freq == nullptr))) {
     return absl::InvalidArgumentError("decode_attention: null pointer");
   }
   if (a.num_splits < 0 || a.num_splits > DecodeAttentionMaxSplits()) {

@@ -17,6 +17,11 @@
 // it before reading q or the cache).
 //
 // q, out: [num_seqs][num_heads][head_dim] bf16; block_tables: [num_seqs][max_blocks_per_seq];
+// With qkv set it also does the step's RoPE + KV write (LaunchRopeKvWrite's arithmetic, the
+// same bits), one launch fewer per layer: q is rotated in registers, and the block whose
+// context split holds the new token rotates its K, writes K and V to the cache and puts
+// them into its own tile (so every split reads only tokens already in the cache).
+//
 // head_dim in {32, 64, 128}; num_heads / num_kv_heads <= 16. Scores, softmax and the output
 // accumulate in fp32; P is rounded to bf16 for the second product. Reference:
 // reference::PagedAttention with one token per sequence.
@@ -34,7 +39,7 @@
 namespace tandem {
 
 struct DecodeAttentionArgs {
-  const __nv_bfloat16* q = nullptr;      // [num_seqs][num_heads][head_dim]
+  const __nv_bfloat16* q = nullptr;      // [num_seqs][num_heads][head_dim], rotated
   __nv_bfloat16* out = nullptr;          // [num_seqs][num_heads][head_dim]
   const int32_t* context_lens = nullptr;  // [num_seqs], in [0, max_context_len]
   const int32_t* block_tables = nullptr;  // [num_seqs][max_blocks_per_seq]
@@ -45,6 +50,14 @@ struct DecodeAttentionArgs {
   float scale = 1.0f;
   PagedKvCache cache;
   int32_t num_splits = 0;  // 0: chosen from the shape; else in [1, DecodeAttentionMaxSplits()]
+  // Fused RoPE + KV write (qkv not null; q unused): the step's un-rotated q/k/v, the QKV
+  // GEMM's output [num_seqs][(num_heads + 2 num_kv_heads) * head_dim], one token per
+  // sequence at positions[s] == context_lens[s] - 1, its K/V written to slot_mapping[s]
+  // (none where negative) before it is attended to.
+  const __nv_bfloat16* qkv = nullptr;
+  const int32_t* positions = nullptr;     // [num_seqs]
+  const int32_t* slot_mapping = nullptr;  // [num_seqs]
+  const float* inv_freq = nullptr;        // [head_dim / 2]
 };
 
 // The most splits per (kv head, sequence): the largest thread-block cluster the device runs

@@ -60,6 +60,19 @@ __device__ __forceinline__ void StoreBf16x8(__nv_bfloat16* p, const float (&in)[
   *reinterpret_cast<uint4*>(p) = raw;
 }
 
+// silu(x) = x / (1 + e^-x) in fp32: the one definition SiLU·mul and the GEMV's fused
+// epilogue share, so both paths give the same bits.
+__device__ __forceinline__ float Silu(float x) { return x / (1.0f + expf(-x)); }
+
+// Hugging Face rotate_half for one pair (x[i], x[i + D/2]) at angle position * inv_freq[i]
+// (cos_value, sin_value from sincosf): the one definition RoPE + KV write and the decode
+// attention's fused RoPE share, so both give the same bits.
+__device__ __forceinline__ void RopeRotate(float a, float b, float cos_value, float sin_value,
+                                           float& first, float& second) {
+  first = a * cos_value - b * sin_value;
+  second = b * cos_value + a * sin_value;
+}
+
 // Whether `p` is a multiple of `bytes` (a power of two).
 __host__ __device__ __forceinline__ bool AlignedTo(const void* p, uintptr_t bytes) {
   return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;

@@ -93,13 +93,32 @@ __global__ void __launch_bounds__(kThreads) GemvKernel(GemmArgs args) {
     }
   }
   __syncthreads();
+  const int64_t ldc = args.ldc != 0                               ? args.ldc
+                      : args.output == GemmOutput::kSiluMulBf16 ? args.n / 2
+                                                                : args.n;
+  if (kRows % 2 == 0 && args.output == GemmOutput::kSiluMulBf16) {
+    // Rows (gate j, up j) are neighbours and kRows is even: thread (pair, i) finishes both.
+    if (static_cast<int>(threadIdx.x) >= kRows / 2 * kM) return;
+    const int pair = threadIdx.x / kM, i = threadIdx.x % kM;
+    if (i >= m || n0 + 2 * pair >= args.n) return;
+    float gate = 0.0f, up = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      gate += partial[w][2 * pair * kM + i];
+      up += partial[w][(2 * pair + 1) * kM + i];
+    }
+    gate = __bfloat162float(__float2bfloat16(gate));
+    up = __bfloat162float(__float2bfloat16(up));
+    static_cast<__nv_bfloat16*>(args.out)[i * ldc + n0 / 2 + pair] =
+        __float2bfloat16(cuda_kernels::Silu(gate) * up);
+    return;
+  }
   if (threadIdx.x >= kRows * kM) return;
   const int r = threadIdx.x / kM, i = threadIdx.x % kM;
   if (i >= m || n0 + r >= args.n) return;
   float sum = 0.0f;
 #pragma unroll
   for (int w = 0; w < kWarps; ++w) sum += partial[w][threadIdx.x];
-  const int64_t ldc = args.ldc == 0 ? args.n : args.ldc;
   const int64_t at = i * ldc + n0 + r;
   if (args.output == GemmOutput::kBF16) {
     static_cast<__nv_bfloat16*>(args.out)[at] = __float2bfloat16(sum);
@@ -135,20 +154,28 @@ bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 }  // namespace
 
 bool GemvSupports(const GemmArgs& a) {
+  const bool silu_mul = a.output == GemmOutput::kSiluMulBf16;
+  const int64_t columns = silu_mul ? a.n / 2 : a.n;
   return a.m >= 1 && a.m <= kGemvMaxRows && a.n > 0 && a.k > 0 && a.k % 8 == 0 &&
          Aligned16(a.a) && Aligned16(a.w) && a.out != nullptr &&
-         (a.ldc == 0 || a.ldc >= a.n) && (!a.accumulate || a.output == GemmOutput::kF32);
+         (a.ldc == 0 || a.ldc >= columns) && (!a.accumulate || a.output == GemmOutput::kF32) &&
+         (!silu_mul || a.n % 2 == 0);
 }
 
 absl::Status LaunchGemv(const GemmArgs& a, cudaStream_t stream, GemvTiling tiling) {
   if (a.a == nullptr || a.w == nullptr || !GemvSupports(a)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "gemv: need 1 <= m <= ", kGemvMaxRows, ", k % 8 == 0, 16-byte aligned operands, "
-        "ldc >= n, fp32 output when accumulating; got m=", a.m, " n=", a.n, " k=", a.k));
+        "ldc >= n (n / 2 and n even for kSiluMulBf16), fp32 output when accumulating; got m=",
+        a.m, " n=", a.n, " k=", a.k, " ldc=", a.ldc));
   }
   // 4 rows per block was the fastest at m = 1 on every 8B decode shape (the benchmark's
   // "gemv_tilings" rows; docs/cuda_backend.md, session 4).
   if (tiling == GemvTiling::kAuto) tiling = GemvTiling::kRows4;
+  // The fused SiLU·mul epilogue needs whole (gate, up) pairs in a block.
+  if (a.output == GemmOutput::kSiluMulBf16 && tiling == GemvTiling::kRows1) {
+    tiling = GemvTiling::kRows2;
+  }
   switch (tiling) {
     case GemvTiling::kAuto:  // resolved above
     case GemvTiling::kRows1: LaunchRows<1>(a, stream); break;

@@ -10,6 +10,9 @@
 // its blocks may start while the previous kernel in the stream finishes and issue their
 // first weight loads before waiting for it (griddepcontrol.wait) to read the activations.
 //
+// GemmOutput::kSiluMulBf16 (n even) fuses the MLP's SiLU·mul into the epilogue (w's rows
+// interleaved gate/up pairs; out [m][n / 2]); kRows1 runs as kRows2 there.
+//
 // Needs 1 <= m <= kGemvMaxRows, k % 8 == 0 and 16-byte aligned a and w (GemvSupports);
 // otherwise the caller uses cuBLASLt. Reference: reference::MatMulTransposed.
 #pragma once

@@ -45,9 +45,8 @@ __global__ void __launch_bounds__(kThreads) RopeKvWriteKernel(RopeKvWriteArgs ar
     }
 #pragma unroll
     for (int e = 0; e < kWidth; ++e) {
-      const float cos_value = angles[i + e], sin_value = angles[half + i + e];
-      first[e] = a[e] * cos_value - b[e] * sin_value;
-      second[e] = b[e] * cos_value + a[e] * sin_value;
+      cuda_kernels::RopeRotate(a[e], b[e], angles[i + e], angles[half + i + e], first[e],
+                               second[e]);
     }
     if constexpr (kVec8) {
       cuda_kernels::StoreBf16x8(out + i, first);

@@ -10,9 +10,10 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float Silu(float x) { return x / (1.0f + expf(-x)); }
+using cuda_kernels::Silu;
 
-// Each thread handles 8 consecutive outputs (16-byte loads) when dim % 8 == 0.
+// Each thread handles 8 consecutive outputs (two 16-byte loads of 8 (gate, up) pairs, one
+// 16-byte store) when dim % 8 == 0.
 __global__ void SiluMulVec8Kernel(SiluMulArgs args) {
   cuda_kernels::AllowNextGrid();
   cuda_kernels::WaitForPreviousGrid();
@@ -21,12 +22,15 @@ __global__ void SiluMulVec8Kernel(SiluMulArgs args) {
   for (int64_t c = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; c < total;
        c += static_cast<int64_t>(gridDim.x) * kThreads) {
     const int64_t r = c / chunks_per_row, i = (c % chunks_per_row) * 8;
-    const __nv_bfloat16* gate = args.gate_up + r * 2 * args.dim + i;
-    float g[8], u[8], o[8];
-    cuda_kernels::LoadBf16x8(gate, g);
-    cuda_kernels::LoadBf16x8(gate + args.dim, u);
+    const __nv_bfloat16* pairs = args.gate_up + r * 2 * args.dim + 2 * i;
+    float lo[8], hi[8], o[8];
+    cuda_kernels::LoadBf16x8(pairs, lo);
+    cuda_kernels::LoadBf16x8(pairs + 8, hi);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) o[e] = Silu(g[e]) * u[e];
+    for (int e = 0; e < 4; ++e) {
+      o[e] = Silu(lo[2 * e]) * lo[2 * e + 1];
+      o[e + 4] = Silu(hi[2 * e]) * hi[2 * e + 1];
+    }
     cuda_kernels::StoreBf16x8(args.out + r * args.dim + i, o);
   }
 }
@@ -38,8 +42,8 @@ __global__ void SiluMulScalarKernel(SiluMulArgs args) {
   for (int64_t c = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; c < total;
        c += static_cast<int64_t>(gridDim.x) * kThreads) {
     const int64_t r = c / args.dim, i = c % args.dim;
-    const __nv_bfloat16* gate = args.gate_up + r * 2 * args.dim + i;
-    float g = __bfloat162float(gate[0]), u = __bfloat162float(gate[args.dim]);
+    const __nv_bfloat16* pair = args.gate_up + r * 2 * args.dim + 2 * i;
+    float g = __bfloat162float(pair[0]), u = __bfloat162float(pair[1]);
     args.out[c] = __float2bfloat16(Silu(g) * u);
   }
 }
