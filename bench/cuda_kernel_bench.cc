@@ -4,6 +4,7 @@
 #include <memory>
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
 #include "bench/cuda_bench_common.h"
 #include "common/backend/cuda/bf16_host.h"
 #include "common/backend/cuda/cublaslt_gemm.h"
@@ -68,6 +69,38 @@ nlohmann::json DecodeAttentionBench(const ModelConfig& c, const std::vector<Page
       out["splits"].push_back({{"batch", batch}, {"context", context}, {"forced_splits", splits},
                                {"graph_us", graph_us}});
     }
+  }
+  // Layout probe: the same KV bytes and block count as batch 64 x 8 kv heads, read as 512
+  // sequences of 1 kv head (group 4), so every block's token rows are contiguous (16 x 256
+  // bytes) instead of 256-byte rows 2 KB apart: what the cache ordering costs the kernel.
+  if (num_seqs == 64 && c.num_kv_heads > 1) {
+    const int32_t heads = static_cast<int32_t>(c.num_kv_heads);
+    const int32_t probe_seqs = num_seqs * heads;
+    std::vector<int32_t> probe_tables(static_cast<size_t>(probe_seqs) * max_blocks);
+    std::iota(probe_tables.begin(), probe_tables.end(), 0);
+    std::vector<int32_t> probe_context(probe_seqs, context);
+    DeviceBuffer d_probe_tables = *DeviceBuffer::Allocate(probe_tables.size() * 4),
+                 d_probe_context = *DeviceBuffer::Allocate(probe_context.size() * 4);
+    TANDEM_CUDA_CHECK(cudaMemcpy(d_probe_tables.data(), probe_tables.data(),
+                                 probe_tables.size() * 4, cudaMemcpyHostToDevice));
+    TANDEM_CUDA_CHECK(cudaMemcpy(d_probe_context.data(), probe_context.data(),
+                                 probe_context.size() * 4, cudaMemcpyHostToDevice));
+    const double graph_us = GraphUs(stream, launches, [&](int layer) {
+      PagedKvCache cache = layers[layer % layers.size()];
+      cache.num_slots *= heads;
+      cache.num_kv_heads = 1;
+      return LaunchDecodeAttention(
+          {.q = q.as<__nv_bfloat16>(), .out = o.as<__nv_bfloat16>(),
+           .context_lens = d_probe_context.as<int32_t>(),
+           .block_tables = d_probe_tables.as<int32_t>(), .num_seqs = probe_seqs,
+           .num_heads = static_cast<int32_t>(c.num_heads / heads), .max_blocks_per_seq = max_blocks,
+           .max_context_len = context, .scale = scale, .cache = cache},
+          stream.get());
+    });
+    const double bytes = num_seqs * context * kv_token_bytes;
+    out["layout_probe"] = {{"seqs", probe_seqs}, {"kv_heads", 1}, {"context", context},
+                           {"graph_us", graph_us},
+                           {"graph_roofline_fraction", bytes / copy_bw / (graph_us * 1e-6)}};
   }
   for (int32_t batch : batches) {
     auto launch = launcher(batch, 0);
@@ -153,6 +186,97 @@ nlohmann::json GemvBench(const ModelConfig& c, const CudaStream& stream, double 
   return out;
 }
 
+// Every candidate cuBLASLt's heuristic offers for the batch-64 decode GEMMs (up to 24), plus
+// the first with split-K 2..8, each timed in a graph over rotating weight copies: what the
+// heuristic's first choice leaves on the table at m = 64.
+nlohmann::json GemmCandidatesProbe(const ModelConfig& c, const CudaStream& stream,
+                                   double copy_bw) {
+  nlohmann::json out = nlohmann::json::array();
+  CublasLtHandle handle = *CublasLtHandle::Create();
+  DeviceBuffer workspace = *DeviceBuffer::Allocate(CublasLtGemm::kWorkspaceBytes);
+  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  const int64_t m = 64;
+  for (auto [name, n, k, f32] : {std::tuple{"qkv", qkv, h, false}, {"o", h, h, true},
+                                 {"gate_up", 2 * c.intermediate_size, h, false},
+                                 {"down", h, c.intermediate_size, true}}) {
+    const size_t weight_bytes = static_cast<size_t>(n * k * 2);
+    const size_t copies = std::max<size_t>(1, ((size_t{256} << 20) + weight_bytes - 1) / weight_bytes);
+    DeviceBuffer w = *DeviceBuffer::Allocate(weight_bytes * copies),
+                 a = *DeviceBuffer::Allocate(m * k * 2), d = *DeviceBuffer::Allocate(m * n * 4);
+    TANDEM_CUDA_CHECK(cudaMemset(w.data(), 0x11, w.size_bytes()));
+    TANDEM_CUDA_CHECK(cudaMemset(a.data(), 0x11, a.size_bytes()));
+    TANDEM_CUDA_CHECK(cudaMemset(d.data(), 0, d.size_bytes()));
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t w_layout, a_layout, d_layout;
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t t = CUBLAS_OP_T, nt = CUBLAS_OP_N;
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t)));
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &nt, sizeof(nt)));
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&w_layout, CUDA_R_16BF, k, n, k));
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a_layout, CUDA_R_16BF, k, m, k));
+    TANDEM_CUBLAS_CHECK(
+        cublasLtMatrixLayoutCreate(&d_layout, f32 ? CUDA_R_32F : CUDA_R_16BF, n, m, n));
+    cublasLtMatmulPreference_t preference;
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference));
+    size_t workspace_bytes = CublasLtGemm::kWorkspaceBytes;
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
+        sizeof(workspace_bytes)));
+    std::vector<cublasLtMatmulHeuristicResult_t> results(24);
+    int num_results = 0;
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle.get(), op, w_layout, a_layout,
+                                                       d_layout, d_layout, preference, 24,
+                                                       results.data(), &num_results));
+    std::vector<std::pair<std::string, cublasLtMatmulAlgo_t>> algos;
+    for (int i = 0; i < num_results; ++i) {
+      if (results[i].state == CUBLAS_STATUS_SUCCESS) {
+        algos.push_back({absl::StrCat("heuristic_", i), results[i].algo});
+      }
+    }
+    for (int32_t splits : {2, 3, 4, 6, 8}) {
+      if (algos.empty()) break;
+      cublasLtMatmulAlgo_t algo = results[0].algo;
+      TANDEM_CUBLAS_CHECK(cublasLtMatmulAlgoConfigSetAttribute(
+          &algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof(splits)));
+      cublasLtMatmulHeuristicResult_t check{};
+      if (cublasLtMatmulAlgoCheck(handle.get(), op, w_layout, a_layout, d_layout, d_layout, &algo,
+                                  &check) == CUBLAS_STATUS_SUCCESS &&
+          check.workspaceSize <= workspace_bytes) {
+        algos.push_back({absl::StrCat("first_splitk_", splits), algo});
+      }
+    }
+    const float alpha = 1.0f, beta = f32 ? 1.0f : 0.0f;
+    const int launches = static_cast<int>(copies * ((20 + copies - 1) / copies));
+    const double bytes = 2.0 * (n * k + m * k + m * n);
+    for (const auto& [label, algo] : algos) {
+      int32_t tile = 0, splitk = 0;
+      size_t written = 0;
+      cublasLtMatmulAlgoConfigGetAttribute(&algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile,
+                                           sizeof(tile), &written);
+      cublasLtMatmulAlgoConfigGetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk,
+                                           sizeof(splitk), &written);
+      const double graph_us = GraphUs(stream, launches, [&](int i) -> absl::Status {
+        const void* wi = w.as<char>() + (i % copies) * weight_bytes;
+        if (cublasLtMatmul(handle.get(), op, &alpha, wi, w_layout, a.data(), a_layout, &beta,
+                           d.data(), d_layout, d.data(), d_layout, &algo, workspace.data(),
+                           workspace_bytes, stream.get()) != CUBLAS_STATUS_SUCCESS) {
+          return absl::InternalError("cublasLtMatmul failed");
+        }
+        return absl::OkStatus();
+      });
+      out.push_back({{"name", name}, {"m", m}, {"n", n}, {"k", k}, {"algo", label},
+                     {"tile_id", tile}, {"splitk", splitk}, {"graph_us", graph_us},
+                     {"graph_roofline_fraction", bytes / copy_bw / (graph_us * 1e-6)}});
+    }
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(preference));
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(d_layout));
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(a_layout));
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(w_layout));
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulDescDestroy(op));
+  }
+  return out;
+}
+
 nlohmann::json DecodeKernelsOnly(const CudaStream& stream, double copy_bw) {
   ModelConfig c;
   c.hidden_size = 4096;
@@ -189,6 +313,8 @@ nlohmann::json DecodeKernelsOnly(const CudaStream& stream, double copy_bw) {
   out["decode_attention"] = attention["rows"];
   out["decode_attention_splits"] = attention["splits"];
   out["decode_attention_max_splits"] = DecodeAttentionMaxSplits();
+  if (attention.contains("layout_probe")) out["decode_attention_layout_probe"] = attention["layout_probe"];
+  out["gemm_candidates_m64"] = GemmCandidatesProbe(c, stream, copy_bw);
   out.update(GemvBench(c, stream, copy_bw));
   return out;
 }

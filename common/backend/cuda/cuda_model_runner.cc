@@ -645,9 +645,8 @@ absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
                               q_dim + 2 * kv_dim, qkv_.data(), GemmOutput::kBF16));
   // Decode steps fuse RoPE + KV write into the attention kernel (one launch fewer per
   // layer); prefill, and eager passes that report each layer's KV, keep the kernel.
-  const bool fused_rope = b.decode_only && b.kv_progress == nullptr &&
-                          !(skip_kernels_ & kSkipRopeKvWrite);
-  if (!fused_rope && !(skip_kernels_ & kSkipRopeKvWrite)) {
+  const bool fused_rope = b.decode_only && b.kv_progress == nullptr;
+  if (!fused_rope) {
     TANDEM_RETURN_IF_ERROR(LaunchRopeKvWrite(
         {.qkv = qkv_.as<bf16>(), .q_out = q_.as<bf16>(), .positions = b.positions,
          .slot_mapping = b.slot_mapping, .inv_freq = inv_freq_.as<float>(),

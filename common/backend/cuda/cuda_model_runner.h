@@ -120,8 +120,10 @@ class CudaModelRunner final : public ModelRunner {
   void set_gemv_max_rows(int64_t rows) { options_.gemv_max_rows = rows; graphs_.clear(); }
   // Benchmark attribution only: leaves the named kernels out of every pass (the outputs
   // are wrong), so a step's time with and without them shows what they cost in place.
+  // Decode steps fuse RoPE + KV write into the attention (kSkipAttention drops both) and, on
+  // the GEMV path, SiLU·mul into the gate_up GEMV (kSkipSiluMul has nothing to drop there).
   enum SkipKernels : uint32_t {
-    kSkipNone = 0, kSkipNorms = 1, kSkipRopeKvWrite = 2, kSkipSiluMul = 4, kSkipAttention = 8
+    kSkipNone = 0, kSkipNorms = 1, kSkipSiluMul = 4, kSkipAttention = 8
   };
   void set_skip_kernels(uint32_t skip) { skip_kernels_ = skip; graphs_.clear(); }
   int64_t num_cuda_graphs() const;

@@ -155,6 +155,12 @@ absl::StatusOr<std::unique_ptr<CudaSampler>> CudaSampler::Create(const CudaSampl
   TANDEM_ASSIGN_OR_RETURN(sampler->results_host_,
                           PinnedBuffer::Allocate(rows * sizeof(SamplingRowResult)));
   TANDEM_RETURN_IF_ERROR(sampler->EnsureEditCapacity(kInitialEditCapacity));
+  const size_t partials = rows * kGreedyArgMaxBlocks;
+  TANDEM_ASSIGN_OR_RETURN(sampler->greedy_values_, DeviceBuffer::Allocate(partials * 4));
+  TANDEM_ASSIGN_OR_RETURN(sampler->greedy_indices_, DeviceBuffer::Allocate(partials * 4));
+  TANDEM_ASSIGN_OR_RETURN(sampler->greedy_counters_, DeviceBuffer::Allocate(rows * 4));
+  TANDEM_CUDA_RETURN_IF_ERROR(
+      cudaMemset(sampler->greedy_counters_.data(), 0, sampler->greedy_counters_.size_bytes()));
   return sampler;
 }
 
@@ -176,6 +182,26 @@ absl::Status CudaSampler::EnsureFallbackCapacity(size_t num_rows) {
                                               num_rows * options_.vocab_size * sizeof(float)));
   fallback_capacity_rows_ = num_rows;
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<SampledToken>> CudaSampler::CopyResults(
+    std::span<const SamplingRowParams> params, std::span<const SamplingRow> rows,
+    cudaStream_t stream) {
+  TANDEM_CUDA_CHECK(cudaMemcpyAsync(results_host_.data(), results_.data(),
+                                    rows.size() * sizeof(SamplingRowResult),
+                                    cudaMemcpyDeviceToHost, stream));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  std::vector<SampledToken> out(rows.size());
+  const SamplingRowResult* results = results_host_.as<SamplingRowResult>();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (params[i].skip) continue;
+    if (results[i].token < 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("rows[", i, "] has no finite logit left to draw from"));
+    }
+    out[i] = ToSampledToken(results[i], rows[i].params->logprobs.has_value());
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<SampledToken>> CudaSampler::Sample(const DeviceLogits& logits,
@@ -242,6 +268,26 @@ absl::StatusOr<std::vector<SampledToken>> CudaSampler::Sample(const DeviceLogits
   TANDEM_RETURN_IF_ERROR(EnsureEditCapacity(edits.size()));
   TANDEM_RETURN_IF_ERROR(EnsureFallbackCapacity(fallback.size()));
 
+  // Greedy rows with no logprobs, edits or host fallback (plain greedy decoding): the argmax
+  // kernel alone, nothing to upload.
+  const bool greedy_only =
+      edits.empty() && fallback.empty() &&
+      std::all_of(params.begin(), params.end(), [](const SamplingRowParams& p) {
+        return p.greedy != 0 && p.logprobs < 0;
+      }) &&
+      std::none_of(allowed_mode.begin(), allowed_mode.end(), [](int32_t m) { return m != 0; });
+  if (greedy_only) {
+    TANDEM_RETURN_IF_ERROR(LaunchGreedyArgMax(
+        {.logits = logits.values, .row_stride = logits.row_stride, .vocab_size = vocab,
+         .num_rows = static_cast<int32_t>(num_rows),
+         .results = results_.as<SamplingRowResult>(),
+         .partial_values = greedy_values_.as<float>(),
+         .partial_indices = greedy_indices_.as<int32_t>(),
+         .counters = greedy_counters_.as<uint32_t>()},
+        stream));
+    return CopyResults(params, rows, stream);
+  }
+
   // One upload of params, penalties, allowed modes and edits.
   const InputsLayout layout(static_cast<size_t>(options_.max_num_rows), edit_capacity_);
   char* host = inputs_host_.as<char>();
@@ -283,21 +329,7 @@ absl::StatusOr<std::vector<SampledToken>> CudaSampler::Sample(const DeviceLogits
       .results = results_.as<SamplingRowResult>(),
   };
   TANDEM_RETURN_IF_ERROR(LaunchSampleRows(sample_args, stream));
-  TANDEM_CUDA_CHECK(cudaMemcpyAsync(results_host_.data(), results_.data(),
-                                    num_rows * sizeof(SamplingRowResult), cudaMemcpyDeviceToHost,
-                                    stream));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-
-  std::vector<SampledToken> out(num_rows);
-  const SamplingRowResult* results = results_host_.as<SamplingRowResult>();
-  for (size_t i = 0; i < num_rows; ++i) {
-    if (params[i].skip) continue;
-    if (results[i].token < 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("rows[", i, "] has no finite logit left to draw from"));
-    }
-    out[i] = ToSampledToken(results[i], rows[i].params->logprobs.has_value());
-  }
+  TANDEM_ASSIGN_OR_RETURN(std::vector<SampledToken> out, CopyResults(params, rows, stream));
   if (!fallback.empty()) {
     std::vector<float> host_logits(fallback_host_.as<float>(),
                                    fallback_host_.as<float>() + fallback.size() * vocab);

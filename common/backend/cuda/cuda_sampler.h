@@ -64,12 +64,19 @@ class CudaSampler {
 
  private:
   explicit CudaSampler(const CudaSamplerOptions& options) : options_(options) {}
+  // Brings the rows' results to the host (waits for the stream); rows marked skip are left
+  // empty; FailedPrecondition where a row had no finite logit.
+  absl::StatusOr<std::vector<SampledToken>> CopyResults(std::span<const SamplingRowParams> params,
+                                                        std::span<const SamplingRow> rows,
+                                                        cudaStream_t stream);
   absl::Status EnsureEditCapacity(size_t num_edits);
   absl::Status EnsureFallbackCapacity(size_t num_rows);
 
   CudaSamplerOptions options_;
   // Device: [params | repetition penalties | allowed modes | edits]; results separately.
   DeviceBuffer inputs_, results_, edit_values_;
+  // LaunchGreedyArgMax's per-block partials and per-row counters (zeroed at creation)
+  DeviceBuffer greedy_values_, greedy_indices_, greedy_counters_;
   PinnedBuffer inputs_host_, results_host_, fallback_host_;
   size_t edit_capacity_ = 0;
   size_t fallback_capacity_rows_ = 0;

@@ -20,9 +20,11 @@ using cuda_kernels::LdMatrixX4Trans;
 using cuda_kernels::MmaBf16;
 using cuda_kernels::PackBf16x2;
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
-constexpr int kTileTokens = 16 * kWarps;  // 16 tokens per warp
+// Blocks of 4 warps (64-token tiles) everywhere but single-split launches with more blocks
+// than two per SM, which run blocks of 2 warps (32-token tiles, half the shared memory): four
+// fit per SM, so e.g. batch 64 x 8 kv heads (512 blocks) is one wave instead of two.
+constexpr int kClusterWarps = 4;
+constexpr int kTileTokens = 16 * kClusterWarps;  // the split planner's granularity
 constexpr int kStages = 3;
 constexpr int kMaxGroup = 16;
 constexpr int kSplitBlocks = 132;  // one block per SM of the H200 (the session-4 sweep)
@@ -35,31 +37,33 @@ constexpr int kRow = kDim + 8;  // padded shared rows: conflict-free ldmatrix
 // After the tile loop the shared memory holds the per-warp merge area ([warps][16][kDim]
 // outputs, [warps][16] maxes and sums) followed by this block's partial result ([16][kDim]
 // outputs, [16] maxes and sums), which the other blocks of its cluster read.
-template <int kDim>
+template <int kDim, int kWarps>
 constexpr size_t kMergeFloats = static_cast<size_t>(kWarps) * kMaxGroup * (kDim + 2);
 template <int kDim>
 constexpr size_t kPartialFloats = static_cast<size_t>(kMaxGroup) * (kDim + 2);
 
-template <int kDim>
+template <int kDim, int kWarps>
 __host__ __device__ constexpr size_t TileAndMergeBytes() {
-  const size_t tiles = sizeof(__nv_bfloat16) * 2 * kStages * kTileTokens * kRow<kDim>;
-  const size_t merge = sizeof(float) * (kMergeFloats<kDim> + kPartialFloats<kDim>);
+  const size_t tiles = sizeof(__nv_bfloat16) * 2 * kStages * 16 * kWarps * kRow<kDim>;
+  const size_t merge = sizeof(float) * (kMergeFloats<kDim, kWarps> + kPartialFloats<kDim>);
   return tiles > merge ? tiles : merge;
 }
 
 // The tiles (or, after the loop, the merge area), then the fused RoPE's D/2 cos and D/2 sin.
-template <int kDim>
+template <int kDim, int kWarps>
 constexpr size_t SharedBytes() {
-  return TileAndMergeBytes<kDim>() + sizeof(float) * kDim;
+  return TileAndMergeBytes<kDim, kWarps>() + sizeof(float) * kDim;
 }
 
-// Gathers tokens [tile_begin, tile_begin + 64) of one kv head; tokens past `end` read as 0.
-template <int kDim>
+// Gathers tokens [tile_begin, tile_begin + 16 * kWarps) of one kv head; tokens past `end`
+// read as 0.
+template <int kDim, int kWarps>
 __device__ __forceinline__ void LoadKvTile(const DecodeAttentionArgs& a, const int32_t* table,
                                            int kv_head, int tile_begin, int end,
                                            __nv_bfloat16* k_s, __nv_bfloat16* v_s) {
   // Each thread owns one 16-byte column (part) of every 8th (D = 128) token row: the
   // address arithmetic and block-table lookups are per row, not per chunk.
+  constexpr int kThreads = 32 * kWarps, kTileTokens = 16 * kWarps;
   constexpr int kChunks = kDim / 8, kRowsPerPass = kThreads / kChunks;
   const int bs = a.cache.block_size, part = threadIdx.x % kChunks;
   const int64_t token_stride = static_cast<int64_t>(a.cache.num_kv_heads) * kDim;
@@ -78,9 +82,10 @@ __device__ __forceinline__ void LoadKvTile(const DecodeAttentionArgs& a, const i
 // grid (num_kv_heads, num_seqs, num_splits); with num_splits > 1 the splits of one (kv head,
 // sequence) are one thread-block cluster (dims 1 x 1 x num_splits) and combine their partial
 // results through distributed shared memory.
-template <int kDim>
-__global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentionArgs a,
-                                                                  float scale_log2) {
+template <int kDim, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32) DecodeAttentionKernel(DecodeAttentionArgs a,
+                                                                     float scale_log2) {
+  constexpr int kThreads = 32 * kWarps, kTileTokens = 16 * kWarps;  // 16 tokens per warp
   constexpr int R = kRow<kDim>;
   constexpr int kSteps = kDim / 16;
   constexpr int kDimTiles = kDim / 8;
@@ -103,7 +108,7 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
   const int g = lane / 4, t = lane % 4;
   constexpr int kHalf = kDim / 2;
   const bool fused = a.qkv != nullptr;
-  constexpr size_t kAnglesOffset = TileAndMergeBytes<kDim>();
+  constexpr size_t kAnglesOffset = TileAndMergeBytes<kDim, kWarps>();
   float* cos_s = reinterpret_cast<float*>(shared_raw + kAnglesOffset);  // [kHalf]
   float* sin_s = cos_s + kHalf;                                         // [kHalf]
   if (fused && threadIdx.x < kHalf) {
@@ -122,7 +127,7 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
 #pragma unroll
   for (int st = 0; st < kStages - 1; ++st) {
     if (st < num_tiles) {
-      LoadKvTile<kDim>(a, table, kv_head, begin + st * kTileTokens, end,
+      LoadKvTile<kDim, kWarps>(a, table, kv_head, begin + st * kTileTokens, end,
                        k_s + st * kTileTokens * R, v_s + st * kTileTokens * R);
     }
     CpAsyncCommit();
@@ -134,32 +139,35 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
   // overwritten in shared memory once the tile has landed).
   const int new_token = context - 1;
   const bool owns_new = fused && new_token >= begin && new_token < end;
-  __nv_bfloat162 new_kv = __floats2bfloat162_rn(0.0f, 0.0f);  // k (i, i + D/2) or v (2j, 2j + 1)
+  // Item x < D/2: k pair (x, x + D/2), rotated; D/2 <= x < D: v pair (2x - D, 2x - D + 1).
+  constexpr int kNewItems = (kDim + kThreads - 1) / kThreads;
+  __nv_bfloat162 new_kv[kNewItems];
   const int64_t qkv_row = static_cast<int64_t>(seq) * (a.num_heads + 2 * a.cache.num_kv_heads) *
                           kDim;
   if (fused) __syncthreads();  // the angles
-  if (owns_new && threadIdx.x < kDim) {
+  if (owns_new) {
     const int64_t slot = a.slot_mapping[seq];
     const bool write = slot >= 0 && slot < a.cache.num_slots;
     const int64_t cache_row = (slot * a.cache.num_kv_heads + kv_head) * kDim;
-    if (threadIdx.x < kHalf) {
-      const int i = threadIdx.x;
-      const __nv_bfloat16* k = a.qkv + qkv_row + static_cast<int64_t>(a.num_heads + kv_head) * kDim;
-      float first, second;
-      cuda_kernels::RopeRotate(__bfloat162float(k[i]), __bfloat162float(k[i + kHalf]), cos_s[i],
-                               sin_s[i], first, second);
-      new_kv = __floats2bfloat162_rn(first, second);
-      if (write) {
-        a.cache.k[cache_row + i] = new_kv.x;
-        a.cache.k[cache_row + i + kHalf] = new_kv.y;
+    const __nv_bfloat16* k = a.qkv + qkv_row + static_cast<int64_t>(a.num_heads + kv_head) * kDim;
+    const __nv_bfloat16* v = k + static_cast<int64_t>(a.cache.num_kv_heads) * kDim;
+#pragma unroll
+    for (int n = 0; n < kNewItems; ++n) {
+      const int x = threadIdx.x + n * kThreads;
+      if (x < kHalf) {
+        float first, second;
+        cuda_kernels::RopeRotate(__bfloat162float(k[x]), __bfloat162float(k[x + kHalf]),
+                                 cos_s[x], sin_s[x], first, second);
+        new_kv[n] = __floats2bfloat162_rn(first, second);
+        if (write) {
+          a.cache.k[cache_row + x] = new_kv[n].x;
+          a.cache.k[cache_row + x + kHalf] = new_kv[n].y;
+        }
+      } else if (x < kDim) {
+        const int j = 2 * (x - kHalf);
+        new_kv[n] = *reinterpret_cast<const __nv_bfloat162*>(v + j);
+        if (write) *reinterpret_cast<__nv_bfloat162*>(a.cache.v + cache_row + j) = new_kv[n];
       }
-    } else {
-      const int j = 2 * (threadIdx.x - kHalf);
-      const __nv_bfloat16* v = a.qkv + qkv_row +
-                               static_cast<int64_t>(a.num_heads + a.cache.num_kv_heads + kv_head) *
-                                   kDim;
-      new_kv = *reinterpret_cast<const __nv_bfloat162*>(v + j);
-      if (write) *reinterpret_cast<__nv_bfloat162*>(a.cache.v + cache_row + j) = new_kv;
     }
   }
 
@@ -210,7 +218,7 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
     const int next = kt + kStages - 1;
     if (next < num_tiles) {
       const int st = next % kStages;
-      LoadKvTile<kDim>(a, table, kv_head, begin + next * kTileTokens, end,
+      LoadKvTile<kDim, kWarps>(a, table, kv_head, begin + next * kTileTokens, end,
                        k_s + st * kTileTokens * R, v_s + st * kTileTokens * R);
     }
     CpAsyncCommit();
@@ -218,11 +226,15 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
     __syncthreads();
     if (owns_new && (new_token - begin) / kTileTokens == kt) {
       const int row = (kt % kStages) * kTileTokens + (new_token - begin) % kTileTokens;
-      if (threadIdx.x < kHalf) {
-        k_s[row * R + threadIdx.x] = new_kv.x;
-        k_s[row * R + threadIdx.x + kHalf] = new_kv.y;
-      } else if (threadIdx.x < kDim) {
-        *reinterpret_cast<__nv_bfloat162*>(v_s + row * R + 2 * (threadIdx.x - kHalf)) = new_kv;
+#pragma unroll
+      for (int n = 0; n < kNewItems; ++n) {
+        const int x = threadIdx.x + n * kThreads;
+        if (x < kHalf) {
+          k_s[row * R + x] = new_kv[n].x;
+          k_s[row * R + x + kHalf] = new_kv[n].y;
+        } else if (x < kDim) {
+          *reinterpret_cast<__nv_bfloat162*>(v_s + row * R + 2 * (x - kHalf)) = new_kv[n];
+        }
       }
       __syncthreads();
     }
@@ -240,12 +252,13 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
         MmaBf16(s[1], q_frag[kk], b[2], b[3]);
       }
       float max0 = -INFINITY, max1 = -INFINITY;
+      const bool masked = first_token + 16 > end;  // only the range's last warp tile
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int token = first_token + j * 8 + 2 * t + (e & 1);
-          s[j][e] = token < end ? s[j][e] * scale_log2 : -INFINITY;
+          s[j][e] = !masked || token < end ? s[j][e] * scale_log2 : -INFINITY;
         }
         max0 = fmaxf(max0, fmaxf(s[j][0], s[j][1]));
         max1 = fmaxf(max1, fmaxf(s[j][2], s[j][3]));
@@ -268,19 +281,22 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
       l1 = l1 * alpha1 + s[0][2] + s[0][3] + s[1][2] + s[1][3];
       const uint32_t p[4] = {PackBf16x2(s[0][0], s[0][1]), PackBf16x2(s[0][2], s[0][3]),
                              PackBf16x2(s[1][0], s[1][1]), PackBf16x2(s[1][2], s[1][3])};
+      // Once the running maxima settle, most tiles leave them unchanged (alpha exactly 1):
+      // the 64 multiplies per thread are skipped then (warp-uniform; x * 1 is exact).
+      if (__any_sync(cuda_kernels::kFullMask, alpha0 != 1.0f || alpha1 != 1.0f)) {
+#pragma unroll
+        for (int d = 0; d < kDimTiles; ++d) {
+          o[d][0] *= alpha0;
+          o[d][1] *= alpha0;
+          o[d][2] *= alpha1;
+          o[d][3] *= alpha1;
+        }
+      }
 #pragma unroll
       for (int dp = 0; dp < kDim / 16; ++dp) {
         uint32_t b[4];
         LdMatrixX4Trans(b, v_rows + (lane % 8 + ((lane / 8) % 2) * 8) * R + dp * 16 +
                                (lane / 16) * 8);
-        o[2 * dp][0] = o[2 * dp][0] * alpha0;
-        o[2 * dp][1] = o[2 * dp][1] * alpha0;
-        o[2 * dp][2] = o[2 * dp][2] * alpha1;
-        o[2 * dp][3] = o[2 * dp][3] * alpha1;
-        o[2 * dp + 1][0] = o[2 * dp + 1][0] * alpha0;
-        o[2 * dp + 1][1] = o[2 * dp + 1][1] * alpha0;
-        o[2 * dp + 1][2] = o[2 * dp + 1][2] * alpha1;
-        o[2 * dp + 1][3] = o[2 * dp + 1][3] * alpha1;
         MmaBf16(o[2 * dp], p, b[0], b[1]);
         MmaBf16(o[2 * dp + 1], p, b[2], b[3]);
       }
@@ -294,7 +310,7 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
   float* o_s = reinterpret_cast<float*>(shared_raw);  // [warps][16][kDim]
   float* m_s = o_s + kWarps * kMaxGroup * kDim;        // [warps][16]
   float* l_s = m_s + kWarps * kMaxGroup;               // [warps][16]
-  float* part_o = o_s + kMergeFloats<kDim>;            // [16][kDim], relative to part_m
+  float* part_o = o_s + kMergeFloats<kDim, kWarps>;            // [16][kDim], relative to part_m
   float* part_m = part_o + kMaxGroup * kDim;           // [16], log2 units
   float* part_l = part_m + kMaxGroup;                  // [16]
   l0 = cuda_kernels::QuadSum(l0);
@@ -375,17 +391,27 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(DecodeAttentio
   cluster.sync();  // no block leaves while another still reads its shared memory
 }
 
-// The largest cluster the device schedules with this kernel's shared memory: 16 where the
-// non-portable size fits (H100/H200), else the portable 8. Sets the kernel's attributes.
+// Sets a kernel's shared-memory attribute once.
+template <int kDim, int kWarps>
+void SetSharedAttribute() {
+  static const bool done = [] {
+    TANDEM_CUDA_CHECK(cudaFuncSetAttribute(DecodeAttentionKernel<kDim, kWarps>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(SharedBytes<kDim, kWarps>())));
+    return true;
+  }();
+  (void)done;
+}
+
+// The largest cluster the device schedules with the (4-warp) kernel's shared memory: 16
+// where the non-portable size fits (H100/H200), else the portable 8. Sets its attributes.
 template <int kDim>
 int32_t MaxClusterSize() {
   static const int32_t size = [] {
-    constexpr size_t kShared = SharedBytes<kDim>();
-    TANDEM_CUDA_CHECK(cudaFuncSetAttribute(DecodeAttentionKernel<kDim>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(kShared)));
-    if (cudaFuncSetAttribute(DecodeAttentionKernel<kDim>,
-                             cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+    auto* kernel = DecodeAttentionKernel<kDim, kClusterWarps>;
+    SetSharedAttribute<kDim, kClusterWarps>();
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
+        cudaSuccess) {
       (void)cudaGetLastError();
       return kPortableClusterSize;
     }
@@ -396,13 +422,13 @@ int32_t MaxClusterSize() {
     attribute.val.clusterDim.z = kLargeClusterSize;
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(1, 1, kLargeClusterSize);
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = kShared;
+    config.blockDim = dim3(32 * kClusterWarps);
+    config.dynamicSmemBytes = SharedBytes<kDim, kClusterWarps>();
     config.attrs = &attribute;
     config.numAttrs = 1;
     int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, DecodeAttentionKernel<kDim>, &config) !=
-            cudaSuccess || clusters < 1) {
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess ||
+        clusters < 1) {
       (void)cudaGetLastError();
       return kPortableClusterSize;
     }
@@ -411,9 +437,10 @@ int32_t MaxClusterSize() {
   return size;
 }
 
-template <int kDim>
+template <int kDim, int kWarps>
 void Launch(const DecodeAttentionArgs& a, int32_t num_splits, cudaStream_t stream) {
-  MaxClusterSize<kDim>();  // sets the kernel's attributes once
+  MaxClusterSize<kDim>();  // sets the 4-warp kernel's attributes once
+  SetSharedAttribute<kDim, kWarps>();
   cudaLaunchAttribute attributes[3];
   attributes[0].id = cudaLaunchAttributeClusterDimension;
   attributes[0].val.clusterDim.x = 1;
@@ -424,8 +451,8 @@ void Launch(const DecodeAttentionArgs& a, int32_t num_splits, cudaStream_t strea
   attributes[1].val.clusterSchedulingPolicyPreference = cudaClusterSchedulingPolicySpread;
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(a.cache.num_kv_heads, a.num_seqs, num_splits);
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = SharedBytes<kDim>();
+  config.blockDim = dim3(32 * kWarps);
+  config.dynamicSmemBytes = SharedBytes<kDim, kWarps>();
   config.stream = stream;
   config.attrs = attributes;
   config.numAttrs = num_splits > 1 ? 2 : 0;
@@ -434,7 +461,22 @@ void Launch(const DecodeAttentionArgs& a, int32_t num_splits, cudaStream_t strea
   attributes[config.numAttrs].val.programmaticStreamSerializationAllowed = 1;
   config.numAttrs++;
   const float scale_log2 = a.scale * 1.4426950408889634f;
-  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&config, DecodeAttentionKernel<kDim>, a, scale_log2));
+  TANDEM_CUDA_CHECK(
+      cudaLaunchKernelEx(&config, DecodeAttentionKernel<kDim, kWarps>, a, scale_log2));
+}
+
+// 2-warp blocks for single-split launches of more than two blocks per SM (see kClusterWarps).
+template <int kDim>
+void LaunchFor(const DecodeAttentionArgs& a, int32_t num_splits, cudaStream_t stream) {
+  int device = 0, sms = 0;
+  TANDEM_CUDA_CHECK(cudaGetDevice(&device));
+  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t blocks = static_cast<int64_t>(a.num_seqs) * a.cache.num_kv_heads;
+  if (num_splits == 1 && blocks > 2 * static_cast<int64_t>(sms)) {
+    Launch<kDim, 2>(a, num_splits, stream);
+  } else {
+    Launch<kDim, kClusterWarps>(a, num_splits, stream);
+  }
 }
 
 }  // namespace
@@ -485,9 +527,9 @@ absl::Status LaunchDecodeAttention(const DecodeAttentionArgs& a, cudaStream_t st
                                               : DecodeAttentionNumSplits(a.num_seqs, c.num_kv_heads,
                                                                          a.max_context_len);
   switch (c.head_dim) {
-    case 32: Launch<32>(a, num_splits, stream); break;
-    case 64: Launch<64>(a, num_splits, stream); break;
-    default: Launch<128>(a, num_splits, stream); break;
+    case 32: LaunchFor<32>(a, num_splits, stream); break;
+    case 64: LaunchFor<64>(a, num_splits, stream); break;
+    default: LaunchFor<128>(a, num_splits, stream); break;
   }
   return absl::OkStatus();
 }

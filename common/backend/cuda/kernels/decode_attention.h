@@ -5,9 +5,12 @@
 // query head of that kv head's group from one pass over the K/V tiles, so each KV byte is
 // read from memory once per step. The group's query rows (padded to 16) are the A operand of
 // tensor-core products (mma.sync m16n8k16, bf16 in, fp32 accumulate): each of 4 warps takes
-// 16 tokens of a 64-token tile, S = Q·Kᵀ and O += P·V per warp with its own online softmax,
-// the warps merged at the end. Tiles are gathered through the block table with cp.async,
-// 3 stages deep. Split-K: every sequence's context is cut into num_splits ranges (from its
+// 16 tokens of a 64-token tile, S = Q·Kᵀ and O += P·V per warp with its own online softmax
+// (the output's rescale skipped while the running maxima stand), the warps merged at the
+// end. Tiles are gathered through the block table with cp.async, 3 stages deep. Launches of
+// more than two single-split blocks per SM (batch 64 x 8 kv heads) use blocks of 2 warps and
+// 32-token tiles instead: half the shared memory, four blocks per SM, one wave (b64 2k:
+// 168 -> 142 us on the H200). Split-K: every sequence's context is cut into num_splits ranges (from its
 // own context length, on the device, so a captured CUDA graph stays valid for any lengths
 // up to max_context_len); the splits of one (kv head, sequence) run as one thread-block
 // cluster and combine their partial results (max, sum, output) through distributed shared
@@ -16,12 +19,12 @@
 // the kernel before it (its launch and index set-up overlap that kernel's tail; it waits for
 // it before reading q or the cache).
 //
-// q, out: [num_seqs][num_heads][head_dim] bf16; block_tables: [num_seqs][max_blocks_per_seq];
 // With qkv set it also does the step's RoPE + KV write (LaunchRopeKvWrite's arithmetic, the
 // same bits), one launch fewer per layer: q is rotated in registers, and the block whose
 // context split holds the new token rotates its K, writes K and V to the cache and puts
 // them into its own tile (so every split reads only tokens already in the cache).
 //
+// q, out: [num_seqs][num_heads][head_dim] bf16; block_tables: [num_seqs][max_blocks_per_seq];
 // head_dim in {32, 64, 128}; num_heads / num_kv_heads <= 16. Scores, softmax and the output
 // accumulate in fp32; P is rounded to bf16 for the second product. Reference:
 // reference::PagedAttention with one token per sequence.

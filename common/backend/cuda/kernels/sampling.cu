@@ -599,6 +599,99 @@ __global__ void __launch_bounds__(kThreads, 1) SampleRowsKernel(SampleRowsArgs a
   }
 }
 
+constexpr int kGreedyThreads = 256;
+
+// Warp then block reduction of (value, index) by Better; the result in thread 0.
+__device__ void BlockBest(float& best, int& best_index, float* values, int* indices) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float v = __shfl_xor_sync(kFull, best, offset);
+    const int i = __shfl_xor_sync(kFull, best_index, offset);
+    if (Better(v, i, best, best_index)) best = v, best_index = i;
+  }
+  const int warps = blockDim.x / 32;
+  if (Lane() == 0) values[Warp()] = best, indices[Warp()] = best_index;
+  __syncthreads();
+  if (Warp() == 0) {
+    best = Lane() < warps ? values[Lane()] : -INFINITY;
+    best_index = Lane() < warps ? indices[Lane()] : INT_MAX;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      const float v = __shfl_xor_sync(kFull, best, offset);
+      const int i = __shfl_xor_sync(kFull, best_index, offset);
+      if (Better(v, i, best, best_index)) best = v, best_index = i;
+    }
+  }
+}
+
+// grid (kGreedyArgMaxBlocks, num_rows): block b scans its contiguous share of the row.
+__global__ void __launch_bounds__(kGreedyThreads) GreedyArgMaxKernel(GreedyArgMaxArgs a) {
+  __shared__ float values[kGreedyThreads / 32];
+  __shared__ int indices[kGreedyThreads / 32];
+  __shared__ bool last;
+  const int r = blockIdx.y, blocks = gridDim.x;
+  const float* x = a.logits + r * a.row_stride;
+  const int n = static_cast<int>(a.vocab_size);
+  float best = -INFINITY;  // BlockArgMax's start: -inf rows still give their lowest index
+  int best_index = INT_MAX;
+  auto visit = [&](int i, float v) {
+    if (Better(v, i, best, best_index)) best = v, best_index = i;
+  };
+  if ((reinterpret_cast<uintptr_t>(x) & 15u) == 0) {
+    const int quads = n / 4, per = (quads + blocks - 1) / blocks;
+    const int q0 = blockIdx.x * per, q1 = min(q0 + per, quads);
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    for (int base = q0 + threadIdx.x; base < q1; base += 4 * kGreedyThreads) {
+      float4 v[4];  // every load issued before any use
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int q = base + j * kGreedyThreads;
+        v[j] = q < q1 ? __ldcs(x4 + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int q = base + j * kGreedyThreads;
+        if (q >= q1) break;
+        visit(4 * q, v[j].x);
+        visit(4 * q + 1, v[j].y);
+        visit(4 * q + 2, v[j].z);
+        visit(4 * q + 3, v[j].w);
+      }
+    }
+    if (blockIdx.x == blocks - 1) {
+      for (int i = 4 * quads + threadIdx.x; i < n; i += kGreedyThreads) visit(i, x[i]);
+    }
+  } else {
+    const int per = (n + blocks - 1) / blocks;
+    const int i1 = min((blockIdx.x + 1) * per, n);
+    for (int i = blockIdx.x * per + threadIdx.x; i < i1; i += kGreedyThreads) visit(i, x[i]);
+  }
+  BlockBest(best, best_index, values, indices);
+  if (threadIdx.x == 0) {
+    a.partial_values[r * blocks + blockIdx.x] = best;
+    a.partial_indices[r * blocks + blockIdx.x] = best_index;
+    __threadfence();  // the partial is visible before the ticket counts it
+    last = atomicAdd(a.counters + r, 1u) == static_cast<unsigned>(blocks - 1);
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  best = -INFINITY;
+  best_index = INT_MAX;
+  for (int b = threadIdx.x; b < blocks; b += kGreedyThreads) {
+    const float v = __ldcg(a.partial_values + r * blocks + b);
+    const int i = __ldcg(a.partial_indices + r * blocks + b);
+    if (Better(v, i, best, best_index)) best = v, best_index = i;
+  }
+  __syncthreads();  // values / indices are reused
+  BlockBest(best, best_index, values, indices);
+  if (threadIdx.x == 0) {
+    a.results[r].token = best_index;
+    a.results[r].num_top = 0;
+    a.counters[r] = 0;
+  }
+}
+
 unsigned Blocks(int64_t items, int threads) {
   return static_cast<unsigned>((items + threads - 1) / threads);
 }
@@ -668,6 +761,22 @@ absl::Status LaunchSampleRows(const SampleRowsArgs& a, cudaStream_t stream) {
     return absl::InvalidArgumentError("sample rows: null pointer");
   }
   SampleRowsKernel<<<static_cast<unsigned>(a.num_rows), kThreads, 0, stream>>>(a);
+  TANDEM_CUDA_CHECK_LAUNCH();
+  return absl::OkStatus();
+}
+
+absl::Status LaunchGreedyArgMax(const GreedyArgMaxArgs& a, cudaStream_t stream) {
+  if (absl::Status s = CheckRows("greedy argmax", a.vocab_size, a.row_stride, a.num_rows);
+      !s.ok()) {
+    return s;
+  }
+  if (a.num_rows == 0) return absl::OkStatus();
+  if (a.logits == nullptr || a.results == nullptr || a.partial_values == nullptr ||
+      a.partial_indices == nullptr || a.counters == nullptr) {
+    return absl::InvalidArgumentError("greedy argmax: null pointer");
+  }
+  GreedyArgMaxKernel<<<dim3(kGreedyArgMaxBlocks, static_cast<unsigned>(a.num_rows)),
+                       kGreedyThreads, 0, stream>>>(a);
   TANDEM_CUDA_CHECK_LAUNCH();
   return absl::OkStatus();
 }

@@ -2,7 +2,7 @@
 // stack, SampleBatch in common/sampling/sampler.h; CudaSampler (cuda_sampler.h) builds these
 // arguments from SamplingRows and is the only production caller.
 //
-// Two launches per batch:
+// Two launches per batch (greedy rows with nothing else to do: LaunchGreedyArgMax alone):
 //  1. LaunchApplySamplingEdits: the history- and request-dependent processors (logit_bias,
 //     bans, min_tokens, repetition/presence/frequency penalties, no-repeat-ngram,
 //     allowed_token_ids) reduced on the host to a sparse list of per-token edits, applied in
@@ -87,6 +87,25 @@ struct SampleRowsArgs {
   SamplingRowResult* results = nullptr;       // [num_rows]
 };
 
+// Greedy rows without logprobs (and nothing to edit): the argmax alone, spread over
+// kGreedyArgMaxBlocks blocks per row (a row is 0.5 MB at a 128k vocabulary: one block of the
+// fused kernel reads it in ~8 dependent round trips, these in one). Each block writes its
+// chunk's (value, lowest index) to the scratch; the row's last block to finish (an atomic
+// ticket) reduces them and writes results[r].token (and num_top = 0), exactly
+// LaunchSampleRows' greedy result, and returns the row's counter to 0.
+inline constexpr int32_t kGreedyArgMaxBlocks = 32;
+
+struct GreedyArgMaxArgs {
+  const float* logits = nullptr;     // [num_rows][row_stride]
+  int64_t row_stride = 0;
+  int64_t vocab_size = 0;            // [1, kSamplingMaxVocab]
+  int32_t num_rows = 0;
+  SamplingRowResult* results = nullptr;  // [num_rows]
+  float* partial_values = nullptr;       // [num_rows][kGreedyArgMaxBlocks] scratch
+  int32_t* partial_indices = nullptr;    // [num_rows][kGreedyArgMaxBlocks] scratch
+  uint32_t* counters = nullptr;          // [num_rows], zero before and after
+};
+
 // The fixed-point mass of top-p needs vocab_size * 2^scale_bits < 2^63; 2^24 keeps at
 // least 2^38 of resolution per token.
 inline constexpr int64_t kSamplingMaxVocab = int64_t{1} << 24;
@@ -94,5 +113,6 @@ inline constexpr int64_t kSamplingMaxVocab = int64_t{1} << 24;
 // INVALID_ARGUMENT on bad shapes or null pointers.
 absl::Status LaunchApplySamplingEdits(const SamplingEditArgs& args, cudaStream_t stream);
 absl::Status LaunchSampleRows(const SampleRowsArgs& args, cudaStream_t stream);
+absl::Status LaunchGreedyArgMax(const GreedyArgMaxArgs& args, cudaStream_t stream);
 
 }  // namespace tandem

@@ -498,6 +498,11 @@ TEST_F(KernelTest, DecodeAttentionMatchesReference) {
   };
   // more splits than tiles: every split past the third is empty
   cases.push_back({32, 8, 128, {1, 1}, {129, 40}, DecodeAttentionMaxSplits()});
+  // more than two single-split blocks per SM (H200: 132 SMs): the 2-warp blocks
+  std::vector<int32_t> many(40);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = int32_t(1 + (i * 397) % 1500);
+  cases.push_back({32, 8, 128, std::vector<int32_t>(many.size(), 1), many, 1});
+  cases.push_back({8, 8, 64, std::vector<int32_t>(many.size(), 1), many, 0});
   cases.push_back({8, 2, 64, {1}, {150}, DecodeAttentionMaxSplits()});
   for (const AttentionCase& c : cases) CheckAttention(c, /*decode=*/true, rng_);
 }
@@ -511,7 +516,7 @@ TEST_F(KernelTest, DecodeAttentionFusedRopeMatchesRopeThenAttention) {
     std::vector<int32_t> context_lens;  // 0: a padding row (slot -1)
     int32_t num_splits = 0;
   };
-  const std::vector<Case> cases = {
+  std::vector<Case> cases = {
       {32, 8, 128, {2048}},                  // batch 1: 16 splits, the new token in the last
       {32, 8, 128, {1, 64, 65, 700, 0}},     // tile edges, a padding row
       {32, 8, 128, {1999, 129, 1}, 7},       // an odd cluster size, empty splits
@@ -520,6 +525,9 @@ TEST_F(KernelTest, DecodeAttentionFusedRopeMatchesRopeThenAttention) {
       {16, 1, 64, {70, 3}, 2},               // group 16
       {6, 2, 128, {1000, 250}, 0},
   };
+  std::vector<int32_t> many(40);  // 320 single-split blocks: the 2-warp kernel
+  for (size_t i = 0; i < many.size(); ++i) many[i] = int32_t(i == 7 ? 0 : 1 + (i * 397) % 1500);
+  cases.push_back({32, 8, 128, many, 1});
   ModelConfig config{.num_heads = 32, .num_kv_heads = 8, .head_dim = 128,
                      .rope_theta = 500000.0f};
   config.rope_scaling = {.type = RopeScaling::Type::kLlama3, .factor = 8.0f,

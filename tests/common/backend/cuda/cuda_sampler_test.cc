@@ -253,6 +253,53 @@ TEST_F(CudaSamplerTest, SameTokensAndLogprobsAsTheCpuStack) {
   EXPECT_EQ(total_mismatches, 0);
 }
 
+// A batch of plain greedy rows (no logprobs, penalties or constraints) runs only the
+// multi-block argmax kernel; ties (quantized logits) go to the lowest id as on the CPU, and
+// every row's counter is back at zero for the next batch (sampled twice).
+TEST_F(CudaSamplerTest, GreedyRowsTakeTheArgMaxKernel) {
+  struct Shape {
+    int32_t vocab, rows;
+    int64_t stride;
+  };
+  const Shape shapes[] = {{7, 3, 7},          {1001, 1, 1001},    {1001, 7, 1003},
+                          {32000, 25, 32001}, {128256, 1, 128256}, {128256, 64, 128256}};
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  ASSERT_TRUE(greedy.greedy());
+  for (const Shape& shape : shapes) {
+    SCOPED_TRACE(::testing::Message() << "vocab " << shape.vocab << " rows " << shape.rows
+                                      << " stride " << shape.stride);
+    std::vector<SequenceSamplingState> states(shape.rows);
+    std::vector<SamplingRow> rows;
+    for (SequenceSamplingState& state : states) rows.push_back({&greedy, &state});
+    std::vector<float> logits =
+        RandomLogits(shape.rows, shape.vocab, shape.stride, /*quantized=*/true, rng_);
+    // one row mostly -inf (a constrained row's look), its one finite value late
+    for (int64_t i = 0; i < shape.vocab; ++i) logits[i] = -INFINITY;
+    logits[shape.vocab - 2] = 1.0f;
+    std::vector<float> cpu_logits;
+    for (int32_t r = 0; r < shape.rows; ++r) {
+      cpu_logits.insert(cpu_logits.end(), logits.begin() + r * shape.stride,
+                        logits.begin() + r * shape.stride + shape.vocab);
+    }
+    SamplingContext ctx{.vocab_size = shape.vocab};
+    std::vector<SampledToken> want = SampleBatch(cpu_logits, ctx, rows);
+    DeviceBuffer device = *DeviceBuffer::Allocate(logits.size() * sizeof(float));
+    TANDEM_CUDA_CHECK(cudaMemcpy(device.data(), logits.data(), logits.size() * sizeof(float),
+                                 cudaMemcpyHostToDevice));
+    auto sampler = *CudaSampler::Create({.vocab_size = shape.vocab, .max_num_rows = shape.rows});
+    for (int pass = 0; pass < 2; ++pass) {
+      absl::StatusOr<std::vector<SampledToken>> got =
+          sampler->Sample({device.as<float>(), shape.stride}, ctx, rows, stream_.get());
+      ASSERT_TRUE(got.ok()) << got.status();
+      for (int32_t r = 0; r < shape.rows; ++r) {
+        EXPECT_EQ((*got)[r].token_id, want[r].token_id) << "row " << r << " pass " << pass;
+        EXPECT_FALSE((*got)[r].logprobs.has_value());
+      }
+    }
+  }
+}
+
 TEST_F(CudaSamplerTest, ManySeededDrawsAgree) {
   // 256 rows x 4 steps of plain/top-p/top-k sampling on a 128256 vocabulary: the seeded draw
   // walks the same inverse CDF as the CPU.
