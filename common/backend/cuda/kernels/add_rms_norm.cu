@@ -22,10 +22,18 @@ __device__ __forceinline__ float4 LoadBf16x4(const __nv_bfloat16* p) {
 // float4 / 4 x bf16 accesses, the row held in registers between the sum and the scaling.
 __global__ void __launch_bounds__(kThreads) AddRmsNormVec4Kernel(AddRmsNormArgs args) {
   cuda_kernels::AllowNextGrid();
-  cuda_kernels::WaitForPreviousGrid();
   __shared__ float scratch[32];
   const int64_t r = blockIdx.x;
   const int64_t n4 = args.dim / 4;
+  // The weight is no output of the previous kernel: its loads overlap that kernel's tail
+  // instead of following the reduction (one memory round trip off the critical path).
+  float4 weights[kMaxVec4PerThread];
+#pragma unroll
+  for (int k = 0; k < kMaxVec4PerThread; ++k) {
+    const int64_t c = threadIdx.x + static_cast<int64_t>(k) * kThreads;
+    if (c < n4) weights[k] = LoadBf16x4(args.weight + 4 * c);
+  }
+  cuda_kernels::WaitForPreviousGrid();
   float4* residual = reinterpret_cast<float4*>(args.residual + r * args.dim);
   const __nv_bfloat16* x = args.x == nullptr ? nullptr : args.x + r * args.dim;
   float4 values[kMaxVec4PerThread];
@@ -55,7 +63,7 @@ __global__ void __launch_bounds__(kThreads) AddRmsNormVec4Kernel(AddRmsNormArgs 
   for (int k = 0; k < kMaxVec4PerThread; ++k) {
     const int64_t c = threadIdx.x + static_cast<int64_t>(k) * kThreads;
     if (c < n4) {
-      const float4 w = LoadBf16x4(args.weight + 4 * c);
+      const float4 w = weights[k];
       const float4 v = values[k];
       uint2 raw;
       *reinterpret_cast<__nv_bfloat162*>(&raw.x) =
