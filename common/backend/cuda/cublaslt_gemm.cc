@@ -44,6 +44,11 @@ absl::StatusOr<std::unique_ptr<CublasLtGemm>> CublasLtGemm::Create(CublasLtGemmO
     return absl::InvalidArgumentError(
         absl::StrCat("cublaslt max_algorithms must be in [1, 64], got ", options.max_algorithms));
   }
+  if (options.min_tuned_rows < 1 || options.max_tuned_rows < options.min_tuned_rows) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cublaslt tuned rows must satisfy 1 <= min_tuned_rows <= max_tuned_rows, got ",
+        options.min_tuned_rows, " and ", options.max_tuned_rows));
+  }
   std::unique_ptr<CublasLtGemm> gemm(new CublasLtGemm(options));
   TANDEM_ASSIGN_OR_RETURN(gemm->handle_, CublasLtHandle::Create());
   TANDEM_ASSIGN_OR_RETURN(gemm->workspace_, DeviceBuffer::Allocate(kWorkspaceBytes));
@@ -117,7 +122,8 @@ bool CublasLtGemm::Runs(const Plan& plan, const cublasLtMatmulAlgo_t& algo) {
 absl::Status CublasLtGemm::ChooseAlgorithm(Plan& plan, const GemmArgs& args, cudaStream_t stream) {
   const Key bucket{GemmAlgorithmBucket(args.m),       args.n,      args.k,
                    args.ldc == 0 ? args.n : args.ldc, args.output, args.accumulate};
-  const bool tuning = options_.max_algorithms > 1 && args.m >= kMinTunedRows;
+  const bool tuning = options_.max_algorithms > 1 && args.m >= options_.min_tuned_rows &&
+                      args.m <= options_.max_tuned_rows;
   auto chosen = choices_.find(bucket);
   if (tuning && chosen != choices_.end() && Runs(plan, chosen->second)) {
     plan.algo = chosen->second;
@@ -171,28 +177,48 @@ absl::StatusOr<size_t> CublasLtGemm::FastestCandidate(
                           plan.a_layout, &beta, out, plan.out_layout, out, plan.out_layout, &algo,
                           workspace_.data(), kWorkspaceBytes, stream);
   };
+  // Small m: the weights would stay in L2 between back-to-back runs (a decode step's GEMMs
+  // read them from memory), so every timed run follows a write of twice the L2 size.
+  DeviceBuffer flush;
+  if (args.m < kMinTunedRows) {
+    int device = 0, l2_bytes = 0;
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
+    absl::StatusOr<DeviceBuffer> allocated =
+        DeviceBuffer::Allocate(2 * static_cast<size_t>(std::max(l2_bytes, 1 << 20)));
+    if (!allocated.ok()) {
+      (void)cudaGetLastError();
+      return 0;
+    }
+    flush = *std::move(allocated);
+  }
   std::vector<size_t> runnable;  // one warm-up run each (clocks up); skip what fails
   for (size_t c = 0; c < candidates.size(); ++c) {
     if (run(candidates[c]) == CUBLAS_STATUS_SUCCESS) runnable.push_back(c);
   }
   // Rounds over all candidates, so that clock or thermal drift during the timing spreads
   // over every candidate instead of favouring the ones timed last.
-  std::vector<CudaEvent> marks;  // marks[i], marks[i + 1] bracket the i-th timed run
-  for (size_t i = 0; i <= kTimedRuns * runnable.size(); ++i) {
+  const size_t timed = kTimedRuns * runnable.size();
+  std::vector<CudaEvent> marks;  // marks[2i], marks[2i + 1] bracket the i-th timed run
+  for (size_t i = 0; i < 2 * timed; ++i) {
     TANDEM_ASSIGN_OR_RETURN(CudaEvent event, CudaEvent::Create());
     marks.push_back(std::move(event));
   }
-  marks[0].Record(stream);
-  for (size_t i = 0; i < kTimedRuns * runnable.size(); ++i) {
+  for (size_t i = 0; i < timed; ++i) {
+    if (flush.size_bytes() > 0) {
+      TANDEM_CUDA_RETURN_IF_ERROR(
+          cudaMemsetAsync(flush.data(), static_cast<int>(i & 0xff), flush.size_bytes(), stream));
+    }
+    marks[2 * i].Record(stream);
     TANDEM_CUBLAS_RETURN_IF_ERROR(run(candidates[runnable[i % runnable.size()]]));
-    marks[i + 1].Record(stream);
+    marks[2 * i + 1].Record(stream);
   }
-  marks.back().Synchronize();
+  if (timed > 0) marks.back().Synchronize();
   std::vector<float> median_ms(candidates.size(), INFINITY);
   for (size_t j = 0; j < runnable.size(); ++j) {
     std::vector<float> ms;
-    for (size_t i = j; i < kTimedRuns * runnable.size(); i += runnable.size()) {
-      ms.push_back(marks[i + 1].ElapsedMsSince(marks[i]));
+    for (size_t i = j; i < timed; i += runnable.size()) {
+      ms.push_back(marks[2 * i + 1].ElapsedMsSince(marks[2 * i]));
     }
     std::nth_element(ms.begin(), ms.begin() + kTimedRuns / 2, ms.end());
     median_ms[runnable[j]] = ms[kTimedRuns / 2];

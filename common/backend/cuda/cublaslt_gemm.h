@@ -6,9 +6,10 @@
 // weight [out][in], used as stored); out: [m][ldc] row-major, columns [0, n) written.
 //
 // Algorithms: the heuristic's first for each exact shape by default. With max_algorithms >
-// 1, on the first use of a shape with m >= kMinTunedRows outside stream capture, up to
-// max_algorithms of the heuristic's candidates are timed on the caller's operands (median of
-// 5 back-to-back runs each, in rounds over the candidates) and the fastest is kept; the
+// 1, on the first use of a shape with m in [min_tuned_rows, max_tuned_rows] outside stream
+// capture, up to max_algorithms of the heuristic's candidates are timed on the caller's
+// operands (median of 5 runs each, in rounds over the candidates; below kMinTunedRows each
+// run after an L2 flush) and the fastest is kept; the
 // heuristic's first stays unless another is more than 2% faster. The choice is shared by
 // every m of one bucket (four per power of two), checked with cublasLtMatmulAlgoCheck for
 // each new m. Timing synchronizes the stream and, when accumulating, briefly allocates an
@@ -60,6 +61,12 @@ struct CublasLtGemmOptions {
   // the 8192^3 rate at the 8B prefill shapes and timed choices measured no faster there
   // (docs/cuda_backend.md, "Milestone 3: prefill"); the benchmark compares the two.
   int max_algorithms = 1;
+  // The row counts timed when max_algorithms > 1. Below kMinTunedRows (decode batches) each
+  // timed run follows a write of twice the L2 size, so the weights come from memory as in a
+  // model's pass; at m = 64 on the 8B shapes the heuristic's first leaves 2-4% on gate_up
+  // and down (cuda_model_bench --kernels_only, gemm_candidates_m64).
+  int64_t min_tuned_rows = kMinTunedRows;
+  int64_t max_tuned_rows = int64_t{1} << 62;
 };
 
 // m values sharing one tuned algorithm: m itself up to 64, then the next multiple of a

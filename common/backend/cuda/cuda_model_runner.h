@@ -49,6 +49,8 @@ struct CudaRunnerOptions {
   // cuBLASLt on every 8B decode shape at m = 1 and loses at m >= 2 but for the LM head
   // (cuda_model_bench's gemm_decode_shapes; docs/cuda_backend.md).
   int64_t gemv_max_rows = 1;
+  // cuBLASLt candidates timed for each row count in [32, 64] (1: the heuristic's first).
+  int gemm_candidates = 8;
   // Sample on the device (CudaSampler) when the caller leaves the logits with the runner
   // (ForwardInputs::logits_on_host false, as the engine does): SampleLogits reads the
   // device logits and only tokens and logprobs come back. Off: those logits are copied to

@@ -565,7 +565,7 @@ __global__ void __launch_bounds__(kThreads, 1) SampleRowsKernel(SampleRowsArgs a
   double log_normalizer = 0.0;
   if (p.logprobs >= 0) log_normalizer = RowLogprobs(row, max_value, p.logprobs, sh, result);
 
-  int token = max_index;
+  int token = max_index == INT_MAX ? -1 : max_index;  // INT_MAX: every logit NaN
   if (!p.greedy) {
     KeepPredicate keep{0, false, 0, -1, p.min_p > 0.0f, p.min_p, max_value};
     if (p.top_k > 0 && p.top_k < row.size) {
@@ -686,7 +686,7 @@ __global__ void __launch_bounds__(kGreedyThreads) GreedyArgMaxKernel(GreedyArgMa
   __syncthreads();  // values / indices are reused
   BlockBest(best, best_index, values, indices);
   if (threadIdx.x == 0) {
-    a.results[r].token = best_index;
+    a.results[r].token = best_index == INT_MAX ? -1 : best_index;  // INT_MAX: all NaN
     a.results[r].num_top = 0;
     a.counters[r] = 0;
   }

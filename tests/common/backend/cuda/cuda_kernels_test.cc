@@ -189,6 +189,16 @@ TEST_F(KernelTest, GemmAlgorithmBucketsMatchReference) {
     // fp32, fp32 accumulate)
     EXPECT_EQ((*gemm)->num_tuned_buckets(), max_algorithms == 1 ? 0 : 3 * 3);
   }
+  // Decode row counts, timed after L2 flushes; m = 100 is outside the range (not timed).
+  absl::StatusOr<std::unique_ptr<CublasLtGemm>> decode =
+      CublasLtGemm::Create({.max_algorithms = 16, .min_tuned_rows = 1, .max_tuned_rows = 64});
+  ASSERT_TRUE(decode.ok()) << decode.status();
+  for (int64_t m : {64, 3, 100}) CheckGemm(**decode, m, 1000, 264, rng_);
+  EXPECT_EQ((*decode)->num_tuned_buckets(), 2 * 3);
+  EXPECT_EQ(CublasLtGemm::Create({.min_tuned_rows = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CublasLtGemm::Create({.min_tuned_rows = 8, .max_tuned_rows = 4}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // The batch-1..8 GEMV against the reference, every tiling and epilogue, odd n and k, a

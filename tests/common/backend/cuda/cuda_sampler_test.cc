@@ -300,6 +300,30 @@ TEST_F(CudaSamplerTest, GreedyRowsTakeTheArgMaxKernel) {
   }
 }
 
+// A greedy row whose logits are all NaN (a broken pass) is an error on both GPU paths, not
+// a token id past the vocabulary.
+TEST_F(CudaSamplerTest, AllNanGreedyRowIsAnError) {
+  const int32_t vocab = 1000;
+  std::vector<float> logits(2 * vocab, 0.5f);
+  std::fill_n(logits.begin() + vocab, vocab, NAN);
+  DeviceBuffer device = *DeviceBuffer::Allocate(logits.size() * sizeof(float));
+  TANDEM_CUDA_CHECK(cudaMemcpy(device.data(), logits.data(), logits.size() * sizeof(float),
+                               cudaMemcpyHostToDevice));
+  SamplingParams plain, with_logprobs;
+  plain.temperature = with_logprobs.temperature = 0.0f;
+  with_logprobs.logprobs = 2;  // the fused kernel instead of the argmax kernel
+  SamplingContext ctx{.vocab_size = vocab};
+  auto sampler = *CudaSampler::Create({.vocab_size = vocab, .max_num_rows = 2});
+  for (const SamplingParams* params : {&plain, &with_logprobs}) {
+    std::vector<SequenceSamplingState> states(2);
+    std::vector<SamplingRow> rows = {{params, &states[0]}, {params, &states[1]}};
+    absl::StatusOr<std::vector<SampledToken>> got =
+        sampler->Sample({device.as<float>(), vocab}, ctx, rows, stream_.get());
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition) << got.status();
+    EXPECT_NE(got.status().message().find("rows[1]"), std::string::npos) << got.status();
+  }
+}
+
 TEST_F(CudaSamplerTest, ManySeededDrawsAgree) {
   // 256 rows x 4 steps of plain/top-p/top-k sampling on a 128256 vocabulary: the seeded draw
   // walks the same inverse CDF as the CPU.
