@@ -527,7 +527,12 @@ int Main(int argc, char** argv) {
   std::vector<SequenceSamplingState> states;
   for (int64_t i = 0; i < max_batch; ++i) states.push_back(MakeSequenceState({}, i));
   const std::vector<int32_t> eos = c.eos_token_ids;
-  enum class Step { kSampleOnGpu, kLogitsToHost, kForwardOnly };
+  // kForwardThenSync: the pass and a device synchronization, no sampling (with
+  // kForwardOnly, whose host runs ahead and keeps the GPU busy, it splits the step's
+  // non-pass time into the host / launch side and the sampler's tail).
+  // kSyncThenSample: the pass, a device synchronization, then the sampling on an idle GPU
+  // (sample_call_ms: the sampler's own latency, launch to tokens on the host).
+  enum class Step { kSampleOnGpu, kLogitsToHost, kForwardOnly, kForwardThenSync, kSyncThenSample };
   auto decode = [&](int64_t batch, int32_t context, Step mode = Step::kSampleOnGpu) {
     const bool host_logits = mode == Step::kLogitsToHost;
     std::vector<SamplingRow> rows;
@@ -537,7 +542,7 @@ int Main(int argc, char** argv) {
       logits_rows.push_back(static_cast<int32_t>(i));
     }
     const SamplingContext ctx{.vocab_size = c.vocab_size, .eos_token_ids = eos};
-    std::vector<double> times, forward_times;
+    std::vector<double> times, forward_times, sample_times;
     for (int step = 0; step < decode_steps + 2; ++step) {
       ForwardInputs in = MakeInputs(seqs, 0, batch, context + step, 1, true, storage);
       in.logits_on_host = host_logits;
@@ -548,6 +553,13 @@ int Main(int argc, char** argv) {
         Check(logits);
         if (mode == Step::kSampleOnGpu) {
           Check(runner.SampleLogits(*logits, logits_rows, ctx, rows));
+        }
+        if (mode == Step::kForwardThenSync || mode == Step::kSyncThenSample) {
+          TANDEM_CUDA_CHECK(cudaDeviceSynchronize());
+        }
+        if (mode == Step::kSyncThenSample) {
+          sample_times.push_back(
+              WallMs([&] { Check(runner.SampleLogits(*logits, logits_rows, ctx, rows)); }));
         }
       });
       if (step >= 2) times.push_back(ms);
@@ -561,6 +573,7 @@ int Main(int argc, char** argv) {
     // the GPU sampler follows), during which the GPU is idle since the last step's sync.
     return nlohmann::json{{"batch", batch}, {"context", context}, {"step_ms", ms},
                           {"forward_call_ms", Median(forward_times)},
+                          {"sample_call_ms", sample_times.empty() ? 0.0 : Median(sample_times)},
                           {"tokens_per_s", batch / ms * 1e3},
                           {"roofline_tokens_per_s", batch / (bytes / copy_bw)},
                           {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}};
@@ -591,6 +604,12 @@ int Main(int argc, char** argv) {
     out["decode_attribution"].push_back(row);
     row = decode(batch, 2048, Step::kForwardOnly);
     row["variant"] = "forward_only_no_sampling";
+    out["decode_attribution"].push_back(row);
+    row = decode(batch, 2048, Step::kForwardThenSync);
+    row["variant"] = "forward_then_sync_no_sampling";
+    out["decode_attribution"].push_back(row);
+    row = decode(batch, 2048, Step::kSyncThenSample);
+    row["variant"] = "sync_then_sample";
     out["decode_attribution"].push_back(row);
   }
   // What each kind of small kernel and the attention cost in place: the same steps without

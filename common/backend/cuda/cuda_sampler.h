@@ -68,7 +68,7 @@ class CudaSampler {
   // empty; FailedPrecondition where a row had no finite logit.
   absl::StatusOr<std::vector<SampledToken>> CopyResults(std::span<const SamplingRowParams> params,
                                                         std::span<const SamplingRow> rows,
-                                                        cudaStream_t stream);
+                                                        cudaStream_t stream, bool copy = true);
   absl::Status EnsureEditCapacity(size_t num_edits);
   absl::Status EnsureFallbackCapacity(size_t num_rows);
 
@@ -78,6 +78,7 @@ class CudaSampler {
   // LaunchGreedyArgMax's per-block partials and per-row counters (zeroed at creation)
   DeviceBuffer greedy_values_, greedy_indices_, greedy_counters_;
   PinnedBuffer inputs_host_, results_host_, fallback_host_;
+  SamplingRowResult* results_mapped_ = nullptr;  // results_host_ as the device sees it
   size_t edit_capacity_ = 0;
   size_t fallback_capacity_rows_ = 0;
   int32_t last_num_fallback_rows_ = 0;
