@@ -244,12 +244,25 @@ __global__ void __launch_bounds__(kWarps * 32) DecodeAttentionKernel(DecodeAtten
       const __nv_bfloat16* k_rows = k_s + (stage * kTileTokens + warp * 16) * R;
       const __nv_bfloat16* v_rows = v_s + (stage * kTileTokens + warp * 16) * R;
       float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+      // Even and odd k-steps in separate accumulators: two dependent mma chains of kSteps / 2
+      // per n-tile instead of one of kSteps (b64: 146.4 -> 145.0 us per layer).
+      float s_odd[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
-      for (int kk = 0; kk < kSteps; ++kk) {
-        uint32_t b[4];
-        LdMatrixX4(b, k_rows + (lane % 8 + (lane / 16) * 8) * R + kk * 16 + ((lane / 8) % 2) * 8);
+      for (int kk = 0; kk < kSteps; kk += 2) {
+        uint32_t b[4], c[4];
+        const __nv_bfloat16* k_row =
+            k_rows + (lane % 8 + (lane / 16) * 8) * R + ((lane / 8) % 2) * 8;
+        LdMatrixX4(b, k_row + kk * 16);
+        LdMatrixX4(c, k_row + (kk + 1) * 16);
         MmaBf16(s[0], q_frag[kk], b[0], b[1]);
         MmaBf16(s[1], q_frag[kk], b[2], b[3]);
+        MmaBf16(s_odd[0], q_frag[kk + 1], c[0], c[1]);
+        MmaBf16(s_odd[1], q_frag[kk + 1], c[2], c[3]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] += s_odd[j][e];
       }
       float max0 = -INFINITY, max1 = -INFINITY;
       const bool masked = first_token + 16 > end;  // only the range's last warp tile
@@ -281,17 +294,9 @@ __global__ void __launch_bounds__(kWarps * 32) DecodeAttentionKernel(DecodeAtten
       l1 = l1 * alpha1 + s[0][2] + s[0][3] + s[1][2] + s[1][3];
       const uint32_t p[4] = {PackBf16x2(s[0][0], s[0][1]), PackBf16x2(s[0][2], s[0][3]),
                              PackBf16x2(s[1][0], s[1][1]), PackBf16x2(s[1][2], s[1][3])};
-      // Once the running maxima settle, most tiles leave them unchanged (alpha exactly 1):
-      // the 64 multiplies per thread are skipped then (warp-uniform; x * 1 is exact).
-      if (__any_sync(cuda_kernels::kFullMask, alpha0 != 1.0f || alpha1 != 1.0f)) {
-#pragma unroll
-        for (int d = 0; d < kDimTiles; ++d) {
-          o[d][0] *= alpha0;
-          o[d][1] *= alpha0;
-          o[d][2] *= alpha1;
-          o[d][3] *= alpha1;
-        }
-      }
+      // Once the running maxima settle, most tiles leave them unchanged (alpha exactly 1)
+      // and the 64 multiplies per thread are skipped.
+      cuda_kernels::RescaleRows(o, alpha0, alpha1);
 #pragma unroll
       for (int dp = 0; dp < kDim / 16; ++dp) {
         uint32_t b[4];

@@ -56,6 +56,21 @@ __device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// The online softmax's rescale of accumulator tiles: rows g (c0, c1) times alpha0 and g + 8
+// (c2, c3) times alpha1. Skipped when no lane of the warp has a factor other than 1 (the
+// running maxima stood; x * 1 is exact, so the result is the same): call warp-uniformly.
+template <int kTiles>
+__device__ __forceinline__ void RescaleRows(float (&o)[kTiles][4], float alpha0, float alpha1) {
+  if (!__any_sync(0xffffffffu, alpha0 != 1.0f || alpha1 != 1.0f)) return;
+#pragma unroll
+  for (int d = 0; d < kTiles; ++d) {
+    o[d][0] *= alpha0;
+    o[d][1] *= alpha0;
+    o[d][2] *= alpha1;
+    o[d][3] *= alpha1;
+  }
+}
+
 // Max / sum over the 4 lanes that share one accumulator row (lane / 4).
 __device__ __forceinline__ float QuadMax(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));

@@ -134,13 +134,7 @@ __device__ __forceinline__ void OnlineSoftmax(float (&s)[kKvNTiles][4], float (&
   }
   st.l0 = st.l0 * alpha0 + sum0;  // per-thread partial sums; the quad is summed at the end
   st.l1 = st.l1 * alpha1 + sum1;
-#pragma unroll
-  for (int d = 0; d < kDimTiles; ++d) {
-    o[d][0] *= alpha0;
-    o[d][1] *= alpha0;
-    o[d][2] *= alpha1;
-    o[d][3] *= alpha1;
-  }
+  cuda_kernels::RescaleRows(o, alpha0, alpha1);
 }
 
 // Where a block's tile sits: its sequence, rows and positions.
