@@ -10,11 +10,11 @@
 // end. Tiles are gathered through the block table with cp.async, 3 stages deep. Launches of
 // more than two single-split blocks per SM (batch 64 x 8 kv heads) use blocks of 2 warps and
 // 32-token tiles instead: half the shared memory, four blocks per SM, one wave (b64 2k:
-// 168 -> 142 us on the H200). Split-K: every sequence's context is cut into num_splits ranges (from its
-// own context length, on the device, so a captured CUDA graph stays valid for any lengths
-// up to max_context_len); the splits of one (kv head, sequence) run as one thread-block
-// cluster and combine their partial results (max, sum, output) through distributed shared
-// memory in the same kernel: no workspace, no second launch. A sequence with
+// 168 -> 142 us on the H200). Split-K: every sequence's context is cut into num_splits
+// ranges (from its own context length, on the device, so a captured CUDA graph stays valid
+// for any lengths up to max_context_len); the splits of one (kv head, sequence) run as one
+// thread-block cluster and combine their partial results (max, sum, output) through
+// distributed shared memory in the same kernel: no workspace, no second launch. A sequence with
 // context_lens[s] == 0 (graph padding) gets zeros. Launched as a programmatic dependent of
 // the kernel before it (its launch and index set-up overlap that kernel's tail; it waits for
 // it before reading q or the cache).
