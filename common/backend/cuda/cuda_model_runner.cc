@@ -43,6 +43,10 @@ absl::Status ValidateOptions(const CudaRunnerOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("gemv_max_rows must be in [0, ",
                                                    kGemvMaxRows, "], got ", o.gemv_max_rows));
   }
+  if (o.gemm_candidates < 1 || o.gemm_candidates > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gemm_candidates must be in [1, 64], got ", o.gemm_candidates));
+  }
   if (o.max_num_tokens <= 0 || o.max_num_seqs <= 0 || o.max_logits_rows <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_num_tokens, max_num_seqs and max_logits_rows must be > 0, got ", o.max_num_tokens,

@@ -326,6 +326,9 @@ TEST(CudaRunnerMemoryTest, KvPoolSizedFromMemoryFraction) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(CudaModelRunner::Load(dir, {.gpu_memory_fraction = used / 2}).status().code(),
             absl::StatusCode::kResourceExhausted);
+  absl::Status bad = CudaModelRunner::Load(dir, {.gemm_candidates = 0}).status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("gemm_candidates"), std::string::npos) << bad;
 }
 
 
