@@ -616,10 +616,12 @@ absl::Status CudaModelRunner::CopyBlocks(std::span<const BlockCopy> copies) {
   return absl::OkStatus();
 }
 
+bool CudaModelRunner::UsesGemv(const GemmArgs& args) const {
+  return args.m <= options_.gemv_max_rows && GemvSupports(args);
+}
+
 absl::Status CudaModelRunner::MatMul(const GemmArgs& args) {
-  if (args.m <= options_.gemv_max_rows && GemvSupports(args)) {
-    return LaunchGemv(args, stream_.get());
-  }
+  if (UsesGemv(args)) return LaunchGemv(args, stream_.get());
   return gemm_->MatMulTransposed(args, stream_.get());
 }
 
@@ -707,9 +709,9 @@ absl::Status CudaModelRunner::MlpBlock(int64_t layer, const Batch& b) {
   const GemmArgs fused{.a = hidden_.as<bf16>(), .w = w.gate_up_proj, .out = act_.data(),
                        .m = b.num_tokens, .n = 2 * c.intermediate_size, .k = c.hidden_size,
                        .ldc = 0, .output = GemmOutput::kSiluMulBf16};
-  if (fused.m <= options_.gemv_max_rows && GemvSupports(fused)) {
+  if (UsesGemv(fused)) {
     // SiLU·mul in the GEMV's epilogue: no gate_up round trip, one launch fewer.
-    TANDEM_RETURN_IF_ERROR(LaunchGemv(fused, stream_.get()));
+    TANDEM_RETURN_IF_ERROR(MatMul(fused));
     return GemmIntoResidual(act_.as<bf16>(), b.num_tokens, c.intermediate_size, w.down_proj);
   }
   TANDEM_RETURN_IF_ERROR(Gemm(hidden_.as<bf16>(), b.num_tokens, c.hidden_size, w.gate_up_proj,

@@ -169,6 +169,8 @@ class CudaModelRunner final : public ModelRunner {
   absl::StatusOr<std::vector<SampledToken>> SampleOnDevice(std::span<const int32_t> logits_rows,
                                                            const SamplingContext& ctx,
                                                            std::span<const SamplingRow> rows);
+  // The GEMV where it takes the shape and m <= gemv_max_rows, else cuBLASLt.
+  bool UsesGemv(const GemmArgs& args) const;
   absl::Status MatMul(const GemmArgs& args);
   absl::Status Gemm(const __nv_bfloat16* a, int64_t m, int64_t k, const __nv_bfloat16* w,
                     int64_t n, void* out, GemmOutput output);

@@ -276,14 +276,13 @@ absl::StatusOr<std::vector<SampledToken>> CudaSampler::Sample(const DeviceLogits
   TANDEM_RETURN_IF_ERROR(EnsureEditCapacity(edits.size()));
   TANDEM_RETURN_IF_ERROR(EnsureFallbackCapacity(fallback.size()));
 
-  // Greedy rows with no logprobs, edits or host fallback (plain greedy decoding): the argmax
-  // kernel alone, nothing to upload.
+  // Greedy rows with no logprobs, edits or host fallback (plain greedy decoding; a row with
+  // allowed_token_ids has an edit per id): the argmax kernel alone, nothing to upload.
   const bool greedy_only =
       edits.empty() && fallback.empty() &&
       std::all_of(params.begin(), params.end(), [](const SamplingRowParams& p) {
         return p.greedy != 0 && p.logprobs < 0;
-      }) &&
-      std::none_of(allowed_mode.begin(), allowed_mode.end(), [](int32_t m) { return m != 0; });
+      });
   if (greedy_only) {
     // The tokens go straight to the pinned host buffer (mapped into the device's address
     // space): no copy after the kernel (~8 us less per call on the H200).

@@ -167,6 +167,29 @@ __device__ __forceinline__ bool Better(float a, int ia, float b, int ib) {
   return a > b || (a == b && ia < ib);
 }
 
+// Warp then block reduction of (value, index) by Better; the result in thread 0.
+__device__ void BlockBest(float& best, int& best_index, float* values, int* indices) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float v = __shfl_xor_sync(kFull, best, offset);
+    const int i = __shfl_xor_sync(kFull, best_index, offset);
+    if (Better(v, i, best, best_index)) best = v, best_index = i;
+  }
+  const int warps = blockDim.x / 32;
+  if (Lane() == 0) values[Warp()] = best, indices[Warp()] = best_index;
+  __syncthreads();
+  if (Warp() == 0) {
+    best = Lane() < warps ? values[Lane()] : -INFINITY;
+    best_index = Lane() < warps ? indices[Lane()] : INT_MAX;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      const float v = __shfl_xor_sync(kFull, best, offset);
+      const int i = __shfl_xor_sync(kFull, best_index, offset);
+      if (Better(v, i, best, best_index)) best = v, best_index = i;
+    }
+  }
+}
+
 // Largest value of the row and its lowest index, to every thread.
 __device__ void BlockArgMax(const Row& row, Shared& sh, float* max_value, int* max_index) {
   float best = -INFINITY;
@@ -174,25 +197,8 @@ __device__ void BlockArgMax(const Row& row, Shared& sh, float* max_value, int* m
   ForEachUnordered(row, [&](int i, float v) {
     if (Better(v, i, best, best_index)) best = v, best_index = i;
   });
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const float v = __shfl_xor_sync(kFull, best, offset);
-    const int i = __shfl_xor_sync(kFull, best_index, offset);
-    if (Better(v, i, best, best_index)) best = v, best_index = i;
-  }
-  if (Lane() == 0) sh.warp_value[Warp()] = best, sh.warp_index[Warp()] = best_index;
-  __syncthreads();
-  if (Warp() == 0) {
-    best = sh.warp_value[Lane()];
-    best_index = sh.warp_index[Lane()];
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      const float v = __shfl_xor_sync(kFull, best, offset);
-      const int i = __shfl_xor_sync(kFull, best_index, offset);
-      if (Better(v, i, best, best_index)) best = v, best_index = i;
-    }
-    if (Lane() == 0) sh.warp_value[0] = best, sh.warp_index[0] = best_index;
-  }
+  BlockBest(best, best_index, sh.warp_value, sh.warp_index);
+  if (threadIdx.x == 0) sh.warp_value[0] = best, sh.warp_index[0] = best_index;
   __syncthreads();
   *max_value = sh.warp_value[0];
   *max_index = sh.warp_index[0];
@@ -600,29 +606,6 @@ __global__ void __launch_bounds__(kThreads, 1) SampleRowsKernel(SampleRowsArgs a
 }
 
 constexpr int kGreedyThreads = 256;
-
-// Warp then block reduction of (value, index) by Better; the result in thread 0.
-__device__ void BlockBest(float& best, int& best_index, float* values, int* indices) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const float v = __shfl_xor_sync(kFull, best, offset);
-    const int i = __shfl_xor_sync(kFull, best_index, offset);
-    if (Better(v, i, best, best_index)) best = v, best_index = i;
-  }
-  const int warps = blockDim.x / 32;
-  if (Lane() == 0) values[Warp()] = best, indices[Warp()] = best_index;
-  __syncthreads();
-  if (Warp() == 0) {
-    best = Lane() < warps ? values[Lane()] : -INFINITY;
-    best_index = Lane() < warps ? indices[Lane()] : INT_MAX;
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      const float v = __shfl_xor_sync(kFull, best, offset);
-      const int i = __shfl_xor_sync(kFull, best_index, offset);
-      if (Better(v, i, best, best_index)) best = v, best_index = i;
-    }
-  }
-}
 
 // grid (kGreedyArgMaxBlocks, num_rows): block b scans its contiguous share of the row.
 __global__ void __launch_bounds__(kGreedyThreads) GreedyArgMaxKernel(GreedyArgMaxArgs a) {
