@@ -3,6 +3,7 @@
 #include <cmath>
 #include <memory>
 #include <numeric>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "bench/cuda_bench_common.h"
@@ -11,6 +12,7 @@
 #include "common/backend/cuda/cuda_check.h"
 #include "common/backend/cuda/kernels/decode_attention.h"
 #include "common/backend/cuda/kernels/gemv.h"
+#include "common/backend/cuda/kernels/skinny_gemm.h"
 
 namespace tandem::bench {
 
@@ -128,6 +130,7 @@ nlohmann::json GemvBench(const ModelConfig& c, const CudaStream& stream, double 
        {std::tuple{"qkv", qkv, h, GemmOutput::kBF16},
         {"o", h, c.num_heads * c.head_dim, GemmOutput::kF32},
         {"gate_up", 2 * c.intermediate_size, h, GemmOutput::kBF16},
+        {"gate_up_silu", 2 * c.intermediate_size, h, GemmOutput::kSiluMulBf16},
         {"down", h, c.intermediate_size, GemmOutput::kF32},
         {"lm_head", c.vocab_size, h, GemmOutput::kF32}}) {
     const size_t weight_bytes = static_cast<size_t>(n * k * 2);
@@ -142,7 +145,7 @@ nlohmann::json GemvBench(const ModelConfig& c, const CudaStream& stream, double 
     TANDEM_CUDA_CHECK(cudaMemcpy(a.data(), w_host.data(), 64 * k * 2, cudaMemcpyHostToDevice));
     TANDEM_CUDA_CHECK(cudaMemset(d.data(), 0, d.size_bytes()));
     const int launches = static_cast<int>(copies * ((20 + copies - 1) / copies));
-    for (int64_t m : {1, 2, 4, 8, 64}) {
+    for (int64_t m : {1, 2, 4, 8, 16, 32, 64}) {
       auto args = [&](int i) {
         return GemmArgs{.a = a.as<__nv_bfloat16>(),
                         .w = reinterpret_cast<const __nv_bfloat16*>(w.as<char>() +
@@ -151,11 +154,17 @@ nlohmann::json GemvBench(const ModelConfig& c, const CudaStream& stream, double 
                         .accumulate = output == GemmOutput::kF32 && n == h};
       };
       const double bytes = 2.0 * (n * k + m * k + m * n);
-      for (bool use_gemv : {false, true}) {
-        if (use_gemv && !GemvSupports(args(0))) continue;
+      // cuBLASLt, the GEMV (m <= 8), the skinny tensor-core GEMM (m >= 8) with its chosen
+      // configuration; cuBLASLt has no fused SiLU·mul.
+      for (const char* kernel : {"cublaslt", "gemv", "skinny"}) {
+        const std::string_view which = kernel;
+        if (which == "gemv" && !GemvSupports(args(0))) continue;
+        if (which == "skinny" && (m < 8 || !SkinnyGemmSupports(args(0)))) continue;
+        if (which == "cublaslt" && output == GemmOutput::kSiluMulBf16) continue;
         auto launch = [&](int i) {
-          return use_gemv ? LaunchGemv(args(i), stream.get())
-                          : gemm->MatMulTransposed(args(i), stream.get());
+          return which == "gemv"     ? LaunchGemv(args(i), stream.get())
+                 : which == "skinny" ? LaunchSkinnyGemm(args(i), stream.get())
+                                     : gemm->MatMulTransposed(args(i), stream.get());
         };
         auto run = [&] {
           absl::Status status = launch(0);
@@ -165,12 +174,28 @@ nlohmann::json GemvBench(const ModelConfig& c, const CudaStream& stream, double 
         const double ms = TimeMs(stream, 10, run);
         const double graph_us = GraphUs(stream, launches, launch);
         out["gemm_decode_shapes"].push_back(
-            {{"name", name}, {"kernel", use_gemv ? "gemv" : "cublaslt"}, {"m", m}, {"n", n},
+            {{"name", name}, {"kernel", kernel}, {"m", m}, {"n", n},
              {"k", k}, {"us", ms * 1e3}, {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
              {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}, {"graph_us", graph_us},
              {"graph_roofline_fraction", bytes / copy_bw / (graph_us * 1e-6)}});
       }
-      if (m > 2) continue;
+      if (m == 64) {
+        // Every block shape and split count of the skinny GEMM at m = 64.
+        const SkinnyGemmConfig chosen = SkinnyGemmChooseConfig(args(0));
+        for (const SkinnyGemmConfig& config : SkinnyGemmAllConfigs()) {
+          const double graph_us = GraphUs(stream, launches, [&](int i) {
+            return LaunchSkinnyGemm(args(i), stream.get(), config);
+          });
+          out["skinny_gemm_configs_m64"].push_back(
+              {{"name", name}, {"warps", config.warps}, {"m_tiles", config.m_tiles},
+               {"splits", config.splits},
+               {"chosen", config.warps == chosen.warps && config.m_tiles == chosen.m_tiles &&
+                              config.splits == chosen.splits},
+               {"graph_us", graph_us},
+               {"graph_roofline_fraction", bytes / copy_bw / (graph_us * 1e-6)}});
+        }
+      }
+      if (m > 2 || output == GemmOutput::kSiluMulBf16) continue;
       for (auto [tiling, tiling_name] :
            {std::tuple{GemvTiling::kRows1, "rows1"}, {GemvTiling::kRows2, "rows2"},
             {GemvTiling::kRows4, "rows4"}, {GemvTiling::kRows8, "rows8"}}) {

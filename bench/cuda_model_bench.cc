@@ -16,6 +16,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -32,6 +33,7 @@
 #include "common/backend/cuda/kernels/prefill_attention.h"
 #include "common/backend/cuda/kernels/rope_kv_write.h"
 #include "common/backend/cuda/kernels/silu_mul.h"
+#include "common/backend/cuda/kernels/skinny_gemm.h"
 #include "common/kv_cache/kv_layer_progress.h"
 #include "common/sampling/sequence_state.h"
 #include "nlohmann/json.hpp"
@@ -583,20 +585,29 @@ int Main(int argc, char** argv) {
       if (batch <= max_batch) out["decode"].push_back(decode(batch, context));
     }
   }
-  // What the CUDA graphs and the GEMV are worth: the same steps with one of them off.
-  for (auto [graphs, gemv_rows, what] : {std::tuple{false, kGemvMaxRows, "no_cuda_graphs"},
-                                         {true, int64_t{0}, "cublaslt_not_gemv"}}) {
+  // What the CUDA graphs and the GEMV (batch 1) are worth, and what the skinny tensor-core
+  // GEMM (off by default) would do at batches 8 and 64: the same steps with one switched.
+  const CudaRunnerOptions defaults;
+  for (auto [graphs, gemv_rows, skinny_rows, what] :
+       {std::tuple{false, defaults.gemv_max_rows, defaults.skinny_gemm_max_rows, "no_cuda_graphs"},
+        {true, int64_t{0}, defaults.skinny_gemm_max_rows, "cublaslt_not_gemv"},
+        {true, defaults.gemv_max_rows, kSkinnyGemmMaxRows, "skinny_gemm_not_cublaslt"}}) {
     runner.set_use_cuda_graphs(graphs);
     runner.set_gemv_max_rows(gemv_rows);
+    runner.set_skinny_gemm_max_rows(skinny_rows);
     for (int64_t batch : {1, 8, 64}) {
-      if (batch > max_batch || (gemv_rows == 0 && batch > kGemvMaxRows)) continue;
+      if (batch > max_batch) continue;
+      const std::string_view variant = what;
+      if (variant == "cublaslt_not_gemv" && batch > defaults.gemv_max_rows) continue;
+      if (variant == "skinny_gemm_not_cublaslt" && batch <= defaults.gemv_max_rows) continue;
       nlohmann::json row = decode(batch, 2048);
       row["variant"] = what;
       out["decode_attribution"].push_back(row);
     }
   }
   runner.set_use_cuda_graphs(true);
-  runner.set_gemv_max_rows(kGemvMaxRows);
+  runner.set_gemv_max_rows(defaults.gemv_max_rows);
+  runner.set_skinny_gemm_max_rows(defaults.skinny_gemm_max_rows);
   for (int64_t batch : {1, 64}) {  // the step before the GPU sampler: logits to the host
     if (batch > max_batch) continue;
     nlohmann::json row = decode(batch, 2048, Step::kLogitsToHost);

@@ -13,6 +13,7 @@
 #include "common/backend/cuda/kernels/prefill_attention.h"
 #include "common/backend/cuda/kernels/rope_kv_write.h"
 #include "common/backend/cuda/kernels/silu_mul.h"
+#include "common/backend/cuda/kernels/skinny_gemm.h"
 #include "common/backend/reference/rope.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -42,6 +43,11 @@ absl::Status ValidateOptions(const CudaRunnerOptions& o) {
   if (o.gemv_max_rows < 0 || o.gemv_max_rows > kGemvMaxRows) {
     return absl::InvalidArgumentError(absl::StrCat("gemv_max_rows must be in [0, ",
                                                    kGemvMaxRows, "], got ", o.gemv_max_rows));
+  }
+  if (o.skinny_gemm_max_rows < 0 || o.skinny_gemm_max_rows > kSkinnyGemmMaxRows) {
+    return absl::InvalidArgumentError(absl::StrCat("skinny_gemm_max_rows must be in [0, ",
+                                                   kSkinnyGemmMaxRows, "], got ",
+                                                   o.skinny_gemm_max_rows));
   }
   if (o.gemm_candidates < 1 || o.gemm_candidates > 64) {
     return absl::InvalidArgumentError(
@@ -620,8 +626,13 @@ bool CudaModelRunner::UsesGemv(const GemmArgs& args) const {
   return args.m <= options_.gemv_max_rows && GemvSupports(args);
 }
 
+bool CudaModelRunner::UsesSkinnyGemm(const GemmArgs& args) const {
+  return !UsesGemv(args) && args.m <= options_.skinny_gemm_max_rows && SkinnyGemmSupports(args);
+}
+
 absl::Status CudaModelRunner::MatMul(const GemmArgs& args) {
   if (UsesGemv(args)) return LaunchGemv(args, stream_.get());
+  if (UsesSkinnyGemm(args)) return LaunchSkinnyGemm(args, stream_.get());
   return gemm_->MatMulTransposed(args, stream_.get());
 }
 
@@ -709,8 +720,9 @@ absl::Status CudaModelRunner::MlpBlock(int64_t layer, const Batch& b) {
   const GemmArgs fused{.a = hidden_.as<bf16>(), .w = w.gate_up_proj, .out = act_.data(),
                        .m = b.num_tokens, .n = 2 * c.intermediate_size, .k = c.hidden_size,
                        .ldc = 0, .output = GemmOutput::kSiluMulBf16};
-  if (UsesGemv(fused)) {
-    // SiLU·mul in the GEMV's epilogue: no gate_up round trip, one launch fewer.
+  if (UsesOwnKernel(fused)) {
+    // SiLU·mul in the GEMV's or skinny GEMM's epilogue: no gate_up round trip, one launch
+    // fewer.
     TANDEM_RETURN_IF_ERROR(MatMul(fused));
     return GemmIntoResidual(act_.as<bf16>(), b.num_tokens, c.intermediate_size, w.down_proj);
   }

@@ -49,6 +49,11 @@ struct CudaRunnerOptions {
   // cuBLASLt on every 8B decode shape at m = 1 and loses at m >= 2 but for the LM head
   // (cuda_model_bench's gemm_decode_shapes; docs/cuda_backend.md).
   int64_t gemv_max_rows = 1;
+  // Other GEMMs with m <= this use the skinny tensor-core kernel (at most
+  // kSkinnyGemmMaxRows). 0, the default: on the H200 it is still slower than cuBLASLt on
+  // every 8B decode shape (48-60% of the copy rate at m = 64 against 70-90%;
+  // docs/cuda_backend.md, session 8); the benchmark and tests run it.
+  int64_t skinny_gemm_max_rows = 0;
   // cuBLASLt candidates timed for each row count in [32, 64] (1: the heuristic's first).
   int gemm_candidates = 8;
   // Sample on the device (CudaSampler) when the caller leaves the logits with the runner
@@ -120,6 +125,10 @@ class CudaModelRunner final : public ModelRunner {
   // Benchmarks switch these to attribute time; captured graphs are dropped.
   void set_use_cuda_graphs(bool use) { options_.use_cuda_graphs = use; graphs_.clear(); }
   void set_gemv_max_rows(int64_t rows) { options_.gemv_max_rows = rows; graphs_.clear(); }
+  void set_skinny_gemm_max_rows(int64_t rows) {
+    options_.skinny_gemm_max_rows = rows;
+    graphs_.clear();
+  }
   // Benchmark attribution only: leaves the named kernels out of every pass (the outputs
   // are wrong), so a step's time with and without them shows what they cost in place.
   // Decode steps fuse RoPE + KV write into the attention (kSkipAttention drops both) and, on
@@ -169,8 +178,12 @@ class CudaModelRunner final : public ModelRunner {
   absl::StatusOr<std::vector<SampledToken>> SampleOnDevice(std::span<const int32_t> logits_rows,
                                                            const SamplingContext& ctx,
                                                            std::span<const SamplingRow> rows);
-  // The GEMV where it takes the shape and m <= gemv_max_rows, else cuBLASLt.
+  // The GEMV where it takes the shape and m <= gemv_max_rows, else the skinny GEMM where it
+  // takes it and m <= skinny_gemm_max_rows, else cuBLASLt. UsesOwnKernel: one of the first
+  // two (they fuse SiLU·mul; cuBLASLt does not).
   bool UsesGemv(const GemmArgs& args) const;
+  bool UsesSkinnyGemm(const GemmArgs& args) const;
+  bool UsesOwnKernel(const GemmArgs& args) const { return UsesGemv(args) || UsesSkinnyGemm(args); }
   absl::Status MatMul(const GemmArgs& args);
   absl::Status Gemm(const __nv_bfloat16* a, int64_t m, int64_t k, const __nv_bfloat16* w,
                     int64_t n, void* out, GemmOutput output);

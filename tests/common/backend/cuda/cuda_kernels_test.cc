@@ -13,6 +13,7 @@
 #include "common/backend/cuda/kernels/prefill_attention.h"
 #include "common/backend/cuda/kernels/rope_kv_write.h"
 #include "common/backend/cuda/kernels/silu_mul.h"
+#include "common/backend/cuda/kernels/skinny_gemm.h"
 #include "common/backend/reference/activation.h"
 #include "common/backend/reference/matmul.h"
 #include "common/backend/reference/paged_attention.h"
@@ -265,6 +266,132 @@ TEST_F(KernelTest, GemvMatchesReference) {
   EXPECT_FALSE(GemvSupports(odd));  // the fused SiLU·mul needs (gate, up) pairs
   EXPECT_EQ(LaunchGemv(odd, nullptr).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LaunchGemv(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The skinny tensor-core GEMM (decode batches up to 64 rows) against the reference: every
+// block shape and split count, every epilogue, odd m and n, k from one 32-wide step up, a
+// padded ldc; rows past n and columns past m stay poisoned.
+TEST_F(KernelTest, SkinnyGemmMatchesReference) {
+  for (auto [m, n, k, ldc] : {std::tuple{64, 6144, 4096, 0}, {9, 97, 160, 0}, {17, 1000, 2048, 1003},
+                              {33, 333, 32, 0}, {64, 4096, 14336, 0}, {1, 13, 96, 16},
+                              {48, 257, 1024, 0}, {16, 4099, 512, 0}}) {
+    std::vector<uint16_t> a = RandomBf16(size_t(m) * k, rng_), w = RandomBf16(size_t(n) * k, rng_);
+    std::vector<float> product(size_t(m) * n);
+    reference::MatMulTransposed(Widen(a), m, k, Widen(w), n, product);
+    const int64_t stride = ldc == 0 ? n : ldc;
+    auto strided = [&](const std::vector<float>& values) {
+      std::vector<float> out(size_t(m) * stride, NAN);
+      for (int64_t i = 0; i < m; ++i) {
+        std::copy_n(values.begin() + i * n, n, out.begin() + i * stride);
+      }
+      return out;
+    };
+    auto valid = [&](const std::vector<float>& values) {
+      std::vector<float> out;
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = stride; j-- > n;) {
+          EXPECT_TRUE(std::isnan(values[i * stride + j])) << "wrote past n at " << i << "," << j;
+        }
+        out.insert(out.end(), values.begin() + i * stride, values.begin() + i * stride + n);
+      }
+      return out;
+    };
+    DeviceArray<uint16_t> d_a(a), d_w(w);
+    std::vector<float> initial = Widen(RandomBf16(product.size(), rng_, 8.0f)), sum = product;
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += initial[i];
+    std::vector<SkinnyGemmConfig> configs = SkinnyGemmAllConfigs();
+    configs.push_back({});  // the chosen one
+    for (const SkinnyGemmConfig& config : configs) {
+      SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k << " ldc " << ldc
+                                        << " warps " << config.warps << " m_tiles "
+                                        << config.m_tiles << " splits " << config.splits);
+      // Poisoned with one extra row, so a write past m shows.
+      auto out_f32 = DeviceArray<float>::Poisoned(size_t(m + 1) * stride);
+      auto out_bf16 = DeviceArray<uint16_t>::Poisoned(size_t(m + 1) * stride);
+      GemmArgs args{.a = AsBf16(d_a.get()), .w = AsBf16(d_w.get()), .out = out_f32.get(),
+                    .m = m, .n = n, .k = k, .ldc = ldc, .output = GemmOutput::kF32};
+      ASSERT_TRUE(SkinnyGemmSupports(args));
+      ASSERT_TRUE(LaunchSkinnyGemm(args, nullptr, config).ok());
+      args.out = out_bf16.get();
+      args.output = GemmOutput::kBF16;
+      ASSERT_TRUE(LaunchSkinnyGemm(args, nullptr, config).ok());
+      std::vector<float> f32 = out_f32.Download(), bf16 = Widen(out_bf16.Download());
+      for (int64_t j = 0; j < stride; ++j) {
+        ASSERT_TRUE(std::isnan(f32[m * stride + j])) << "wrote past m at column " << j;
+        ASSERT_TRUE(std::isnan(bf16[m * stride + j])) << "wrote past m at column " << j;
+      }
+      f32.resize(size_t(m) * stride);
+      bf16.resize(size_t(m) * stride);
+      EXPECT_LE(RelativeError(valid(f32), product), kF32Tolerance);
+      EXPECT_LE(RelativeError(valid(bf16), product), kBf16Tolerance);
+
+      DeviceArray<float> accumulated(strided(initial));
+      args.out = accumulated.get();
+      args.output = GemmOutput::kF32;
+      args.accumulate = true;
+      ASSERT_TRUE(LaunchSkinnyGemm(args, nullptr, config).ok());
+      EXPECT_LE(RelativeError(valid(accumulated.Download()), sum), kF32Tolerance);
+    }
+  }
+  DeviceArray<uint16_t> d_x(RandomBf16(65 * 64, rng_));
+  GemmArgs too_many{.a = AsBf16(d_x.get()), .w = AsBf16(d_x.get()), .out = d_x.get(), .m = 65,
+                    .n = 64, .k = 64};
+  EXPECT_FALSE(SkinnyGemmSupports(too_many));
+  EXPECT_EQ(LaunchSkinnyGemm(too_many, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  GemmArgs odd_k = too_many;
+  odd_k.m = 8;
+  odd_k.k = 40;  // not a multiple of 32
+  EXPECT_FALSE(SkinnyGemmSupports(odd_k));
+  GemmArgs ok = too_many;
+  ok.m = 8;
+  EXPECT_TRUE(SkinnyGemmSupports(ok));
+  EXPECT_EQ(LaunchSkinnyGemm(ok, nullptr, {.warps = 6, .m_tiles = 1, .splits = 1}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchSkinnyGemm(ok, nullptr, {.warps = 4, .m_tiles = 1, .splits = 9}).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Its fused SiLU·mul epilogue gives the bits of its bf16 output followed by LaunchSiluMul.
+TEST_F(KernelTest, SkinnyGemmSiluMulMatchesGemmThenSiluMul) {
+  for (auto [m, inter, k, ldc] : {std::tuple{64, 14336, 4096, 0}, {9, 6, 160, 0},
+                                  {40, 1001, 2048, 1003}, {16, 64, 32, 0}}) {
+    const int64_t n = 2 * inter;
+    std::vector<uint16_t> a = RandomBf16(size_t(m) * k, rng_), w = RandomBf16(size_t(n) * k, rng_);
+    DeviceArray<uint16_t> d_a(a), d_w(w);
+    const int64_t stride = ldc == 0 ? inter : ldc;
+    std::vector<SkinnyGemmConfig> configs = {{}, {4, 1, 3}, {8, 2, 8}, {4, 2, 1}};
+    for (const SkinnyGemmConfig& config : configs) {
+      SCOPED_TRACE(::testing::Message() << "m " << m << " inter " << inter << " k " << k
+                                        << " warps " << config.warps << " splits "
+                                        << config.splits);
+      auto gate_up = DeviceArray<uint16_t>::Poisoned(size_t(m) * n);
+      auto want = DeviceArray<uint16_t>::Poisoned(size_t(m) * inter);
+      auto got = DeviceArray<uint16_t>::Poisoned(size_t(m) * stride);
+      GemmArgs args{.a = AsBf16(d_a.get()), .w = AsBf16(d_w.get()), .out = gate_up.get(),
+                    .m = m, .n = n, .k = k, .output = GemmOutput::kBF16};
+      ASSERT_TRUE(LaunchSkinnyGemm(args, nullptr, config).ok());
+      ASSERT_TRUE(LaunchSiluMul({.gate_up = AsBf16(gate_up.get()),
+                                 .out = reinterpret_cast<__nv_bfloat16*>(want.get()),
+                                 .num_rows = m, .dim = inter},
+                                nullptr).ok());
+      args.out = got.get();
+      args.ldc = ldc;
+      args.output = GemmOutput::kSiluMulBf16;
+      ASSERT_TRUE(SkinnyGemmSupports(args));
+      ASSERT_TRUE(LaunchSkinnyGemm(args, nullptr, config).ok());
+      const std::vector<uint16_t> expected = want.Download(), actual = got.Download();
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < stride; ++j) {
+          const uint16_t value = actual[i * stride + j];
+          if (j < inter) {
+            ASSERT_EQ(value, expected[i * inter + j]) << "row " << i << " column " << j;
+          } else {
+            ASSERT_EQ(value, 0xffff) << "wrote past n / 2 at " << i << "," << j;  // poison
+          }
+        }
+      }
+    }
+  }
 }
 
 // The fused SiLU·mul epilogue gives the bits of a bf16 GEMV followed by LaunchSiluMul.

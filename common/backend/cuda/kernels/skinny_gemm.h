@@ -1,0 +1,61 @@
+// Skinny tensor-core GEMM for decode batches of 9..64 rows: out[m][n] = sum_k a[m][k] *
+// w[n][k], the contract of CublasLtGemm::MatMulTransposed and LaunchGemv (GemmArgs: bf16 or
+// fp32 output, fp32 accumulate-into-output for the residual, the fused SiLU·mul epilogue on
+// interleaved gate/up rows).
+//
+// At these shapes a decode step's GEMM is still a pass over the weights (64 flops per weight
+// byte at m = 64, ~275 TFLOP/s at the H200's 4.3 TB/s), and cuBLASLt reads the 8B's qkv and
+// o projections at 69-75% of the copy rate there (few output tiles, a wave that does not fill
+// the GPU, no overlap with the kernel before). This kernel is built like the GEMV for
+// bandwidth, with tensor cores for the products:
+//   - each warp owns 16 * kMTiles weight rows and loads them straight into mma A-fragment
+//     registers (16-byte evict-first loads, kDepth k-steps of 32 in flight per lane, no
+//     shared-memory round trip): the k order inside a 32-wide step is permuted so that a
+//     lane's 16 contiguous bytes are its fragment; the activations are loaded in the same
+//     permuted order (a dot product does not care about the order of its terms);
+//   - the warps of a block share their k range, so the activation tile is read from L2 once
+//     per block and served to the other warps by L1;
+//   - k is split over `splits` blocks that form one thread-block cluster and sum their fp32
+//     partials through distributed shared memory in a fixed order (deterministic; no
+//     workspace, no second launch), chosen so the grid fills the SMs' slots;
+//   - launched as a programmatic dependent: the first weight loads are issued before waiting
+//     for the previous kernel (whose output is `a`).
+//
+// Needs 1 <= m <= kSkinnyGemmMaxRows, k % 32 == 0, 16-byte aligned a and w (SkinnyGemmSupports);
+// otherwise the caller uses cuBLASLt. Reference: reference::MatMulTransposed.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/backend/cuda/cublaslt_gemm.h"
+
+namespace tandem {
+
+constexpr int64_t kSkinnyGemmMaxRows = 64;
+
+// A block shape and split count. warps x m_tiles (16 weight rows each) rows per block; splits
+// in [1, 8] blocks share one row range's k (a cluster). Zero fields: chosen from the shape.
+struct SkinnyGemmConfig {
+  int warps = 0;    // 4 or 8
+  int m_tiles = 0;  // 1 or 2
+  int splits = 0;   // 1..8
+};
+
+bool SkinnyGemmSupports(const GemmArgs& args);
+
+// The configuration LaunchSkinnyGemm uses for args when config has zeros.
+SkinnyGemmConfig SkinnyGemmChooseConfig(const GemmArgs& args);
+
+// Every configuration the kernel has (for the benchmark's sweep and the tests).
+std::vector<SkinnyGemmConfig> SkinnyGemmAllConfigs();
+
+// InvalidArgument where SkinnyGemmSupports is false or the config is not one of the kernel's.
+absl::Status LaunchSkinnyGemm(const GemmArgs& args, cudaStream_t stream,
+                              SkinnyGemmConfig config = {});
+
+}  // namespace tandem
