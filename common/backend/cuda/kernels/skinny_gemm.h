@@ -5,21 +5,23 @@
 //
 // At these shapes a decode step's GEMM is still a pass over the weights (64 flops per weight
 // byte at m = 64, ~275 TFLOP/s at the H200's 4.3 TB/s), and cuBLASLt reads the 8B's qkv and
-// o projections at 69-75% of the copy rate there (few output tiles, a wave that does not fill
-// the GPU, no overlap with the kernel before). This kernel is built like the GEMV for
-// bandwidth, with tensor cores for the products:
-//   - each warp owns 16 * kMTiles weight rows and loads them straight into mma A-fragment
-//     registers (16-byte evict-first loads, kDepth k-steps of 32 in flight per lane, no
-//     shared-memory round trip): the k order inside a 32-wide step is permuted so that a
-//     lane's 16 contiguous bytes are its fragment; the activations are loaded in the same
-//     permuted order (a dot product does not care about the order of its terms);
-//   - the warps of a block share their k range, so the activation tile is read from L2 once
-//     per block and served to the other warps by L1;
+// o projections at 68-77% of the copy rate there. The kernel, with tensor cores (mma.sync):
+//   - each warp owns 16 * m_tiles weight rows; a lane copies (cp.async, 8 k-steps of 32 in
+//     flight) exactly the 16 bytes per row and step that form its mma A fragment into its
+//     own shared-memory ring: the k order inside a 32-wide step is permuted so that a lane's
+//     16 contiguous bytes are its fragment, and the activations are read in the same order
+//     (a dot product does not care about the order of its terms);
+//   - the block's warps share their k range: each k-step's activations are copied once per
+//     block into a shared ring (one barrier per step);
 //   - k is split over `splits` blocks that form one thread-block cluster and sum their fp32
-//     partials through distributed shared memory in a fixed order (deterministic; no
-//     workspace, no second launch), chosen so the grid fills the SMs' slots;
-//   - launched as a programmatic dependent: the first weight loads are issued before waiting
-//     for the previous kernel (whose output is `a`).
+//     partials through distributed shared memory in rank order (deterministic; no
+//     workspace, no second launch); the configuration is chosen from the occupancy API so
+//     the grid fills the SMs (a cluster's blocks share a GPC);
+//   - launched as a programmatic dependent: the first weight copies are issued before
+//     waiting for the previous kernel (whose output is `a`).
+// Measured on the H200 it is slower than cuBLASLt on every 8B decode shape (48-60% of the
+// copy rate at m = 64, 55-87% at m = 8; docs/cuda_backend.md, "Session 8"), so the runner
+// leaves it off by default (CudaRunnerOptions::skinny_gemm_max_rows).
 //
 // Needs 1 <= m <= kSkinnyGemmMaxRows, k % 32 == 0, 16-byte aligned a and w (SkinnyGemmSupports);
 // otherwise the caller uses cuBLASLt. Reference: reference::MatMulTransposed.
