@@ -229,19 +229,24 @@ __global__ void __launch_bounds__(kWarps * 32) SkinnyGemmKernel(GemmArgs args) {
   cluster.sync();  // no block leaves while another still reads its shared memory
 }
 
-using KernelFn = void (*)(GemmArgs);
+// Lets the kernel use its dynamic shared memory; once per kernel.
+template <int kWarps, int kMTiles, int kNTiles>
+void SetSharedAttribute() {
+  static const bool done = [] {
+    TANDEM_CUDA_CHECK(cudaFuncSetAttribute(SkinnyGemmKernel<kWarps, kMTiles, kNTiles>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(SharedBytes<kWarps, kMTiles, kNTiles>())));
+    return true;
+  }();
+  (void)done;
+}
 
 template <int kWarps, int kMTiles, int kNTiles>
 void LaunchShape(const GemmArgs& a, int splits, cudaStream_t stream) {
   constexpr int kRows = kWarps * 16 * kMTiles;
   constexpr size_t kShared = SharedBytes<kWarps, kMTiles, kNTiles>();
   auto* kernel = SkinnyGemmKernel<kWarps, kMTiles, kNTiles>;
-  static const bool attributes_set = [&] {
-    TANDEM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(kShared)));
-    return true;
-  }();
-  (void)attributes_set;
+  SetSharedAttribute<kWarps, kMTiles, kNTiles>();
   cudaLaunchAttribute attributes[2];
   attributes[0].id = cudaLaunchAttributeClusterDimension;
   attributes[0].val.clusterDim.x = static_cast<unsigned>(splits);
@@ -294,8 +299,7 @@ template <int kWarps, int kMTiles, int kNTiles>
 Occupancy OccupancyFor(int splits) {
   auto* kernel = SkinnyGemmKernel<kWarps, kMTiles, kNTiles>;
   constexpr size_t kShared = SharedBytes<kWarps, kMTiles, kNTiles>();
-  TANDEM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kShared)));
+  SetSharedAttribute<kWarps, kMTiles, kNTiles>();
   Occupancy o;
   TANDEM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o.blocks_per_sm, kernel,
                                                                   kWarps * 32, kShared));
