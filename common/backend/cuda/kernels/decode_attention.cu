@@ -12,9 +12,6 @@
 namespace tandem {
 namespace {
 
-using cuda_kernels::CpAsync16;
-using cuda_kernels::CpAsyncCommit;
-using cuda_kernels::CpAsyncWait;
 using cuda_kernels::LdMatrixX4;
 using cuda_kernels::LdMatrixX4Trans;
 using cuda_kernels::MmaBf16;
@@ -49,33 +46,41 @@ __host__ __device__ constexpr size_t TileAndMergeBytes() {
   return tiles > merge ? tiles : merge;
 }
 
-// The tiles (or, after the loop, the merge area), then the fused RoPE's D/2 cos and D/2 sin.
+// The tiles (or, after the loop, the merge area), then the fused RoPE's D/2 cos and D/2 sin,
+// each warp's kStages mbarriers and the new token's rotated K and V rows.
 template <int kDim, int kWarps>
 constexpr size_t SharedBytes() {
-  return TileAndMergeBytes<kDim, kWarps>() + sizeof(float) * kDim;
+  return TileAndMergeBytes<kDim, kWarps>() + sizeof(float) * kDim +
+         sizeof(uint64_t) * kWarps * kStages + sizeof(__nv_bfloat16) * 2 * kDim;
 }
 
-// Gathers tokens [tile_begin, tile_begin + 16 * kWarps) of one kv head; tokens past `end`
-// read as 0.
+// A warp fetches its own 16 tokens of a tile (K rows from lanes 0-15, V rows from lanes
+// 16-31, one 2 * kDim-byte bulk copy each, the slot looked up per lane) into its rows of one
+// stage, completing on that stage's mbarrier; rows past `end` are zero-filled by ordinary
+// stores instead. Nothing is issued for a slice that starts at or past `end` (its consumer
+// skips it too).
 template <int kDim, int kWarps>
-__device__ __forceinline__ void LoadKvTile(const DecodeAttentionArgs& a, const int32_t* table,
-                                           int kv_head, int tile_begin, int end,
-                                           __nv_bfloat16* k_s, __nv_bfloat16* v_s) {
-  // Each thread owns one 16-byte column (part) of every 8th (D = 128) token row: the
-  // address arithmetic and block-table lookups are per row, not per chunk.
-  constexpr int kThreads = 32 * kWarps, kTileTokens = 16 * kWarps;
-  constexpr int kChunks = kDim / 8, kRowsPerPass = kThreads / kChunks;
-  const int bs = a.cache.block_size, part = threadIdx.x % kChunks;
-  const int64_t token_stride = static_cast<int64_t>(a.cache.num_kv_heads) * kDim;
-  const int64_t column = static_cast<int64_t>(kv_head) * kDim + part * 8;
+__device__ __forceinline__ void LoadWarpSlice(const DecodeAttentionArgs& a, const int32_t* table,
+                                              int kv_head, int slice_first, int end, int lane,
+                                              __nv_bfloat16* k_stage, __nv_bfloat16* v_stage,
+                                              uint64_t* bar) {
+  if (slice_first >= end) return;
+  constexpr int kRowBytes = kDim * 2;
+  const int valid = min(16, end - slice_first);
+  if (lane == 0) cuda_kernels::MbarrierArriveExpectTx(bar, 2 * valid * kRowBytes);
+  __syncwarp();
+  const int token = lane % 16, pos = slice_first + token;
+  __nv_bfloat16* row = (lane < 16 ? k_stage : v_stage) + token * kRow<kDim>;
+  if (token < valid) {
+    const int bs = a.cache.block_size;
+    const int64_t slot = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
+    const int64_t offset = (slot * a.cache.num_kv_heads + kv_head) * kDim;
+    cuda_kernels::BulkCopyToShared(row, (lane < 16 ? a.cache.k : a.cache.v) + offset, kRowBytes,
+                                   bar);
+  } else {
 #pragma unroll
-  for (int i = 0; i < kTileTokens / kRowsPerPass; ++i) {
-    const int j = threadIdx.x / kChunks + i * kRowsPerPass, pos = tile_begin + j;
-    const bool valid = pos < end;
-    const int64_t slot = valid ? static_cast<int64_t>(table[pos / bs]) * bs + pos % bs : 0;
-    const int64_t offset = slot * token_stride + column;
-    CpAsync16(k_s + j * kRow<kDim> + part * 8, a.cache.k + offset, valid);
-    CpAsync16(v_s + j * kRow<kDim> + part * 8, a.cache.v + offset, valid);
+    for (int c = 0; c < kDim / 8; ++c) reinterpret_cast<uint4*>(row)[c] = make_uint4(0, 0, 0, 0);
+    cuda_kernels::FenceProxyAsyncShared();  // before a later copy refills this stage
   }
 }
 
@@ -111,6 +116,17 @@ __global__ void __launch_bounds__(kWarps * 32) DecodeAttentionKernel(DecodeAtten
   constexpr size_t kAnglesOffset = TileAndMergeBytes<kDim, kWarps>();
   float* cos_s = reinterpret_cast<float*>(shared_raw + kAnglesOffset);  // [kHalf]
   float* sin_s = cos_s + kHalf;                                         // [kHalf]
+  // This warp's kStages mbarriers (of [warps][kStages]), then the new token's K and V rows.
+  uint64_t* bars = reinterpret_cast<uint64_t*>(sin_s + kHalf) + warp * kStages;
+  __nv_bfloat16* new_row_s = reinterpret_cast<__nv_bfloat16*>(
+      reinterpret_cast<uint64_t*>(sin_s + kHalf) + kWarps * kStages);  // [2][kDim]
+  if (lane == 0) {
+#pragma unroll
+    for (int st = 0; st < kStages; ++st) cuda_kernels::MbarrierInit(&bars[st], 1);
+    cuda_kernels::FenceMbarrierInit();
+  }
+  __syncwarp();
+  const int64_t warp_row = static_cast<int64_t>(warp) * 16 * R;  // the warp's rows in a stage
   if (fused && threadIdx.x < kHalf) {
     // The step's angles: positions and inv_freq are inputs of the whole pass, not of the
     // previous kernel, so this overlaps it.
@@ -124,24 +140,25 @@ __global__ void __launch_bounds__(kWarps * 32) DecodeAttentionKernel(DecodeAtten
   // slower (docs/cuda_backend.md).
   cuda_kernels::WaitForPreviousGrid();
 
+  // Each warp loads and consumes its own 16 tokens of every tile: no block barrier in the
+  // loop. The first kStages - 1 tiles are requested here.
 #pragma unroll
   for (int st = 0; st < kStages - 1; ++st) {
     if (st < num_tiles) {
-      LoadKvTile<kDim, kWarps>(a, table, kv_head, begin + st * kTileTokens, end,
-                       k_s + st * kTileTokens * R, v_s + st * kTileTokens * R);
+      LoadWarpSlice<kDim, kWarps>(a, table, kv_head, begin + st * kTileTokens + warp * 16, end,
+                                  lane, k_s + st * kTileTokens * R + warp_row,
+                                  v_s + st * kTileTokens * R + warp_row, &bars[st]);
     }
-    CpAsyncCommit();
   }
 
   // Fused RoPE: this step's token (position context - 1) is rotated here; the block whose
-  // range holds it writes its K and V to the cache and keeps them for its own tile (the
-  // cp.async of that row may read the slot before or after the write, so the row is
-  // overwritten in shared memory once the tile has landed).
+  // range holds it writes its K and V to the cache and keeps them in shared memory for the
+  // warp whose slice holds that token (the bulk copy of that row may read the slot before
+  // or after the write, so the warp overwrites the row once it has landed).
   const int new_token = context - 1;
   const bool owns_new = fused && new_token >= begin && new_token < end;
   // Item x < D/2: k pair (x, x + D/2), rotated; D/2 <= x < D: v pair (2x - D, 2x - D + 1).
   constexpr int kNewItems = (kDim + kThreads - 1) / kThreads;
-  __nv_bfloat162 new_kv[kNewItems];
   const int64_t qkv_row = static_cast<int64_t>(seq) * (a.num_heads + 2 * a.cache.num_kv_heads) *
                           kDim;
   if (fused) __syncthreads();  // the angles
@@ -158,18 +175,22 @@ __global__ void __launch_bounds__(kWarps * 32) DecodeAttentionKernel(DecodeAtten
         float first, second;
         cuda_kernels::RopeRotate(__bfloat162float(k[x]), __bfloat162float(k[x + kHalf]),
                                  cos_s[x], sin_s[x], first, second);
-        new_kv[n] = __floats2bfloat162_rn(first, second);
+        const __nv_bfloat162 rotated = __floats2bfloat162_rn(first, second);
+        new_row_s[x] = rotated.x;
+        new_row_s[x + kHalf] = rotated.y;
         if (write) {
-          a.cache.k[cache_row + x] = new_kv[n].x;
-          a.cache.k[cache_row + x + kHalf] = new_kv[n].y;
+          a.cache.k[cache_row + x] = rotated.x;
+          a.cache.k[cache_row + x + kHalf] = rotated.y;
         }
       } else if (x < kDim) {
         const int j = 2 * (x - kHalf);
-        new_kv[n] = *reinterpret_cast<const __nv_bfloat162*>(v + j);
-        if (write) *reinterpret_cast<__nv_bfloat162*>(a.cache.v + cache_row + j) = new_kv[n];
+        const __nv_bfloat162 value = *reinterpret_cast<const __nv_bfloat162*>(v + j);
+        *reinterpret_cast<__nv_bfloat162*>(new_row_s + kDim + j) = value;
+        if (write) *reinterpret_cast<__nv_bfloat162*>(a.cache.v + cache_row + j) = value;
       }
     }
   }
+  if (fused) __syncthreads();  // new_row_s
 
   // The group's query rows g and g + 8 as A fragments (rows >= group are zero), rotated
   // here when fused: columns c and c + D/2 are fragments kk and kk + kSteps / 2 of a thread.
@@ -215,34 +236,33 @@ __global__ void __launch_bounds__(kWarps * 32) DecodeAttentionKernel(DecodeAtten
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
   for (int kt = 0; kt < num_tiles; ++kt) {
+    // Refill the stage this warp consumed last iteration (every lane is past its reads).
+    __syncwarp();
     const int next = kt + kStages - 1;
     if (next < num_tiles) {
       const int st = next % kStages;
-      LoadKvTile<kDim, kWarps>(a, table, kv_head, begin + next * kTileTokens, end,
-                       k_s + st * kTileTokens * R, v_s + st * kTileTokens * R);
-    }
-    CpAsyncCommit();
-    CpAsyncWait<kStages - 1>();
-    __syncthreads();
-    if (owns_new && (new_token - begin) / kTileTokens == kt) {
-      const int row = (kt % kStages) * kTileTokens + (new_token - begin) % kTileTokens;
-#pragma unroll
-      for (int n = 0; n < kNewItems; ++n) {
-        const int x = threadIdx.x + n * kThreads;
-        if (x < kHalf) {
-          k_s[row * R + x] = new_kv[n].x;
-          k_s[row * R + x + kHalf] = new_kv[n].y;
-        } else if (x < kDim) {
-          *reinterpret_cast<__nv_bfloat162*>(v_s + row * R + 2 * (x - kHalf)) = new_kv[n];
-        }
-      }
-      __syncthreads();
+      LoadWarpSlice<kDim, kWarps>(a, table, kv_head, begin + next * kTileTokens + warp * 16, end,
+                                  lane, k_s + st * kTileTokens * R + warp_row,
+                                  v_s + st * kTileTokens * R + warp_row, &bars[st]);
     }
     const int first_token = begin + kt * kTileTokens + warp * 16;
     if (first_token < end) {
       const int stage = kt % kStages;
-      const __nv_bfloat16* k_rows = k_s + (stage * kTileTokens + warp * 16) * R;
-      const __nv_bfloat16* v_rows = v_s + (stage * kTileTokens + warp * 16) * R;
+      __nv_bfloat16* k_rows = k_s + stage * kTileTokens * R + warp_row;
+      __nv_bfloat16* v_rows = v_s + stage * kTileTokens * R + warp_row;
+      cuda_kernels::MbarrierWait(&bars[stage], (kt / kStages) & 1);
+      if (owns_new && new_token >= first_token && new_token < first_token + 16) {
+        // The new token's row over what the copy brought: 16 bytes per lane, K then V.
+        const int row = (new_token - first_token) * R;
+        for (int c = lane; c < kDim / 4; c += 32) {
+          const bool is_v = c >= kDim / 8;
+          const int chunk = is_v ? c - kDim / 8 : c;
+          reinterpret_cast<uint4*>((is_v ? v_rows : k_rows) + row)[chunk] =
+              reinterpret_cast<const uint4*>(new_row_s + (is_v ? kDim : 0))[chunk];
+        }
+        cuda_kernels::FenceProxyAsyncShared();  // before a later copy refills this stage
+        __syncwarp();
+      }
       float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
       // Even and odd k-steps in separate accumulators: two dependent mma chains of kSteps / 2
       // per n-tile instead of one of kSteps (b64: 146.4 -> 145.0 us per layer).
@@ -306,10 +326,8 @@ __global__ void __launch_bounds__(kWarps * 32) DecodeAttentionKernel(DecodeAtten
         MmaBf16(o[2 * dp + 1], p, b[2], b[3]);
       }
     }
-    __syncthreads();  // this stage is consumed before a later iteration refills it
   }
-  CpAsyncWait<0>();
-  __syncthreads();
+  __syncthreads();  // every warp is done with its tiles before they become the merge area
 
   // Merge the warps (each saw different tokens) through shared memory.
   float* o_s = reinterpret_cast<float*>(shared_raw);  // [warps][16][kDim]

@@ -7,10 +7,13 @@
 // tensor-core products (mma.sync m16n8k16, bf16 in, fp32 accumulate): each of 4 warps takes
 // 16 tokens of a 64-token tile, S = Q·Kᵀ and O += P·V per warp with its own online softmax
 // (the output's rescale skipped while the running maxima stand), the warps merged at the
-// end. Tiles are gathered through the block table with cp.async, 3 stages deep. Launches of
+// end. Each warp gathers its own 16 tokens of every tile through the block table with bulk
+// copies (the copy engine, one 256-byte K or V row per lane, completing on the warp's
+// mbarrier), 3 stages deep, so the warps never wait for each other inside the loop (b64 2k:
+// 141 -> 132 us on the H200 against per-thread cp.async and block barriers). Launches of
 // more than two single-split blocks per SM (batch 64 x 8 kv heads) use blocks of 2 warps and
 // 32-token tiles instead: half the shared memory, four blocks per SM, one wave (b64 2k:
-// 168 -> 142 us on the H200). Split-K: every sequence's context is cut into num_splits
+// 168 -> 142 us on the H200, with cp.async). Split-K: every sequence's context is cut into num_splits
 // ranges (from its own context length, on the device, so a captured CUDA graph stays valid
 // for any lengths up to max_context_len); the splits of one (kv head, sequence) run as one
 // thread-block cluster and combine their partial results (max, sum, output) through
