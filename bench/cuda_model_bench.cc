@@ -544,15 +544,22 @@ int Main(int argc, char** argv) {
       logits_rows.push_back(static_cast<int32_t>(i));
     }
     const SamplingContext ctx{.vocab_size = c.vocab_size, .eos_token_ids = eos};
-    std::vector<double> times, forward_times, sample_times;
+    std::vector<double> times, forward_times, sample_times, pass_gpu, after_gpu;
+    // Events on the runner's stream around the pass (recorded before Forward and after it
+    // returns) and after the step: GPU-side times, in the modes that wait for every step.
+    const bool timed_on_gpu = mode != Step::kForwardOnly;
+    CudaEvent before = *CudaEvent::Create(), queued = *CudaEvent::Create(),
+              after = *CudaEvent::Create();
     for (int step = 0; step < decode_steps + 2; ++step) {
       ForwardInputs in = MakeInputs(seqs, 0, batch, context + step, 1, true, storage);
       in.logits_on_host = host_logits;
       double forward_ms = 0;
       double ms = WallMs([&] {
         absl::StatusOr<LogitsView> logits;
+        if (timed_on_gpu) before.Record(runner.stream());
         forward_ms = WallMs([&] { logits = runner.Forward(in); });
         Check(logits);
+        if (timed_on_gpu) queued.Record(runner.stream());
         if (mode == Step::kSampleOnGpu) {
           Check(runner.SampleLogits(*logits, logits_rows, ctx, rows));
         }
@@ -564,8 +571,18 @@ int Main(int argc, char** argv) {
               WallMs([&] { Check(runner.SampleLogits(*logits, logits_rows, ctx, rows)); }));
         }
       });
-      if (step >= 2) times.push_back(ms);
-      if (step >= 2) forward_times.push_back(forward_ms);
+      if (timed_on_gpu) {
+        after.Record(runner.stream());
+        after.Synchronize();
+      }
+      if (step >= 2) {
+        times.push_back(ms);
+        forward_times.push_back(forward_ms);
+        if (timed_on_gpu) {
+          pass_gpu.push_back(queued.ElapsedMsSince(before));
+          after_gpu.push_back(after.ElapsedMsSince(queued));
+        }
+      }
     }
     const double ms = Median(times);
     const double bytes = static_cast<double>(runner.weight_bytes_read_per_step()) +
@@ -573,9 +590,13 @@ int Main(int argc, char** argv) {
                              static_cast<double>(kv_bytes_per_token);
     // forward_call_ms: the host's time in Forward (it returns once the pass is queued when
     // the GPU sampler follows), during which the GPU is idle since the last step's sync.
+    // gpu_pass_ms: on the stream, from before Forward to the pass's end (its launch
+    // included); gpu_after_pass_ms: from there to the step's end (the sampling).
     return nlohmann::json{{"batch", batch}, {"context", context}, {"step_ms", ms},
                           {"forward_call_ms", Median(forward_times)},
                           {"sample_call_ms", sample_times.empty() ? 0.0 : Median(sample_times)},
+                          {"gpu_pass_ms", pass_gpu.empty() ? 0.0 : Median(pass_gpu)},
+                          {"gpu_after_pass_ms", after_gpu.empty() ? 0.0 : Median(after_gpu)},
                           {"tokens_per_s", batch / ms * 1e3},
                           {"roofline_tokens_per_s", batch / (bytes / copy_bw)},
                           {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}};
