@@ -188,8 +188,9 @@ nlohmann::json GemvBench(const ModelConfig& c, const CudaStream& stream, double 
           });
           out["skinny_gemm_configs_m64"].push_back(
               {{"name", name}, {"warps", config.warps}, {"m_tiles", config.m_tiles},
-               {"splits", config.splits},
+               {"wgmma_rows", config.wgmma_rows}, {"splits", config.splits},
                {"chosen", config.warps == chosen.warps && config.m_tiles == chosen.m_tiles &&
+                              config.wgmma_rows == chosen.wgmma_rows &&
                               config.splits == chosen.splits},
                {"graph_us", graph_us},
                {"graph_roofline_fraction", bytes / copy_bw / (graph_us * 1e-6)}});

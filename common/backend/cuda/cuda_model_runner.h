@@ -50,9 +50,9 @@ struct CudaRunnerOptions {
   // (cuda_model_bench's gemm_decode_shapes; docs/cuda_backend.md).
   int64_t gemv_max_rows = 1;
   // Other GEMMs with m <= this use the skinny tensor-core kernel (at most
-  // kSkinnyGemmMaxRows). 0, the default: on the H200 it is still slower than cuBLASLt on
-  // every 8B decode shape (48-60% of the copy rate at m = 64 against 70-90%;
-  // docs/cuda_backend.md, session 8); the benchmark and tests run it.
+  // kSkinnyGemmMaxRows). 0, the default: on the H200 its wgmma loop still loses to cuBLASLt
+  // on the 8B decode shapes but the LM head (a batch-64 step 0.19 ms slower;
+  // docs/cuda_backend.md, sessions 8 and 9); the benchmark and tests run it.
   int64_t skinny_gemm_max_rows = 0;
   // cuBLASLt candidates timed for each row count in [32, 64] (1: the heuristic's first).
   int gemm_candidates = 8;

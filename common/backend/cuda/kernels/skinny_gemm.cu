@@ -1,4 +1,6 @@
 #include <cooperative_groups.h>
+#include <cuda.h>
+#include <cudaTypedefs.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +13,7 @@
 #include "common/backend/cuda/kernels/device_utils.cuh"
 #include "common/backend/cuda/kernels/mma.cuh"
 #include "common/backend/cuda/kernels/skinny_gemm.h"
+#include "common/status.h"
 
 namespace tandem {
 namespace {
@@ -39,6 +42,75 @@ template <int kWarps, int kMTiles, int kNTiles>
 constexpr size_t SharedBytes() {
   const size_t partial = sizeof(float) * 8 * kNTiles * kPartialStride<kWarps * 16 * kMTiles>;
   return std::max(partial, kWeightRingBytes<kWarps, kMTiles> + kRingBytes<kNTiles>);
+}
+
+// The end of both kernels: this block's fp32 partial sums are in `partial` ([column][row],
+// stride kPartialStride<kRows>, columns = the m activation rows, rows = weight rows
+// block_row..block_row + kRows); the blocks of the cluster (the k splits of one row range)
+// sum them in rank order (the same bits whichever block does it) and write the output.
+template <int kRows, int kThreads>
+__device__ __forceinline__ void ReduceSplitsAndStore(const GemmArgs& args, float* partial,
+                                                     int64_t block_row) {
+  constexpr int kStride = kPartialStride<kRows>;
+  const int splits = gridDim.x, split = blockIdx.x;
+  const int64_t n = args.n;
+  const int m = static_cast<int>(args.m);
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every split's partials written (and this block's, for splits == 1)
+
+  // Block q of the cluster finishes every splits-th group of 4 rows of one column: the sum
+  // over the splits in rank order (the same bits whichever block does it), then the output.
+  const int64_t ldc = args.ldc != 0                               ? args.ldc
+                      : args.output == GemmOutput::kSiluMulBf16 ? n / 2
+                                                                : n;
+  const float* sources[kMaxSplits];
+#pragma unroll
+  for (int q = 0; q < kMaxSplits; ++q) {
+    sources[q] = q < splits ? cluster.map_shared_rank(partial, q) : partial;
+  }
+  constexpr int kGroups = kRows / 4;
+  for (int unit = split * kThreads + threadIdx.x; unit < kGroups * m; unit += splits * kThreads) {
+    const int column = unit / kGroups, row = (unit % kGroups) * 4;
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int q = 0; q < kMaxSplits; ++q) {
+      if (q < splits) {
+        const float4 v = *reinterpret_cast<const float4*>(sources[q] + column * kStride + row);
+        sum.x += v.x;
+        sum.y += v.y;
+        sum.z += v.z;
+        sum.w += v.w;
+      }
+    }
+    const float values[4] = {sum.x, sum.y, sum.z, sum.w};
+    const int64_t first = block_row + row;
+    if (args.output == GemmOutput::kSiluMulBf16) {
+      // rows (2p, 2p + 1) are (gate p, up p); block_row and row are even
+      auto* out = static_cast<__nv_bfloat16*>(args.out) + column * ldc + first / 2;
+#pragma unroll
+      for (int p = 0; p < 2; ++p) {
+        if (first + 2 * p + 1 >= n) break;
+        const float gate = __bfloat162float(__float2bfloat16(values[2 * p]));
+        const float up = __bfloat162float(__float2bfloat16(values[2 * p + 1]));
+        out[p] = __float2bfloat16(cuda_kernels::Silu(gate) * up);
+      }
+      continue;
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      if (first + r >= n) break;
+      const int64_t at = column * ldc + first + r;
+      if (args.output == GemmOutput::kBF16) {
+        static_cast<__nv_bfloat16*>(args.out)[at] = __float2bfloat16(values[r]);
+      } else if (args.accumulate) {
+        static_cast<float*>(args.out)[at] += values[r];
+      } else {
+        static_cast<float*>(args.out)[at] = values[r];
+      }
+    }
+  }
+  cluster.sync();  // no block leaves while another still reads its shared memory
 }
 
 // grid (splits, ceil(n / rows per block)), cluster (splits, 1, 1). Block (q, b) sums k-steps
@@ -171,62 +243,138 @@ __global__ void __launch_bounds__(kWarps * 32) SkinnyGemmKernel(GemmArgs args) {
       }
     }
   }
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync();  // every split's partials written (and this block's, for splits == 1)
+  ReduceSplitsAndStore<kRows, kThreads>(args, partial, block_row);
+}
 
-  // Block q of the cluster finishes every splits-th group of 4 rows of one column: the sum
-  // over the splits in rank order (the same bits whichever block does it), then the output.
-  const int64_t ldc = args.ldc != 0                               ? args.ldc
-                      : args.output == GemmOutput::kSiluMulBf16 ? n / 2
-                                                                : n;
-  const float* sources[kMaxSplits];
-#pragma unroll
-  for (int q = 0; q < kMaxSplits; ++q) {
-    sources[q] = q < splits ? cluster.map_shared_rank(partial, q) : partial;
+// ---- The wgmma kernel (sm_90a) ----
+// A block is one consumer warpgroup (warps 0-3) and one producer warp (warp 4). The
+// producer's first lane streams 64-wide k blocks of the weights ([kBN rows][64] bf16) and the
+// activations ([64 rows][64], rows past m zero-filled) through a kWgmmaStages ring with
+// tensor copies (128-byte swizzle), completing on a `full` mbarrier per stage; the
+// consumers multiply each stage with four m64 n kBN k16 wgmmas (activations as A, so the
+// batch is the 64-row M; weights as B) into fp32 registers and release it on an `empty`
+// mbarrier. grid and cluster as the mma.sync kernel; the same split-K epilogue.
+constexpr int kWgmmaK = 64;     // k per stage: one 128-byte swizzled row
+constexpr int kWgmmaRows = 64;  // activation rows per tile (the wgmma M)
+constexpr int kWgmmaThreads = 160;
+
+template <int kBN>
+constexpr int kWgmmaStages = 4;
+template <int kBN>
+constexpr size_t kWgmmaStageBytes = size_t{2} * kWgmmaK * (kWgmmaRows + kBN);
+
+template <int kBN>
+constexpr size_t kWgmmaTileBytes =
+    kWgmmaStageBytes<kBN> * kWgmmaStages<kBN> > sizeof(float) * kWgmmaRows * kPartialStride<kBN>
+        ? kWgmmaStageBytes<kBN> * kWgmmaStages<kBN>
+        : sizeof(float) * kWgmmaRows * kPartialStride<kBN>;
+// 1024 bytes of slack for aligning the tiles, the tiles (or partials), two mbarriers a stage
+template <int kBN>
+constexpr size_t WgmmaSharedBytes() {
+  return 1024 + kWgmmaTileBytes<kBN> + 2 * sizeof(uint64_t) * kWgmmaStages<kBN>;
+}
+
+template <int kBN>
+__global__ void __launch_bounds__(kWgmmaThreads, 1)
+    SkinnyWgmmaKernel(const __grid_constant__ CUtensorMap a_map,
+                      const __grid_constant__ CUtensorMap w_map, GemmArgs args) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  cuda_kernels::AllowNextGrid();  // the next kernel's blocks may start streaming beside ours
+  constexpr int kStages = kWgmmaStages<kBN>;
+  constexpr size_t kATileBytes = size_t{2} * kWgmmaK * kWgmmaRows;
+  extern __shared__ __align__(16) unsigned char raw[];
+  unsigned char* tiles = raw + ((1024 - (cuda_kernels::SharedAddress(raw) & 1023)) & 1023);
+  float* partial = reinterpret_cast<float*>(tiles);
+  uint64_t* full = reinterpret_cast<uint64_t*>(tiles + kWgmmaTileBytes<kBN>);
+  uint64_t* empty = full + kStages;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int splits = gridDim.x, split = blockIdx.x;
+  const int64_t block_row = static_cast<int64_t>(blockIdx.y) * kBN;
+  const int blocks_k = static_cast<int>((args.k + kWgmmaK - 1) / kWgmmaK);
+  const int kb_begin = blocks_k * split / splits;
+  const int iters = blocks_k * (split + 1) / splits - kb_begin;
+  auto a_tile = [&](int stage) { return tiles + stage * kWgmmaStageBytes<kBN>; };
+  auto w_tile = [&](int stage) { return a_tile(stage) + kATileBytes; };
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < kStages; ++st) {
+      cuda_kernels::MbarrierInit(&full[st], 1);
+      cuda_kernels::MbarrierInit(&empty[st], 4);  // one arrival per consumer warp
+    }
+    cuda_kernels::FenceMbarrierInit();
   }
-  constexpr int kGroups = kRows / 4;
-  for (int unit = split * kThreads + threadIdx.x; unit < kGroups * m; unit += splits * kThreads) {
-    const int column = unit / kGroups, row = (unit % kGroups) * 4;
-    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  __syncthreads();
+
+  float acc[kBN / 2];
 #pragma unroll
-    for (int q = 0; q < kMaxSplits; ++q) {
-      if (q < splits) {
-        const float4 v = *reinterpret_cast<const float4*>(sources[q] + column * kStride + row);
-        sum.x += v.x;
-        sum.y += v.y;
-        sum.z += v.z;
-        sum.w += v.w;
-      }
+  for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.0f;
+  if (warp == 4) {
+    // The whole warp walks the loop (its waits); its first lane issues the copies.
+    // Launched as a programmatic dependent: the first stages' weights are requested before
+    // waiting for the previous kernel, whose output is the activations.
+    const int first = min(iters, kStages);
+    for (int i = 0; i < first && lane == 0; ++i) {
+      cuda_kernels::MbarrierArriveExpectTx(&full[i], kWgmmaStageBytes<kBN>);
+      cuda_kernels::TmaLoad2d(w_tile(i), &w_map, (kb_begin + i) * kWgmmaK,
+                              static_cast<int>(block_row), &full[i]);
     }
-    const float values[4] = {sum.x, sum.y, sum.z, sum.w};
-    const int64_t first = block_row + row;
-    if (args.output == GemmOutput::kSiluMulBf16) {
-      // rows (2p, 2p + 1) are (gate p, up p); block_row and row are even
-      auto* out = static_cast<__nv_bfloat16*>(args.out) + column * ldc + first / 2;
-#pragma unroll
-      for (int p = 0; p < 2; ++p) {
-        if (first + 2 * p + 1 >= n) break;
-        const float gate = __bfloat162float(__float2bfloat16(values[2 * p]));
-        const float up = __bfloat162float(__float2bfloat16(values[2 * p + 1]));
-        out[p] = __float2bfloat16(cuda_kernels::Silu(gate) * up);
-      }
-      continue;
+    cuda_kernels::WaitForPreviousGrid();
+    for (int i = 0; i < first && lane == 0; ++i) {
+      cuda_kernels::TmaLoad2d(a_tile(i), &a_map, (kb_begin + i) * kWgmmaK, 0, &full[i]);
     }
+    for (int i = kStages; i < iters; ++i) {
+      const int st = i % kStages;
+      // the consumers released this stage's previous fill (i / kStages - 1)
+      cuda_kernels::MbarrierWait(&empty[st], (i / kStages - 1) & 1);
+      if (lane == 0) {
+        cuda_kernels::MbarrierArriveExpectTx(&full[st], kWgmmaStageBytes<kBN>);
+        cuda_kernels::TmaLoad2d(w_tile(st), &w_map, (kb_begin + i) * kWgmmaK,
+                                static_cast<int>(block_row), &full[st]);
+        cuda_kernels::TmaLoad2d(a_tile(st), &a_map, (kb_begin + i) * kWgmmaK, 0, &full[st]);
+      }
+      __syncwarp();
+    }
+  } else {
+    for (int i = 0; i < iters; ++i) {
+      const int st = i % kStages;
+      cuda_kernels::MbarrierWait(&full[st], (i / kStages) & 1);
+      cuda_kernels::WgmmaFence();
+      const uint64_t a_desc = cuda_kernels::SwizzledKMajorDescriptor(a_tile(st));
+      const uint64_t w_desc = cuda_kernels::SwizzledKMajorDescriptor(w_tile(st));
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      if (first + r >= n) break;
-      const int64_t at = column * ldc + first + r;
-      if (args.output == GemmOutput::kBF16) {
-        static_cast<__nv_bfloat16*>(args.out)[at] = __float2bfloat16(values[r]);
-      } else if (args.accumulate) {
-        static_cast<float*>(args.out)[at] += values[r];
-      } else {
-        static_cast<float*>(args.out)[at] = values[r];
+      for (int kk = 0; kk < kWgmmaK / 16; ++kk) {
+        // +32 bytes per 16-element step, in the descriptor's 16-byte units
+        if constexpr (kBN == 128) {
+          cuda_kernels::WgmmaM64N128K16(acc, a_desc + 2 * kk, w_desc + 2 * kk);
+        } else {
+          cuda_kernels::WgmmaM64N64K16(acc, a_desc + 2 * kk, w_desc + 2 * kk);
+        }
+      }
+      cuda_kernels::WgmmaCommit();
+      cuda_kernels::WgmmaWait<0>();
+      cuda_kernels::FenceAccumulators(acc);
+      __syncwarp();
+      if (lane == 0) cuda_kernels::MbarrierArrive(&empty[st]);
+    }
+  }
+  __syncthreads();  // every stage consumed before the partials overwrite the tiles
+  if (warp < 4) {
+    // acc[4j + e]: activation row 16 warp + g (+ 8 for e >= 2), weight row 8j + 2t + (e & 1)
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < kBN / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int column = 16 * warp + g + 8 * (e / 2), row = 8 * j + 2 * t + (e % 2);
+        partial[column * kPartialStride<kBN> + row] = acc[4 * j + e];
       }
     }
   }
-  cluster.sync();  // no block leaves while another still reads its shared memory
+  // The epilogue reads and writes `out` (accumulating into it): after the previous kernel.
+  cuda_kernels::WaitForPreviousGrid();
+  ReduceSplitsAndStore<kBN, kWgmmaThreads>(args, partial, block_row);
+#else
+  __trap();  // built without sm_90a: the host never launches it (kWgmmaBuilt)
+#endif
 }
 
 // Lets the kernel use its dynamic shared memory; once per kernel.
@@ -325,16 +473,121 @@ Occupancy OccupancyForRows(int splits, int64_t m) {
   return OccupancyFor<kWarps, kMTiles, 8>(splits);
 }
 
+// ---- wgmma host side ----
+// Built with the sm_90a target (TANDEM_CUDA_ARCHITECTURES=90a, the default): only then do
+// configurations with wgmma_rows exist.
+#if defined(TANDEM_CUDA_SM90A)
+constexpr bool kWgmmaBuilt = true;
+#else
+constexpr bool kWgmmaBuilt = false;
+#endif
+
+PFN_cuTensorMapEncodeTiled_v12000 TensorMapEncoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* function = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000,
+                                         cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(function);
+  }();
+  return encode;
+}
+
+// A [rows][inner] bf16 row-major matrix as a 2-D tensor map with [box_rows][64] boxes and the
+// 128-byte swizzle the wgmma descriptors expect; out-of-bounds boxes read zeros.
+absl::Status MakeTensorMap(CUtensorMap* map, const __nv_bfloat16* base, int64_t rows,
+                           int64_t inner, int box_rows) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = TensorMapEncoder();
+  if (encode == nullptr) return absl::InternalError("skinny_gemm: no cuTensorMapEncodeTiled");
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(inner), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(inner) * sizeof(__nv_bfloat16)};
+  const cuuint32_t box[2] = {kWgmmaK, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult result =
+      encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<__nv_bfloat16*>(base), dims,
+             strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (result != CUDA_SUCCESS) {
+    return absl::InternalError(absl::StrCat("skinny_gemm: cuTensorMapEncodeTiled failed (",
+                                            static_cast<int>(result), ") for ", rows, "x",
+                                            inner));
+  }
+  return absl::OkStatus();
+}
+
+template <int kBN>
+void SetWgmmaSharedAttribute() {
+  static const bool done = [] {
+    TANDEM_CUDA_CHECK(cudaFuncSetAttribute(SkinnyWgmmaKernel<kBN>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(WgmmaSharedBytes<kBN>())));
+    return true;
+  }();
+  (void)done;
+}
+
+template <int kBN>
+absl::Status LaunchWgmma(const GemmArgs& a, int splits, cudaStream_t stream) {
+  CUtensorMap a_map, w_map;
+  TANDEM_RETURN_IF_ERROR(MakeTensorMap(&a_map, a.a, a.m, a.k, kWgmmaRows));
+  TANDEM_RETURN_IF_ERROR(MakeTensorMap(&w_map, a.w, a.n, a.k, kBN));
+  SetWgmmaSharedAttribute<kBN>();
+  cudaLaunchAttribute attributes[2];
+  attributes[0].id = cudaLaunchAttributeClusterDimension;
+  attributes[0].val.clusterDim.x = static_cast<unsigned>(splits);
+  attributes[0].val.clusterDim.y = 1;
+  attributes[0].val.clusterDim.z = 1;
+  attributes[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attributes[1].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(splits), static_cast<unsigned>((a.n + kBN - 1) / kBN));
+  config.blockDim = dim3(kWgmmaThreads);
+  config.dynamicSmemBytes = WgmmaSharedBytes<kBN>();
+  config.stream = stream;
+  config.attrs = attributes;
+  config.numAttrs = 2;
+  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&config, SkinnyWgmmaKernel<kBN>, a_map, w_map, a));
+  return absl::OkStatus();
+}
+
+template <int kBN>
+Occupancy WgmmaOccupancy(int splits) {
+  SetWgmmaSharedAttribute<kBN>();
+  Occupancy o;
+  TANDEM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &o.blocks_per_sm, SkinnyWgmmaKernel<kBN>, kWgmmaThreads, WgmmaSharedBytes<kBN>()));
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = static_cast<unsigned>(splits);
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(splits), 1);
+  config.blockDim = dim3(kWgmmaThreads);
+  config.dynamicSmemBytes = WgmmaSharedBytes<kBN>();
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  TANDEM_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&o.clusters, SkinnyWgmmaKernel<kBN>, &config));
+  return o;
+}
+
 // Cached per configuration and row bucket (the device's answer does not change).
 Occupancy OccupancyOf(const SkinnyGemmConfig& c, int64_t m) {
   static std::map<std::tuple<int, int, int, int>, Occupancy>* cache =
       new std::map<std::tuple<int, int, int, int>, Occupancy>();
   const int bucket = m <= 16 ? 16 : m <= 32 ? 32 : 64;
-  const auto key = std::make_tuple(c.warps, c.m_tiles, c.splits, bucket);
+  const auto key = std::make_tuple(c.warps * 1000 + c.wgmma_rows, c.m_tiles, c.splits, bucket);
   auto it = cache->find(key);
   if (it != cache->end()) return it->second;
   Occupancy o;
-  if (c.warps == 8) {
+  if (c.wgmma_rows != 0) {
+    o = c.wgmma_rows == 128 ? WgmmaOccupancy<128>(c.splits) : WgmmaOccupancy<64>(c.splits);
+  } else if (c.warps == 8) {
     o = c.m_tiles == 2 ? OccupancyForRows<8, 2>(c.splits, m) : OccupancyForRows<8, 1>(c.splits, m);
   } else {
     o = c.m_tiles == 2 ? OccupancyForRows<4, 2>(c.splits, m) : OccupancyForRows<4, 1>(c.splits, m);
@@ -362,6 +615,13 @@ std::vector<SkinnyGemmConfig> SkinnyGemmAllConfigs() {
       for (int splits = 1; splits <= kMaxSplits; ++splits) all.push_back({warps, m_tiles, splits});
     }
   }
+  if (kWgmmaBuilt) {
+    for (int rows : {64, 128}) {
+      for (int splits = 1; splits <= kMaxSplits; ++splits) {
+        all.push_back({.splits = splits, .wgmma_rows = rows});
+      }
+    }
+  }
   return all;
 }
 
@@ -372,9 +632,21 @@ SkinnyGemmConfig SkinnyGemmChooseConfig(const GemmArgs& a) {
   // split keeps at least 2 * kDepth k-steps; another split costs a little (its partials).
   const int sms = NumSms();
   const int64_t steps = a.k / kStepElements;
+  if (kWgmmaBuilt) {
+    // The wgmma kernel (2-3 blocks per SM): 128-row blocks, unsplit, where they alone give
+    // every SM one; else 64-row blocks split to about 2.5 blocks per SM (the best of the
+    // H200 sweep on the 8B shapes at m = 64, docs/cuda_backend.md).
+    if ((a.n + 127) / 128 >= sms) return {.splits = 1, .wgmma_rows = 128};
+    const double tiles = static_cast<double>((a.n + 63) / 64);
+    const int64_t max_splits = std::max<int64_t>(1, (a.k + kWgmmaK - 1) / kWgmmaK / 4);
+    const int64_t splits = std::clamp<int64_t>(std::llround(2.5 * sms / tiles), 1,
+                                               std::min<int64_t>(kMaxSplits, max_splits));
+    return {.splits = static_cast<int>(splits), .wgmma_rows = 64};
+  }
   SkinnyGemmConfig best{8, 2, 1};
   double best_score = -1.0;
   for (const SkinnyGemmConfig& c : SkinnyGemmAllConfigs()) {
+    if (c.wgmma_rows != 0) continue;
     if (c.splits > 1 && steps / c.splits < 2 * kDepth) continue;
     const int rows = c.warps * 16 * c.m_tiles;
     const int64_t blocks = (a.n + rows - 1) / rows * c.splits;
@@ -402,16 +674,25 @@ absl::Status LaunchSkinnyGemm(const GemmArgs& a, cudaStream_t stream, SkinnyGemm
         "operands, ldc >= n (n / 2 and n even for kSiluMulBf16), fp32 output when "
         "accumulating; got m=", a.m, " n=", a.n, " k=", a.k, " ldc=", a.ldc));
   }
-  if (config.warps == 0 && config.m_tiles == 0 && config.splits == 0) {
+  if (config.warps == 0 && config.m_tiles == 0 && config.splits == 0 && config.wgmma_rows == 0) {
     config = SkinnyGemmChooseConfig(a);
   }
-  if (!KnownShape(config.warps, config.m_tiles) || config.splits < 1 ||
-      config.splits > kMaxSplits) {
+  const bool wgmma = config.wgmma_rows != 0;
+  if ((wgmma ? !kWgmmaBuilt || (config.wgmma_rows != 64 && config.wgmma_rows != 128) ||
+                   config.warps != 0 || config.m_tiles != 0
+             : !KnownShape(config.warps, config.m_tiles)) ||
+      config.splits < 1 || config.splits > kMaxSplits) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "skinny_gemm: config must be warps in {4, 8}, m_tiles in {1, 2}, splits in [1, ",
-        kMaxSplits, "], got ", config.warps, ", ", config.m_tiles, ", ", config.splits));
+        "skinny_gemm: config must be warps in {4, 8}, m_tiles in {1, 2} (or both 0 and "
+        "wgmma_rows in {64, 128}, built for sm_90a: ", kWgmmaBuilt, "), splits in [1, ",
+        kMaxSplits, "], got ", config.warps, ", ", config.m_tiles, ", ", config.wgmma_rows,
+        ", ", config.splits));
   }
   config.splits = static_cast<int>(std::min<int64_t>(config.splits, a.k / kStepElements));
+  if (wgmma) {
+    return config.wgmma_rows == 128 ? LaunchWgmma<128>(a, config.splits, stream)
+                                    : LaunchWgmma<64>(a, config.splits, stream);
+  }
   if (config.warps == 8) {
     config.m_tiles == 2 ? LaunchTiles<8, 2>(a, config.splits, stream)
                         : LaunchTiles<8, 1>(a, config.splits, stream);

@@ -1,4 +1,4 @@
-// Skinny tensor-core GEMM for decode batches of 9..64 rows: out[m][n] = sum_k a[m][k] *
+// Skinny tensor-core GEMM for decode batches of 1..64 rows: out[m][n] = sum_k a[m][k] *
 // w[n][k], the contract of CublasLtGemm::MatMulTransposed and LaunchGemv (GemmArgs: bf16 or
 // fp32 output, fp32 accumulate-into-output for the residual, the fused SiLU·mul epilogue on
 // interleaved gate/up rows).
@@ -19,9 +19,16 @@
 //     the grid fills the SMs (a cluster's blocks share a GPC);
 //   - launched as a programmatic dependent: the first weight copies are issued before
 //     waiting for the previous kernel (whose output is `a`).
-// Measured on the H200 it is slower than cuBLASLt on every 8B decode shape (48-60% of the
-// copy rate at m = 64, 55-87% at m = 8; docs/cuda_backend.md, "Session 8"), so the runner
-// leaves it off by default (CudaRunnerOptions::skinny_gemm_max_rows).
+// Built for sm_90a (the default TANDEM_CUDA_ARCHITECTURES) it has a second main loop, chosen
+// whenever built (SkinnyGemmConfig::wgmma_rows): a producer warp streams 64-wide k blocks of
+// weights and activations with tensor copies (128-byte swizzle, 4 stages on mbarriers) and
+// one consumer warpgroup multiplies them with wgmma, the batch as the 64-row M (rows past m
+// read as zeros) and 64 or 128 weight rows as N; the same cluster split-K epilogue.
+// Measured on the H200 (docs/cuda_backend.md, "Session 9"): the mma.sync loop reads 48-60%
+// of the copy rate at m = 64, the wgmma loop 58-92% (qkv 69%, o 58%, gate_up 83%, down 80%,
+// LM head 92%, against cuBLASLt's 76 / 70 / 94 / 79 / 90%), and a batch-64 step with it is
+// 0.19 ms slower than with cuBLASLt, so the runner leaves it off by default
+// (CudaRunnerOptions::skinny_gemm_max_rows).
 //
 // Needs 1 <= m <= kSkinnyGemmMaxRows, k % 32 == 0, 16-byte aligned a and w (SkinnyGemmSupports);
 // otherwise the caller uses cuBLASLt. Reference: reference::MatMulTransposed.
@@ -46,6 +53,9 @@ struct SkinnyGemmConfig {
   int warps = 0;    // 4 or 8
   int m_tiles = 0;  // 1 or 2
   int splits = 0;   // 1..8
+  // 64 or 128 (warps and m_tiles 0): the wgmma kernel with that many weight rows per block
+  // (built for sm_90a only; SkinnyGemmAllConfigs lists it then).
+  int wgmma_rows = 0;
 };
 
 bool SkinnyGemmSupports(const GemmArgs& args);

@@ -262,7 +262,8 @@ TEST_F(GemmTest, SkinnyGemmMatchesReference) {
     for (const SkinnyGemmConfig& config : configs) {
       SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k << " ldc " << ldc
                                         << " warps " << config.warps << " m_tiles "
-                                        << config.m_tiles << " splits " << config.splits);
+                                        << config.m_tiles << " wgmma_rows " << config.wgmma_rows
+                                        << " splits " << config.splits);
       c.Check([&](const GemmArgs& args) {
         EXPECT_TRUE(SkinnyGemmSupports(args));
         return LaunchSkinnyGemm(args, nullptr, config);
@@ -285,6 +286,10 @@ TEST_F(GemmTest, SkinnyGemmMatchesReference) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LaunchSkinnyGemm(ok, nullptr, {.warps = 4, .m_tiles = 1, .splits = 9}).code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchSkinnyGemm(ok, nullptr, {.splits = 1, .wgmma_rows = 96}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchSkinnyGemm(ok, nullptr, {.warps = 4, .splits = 1, .wgmma_rows = 64}).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // Its fused SiLU·mul epilogue gives the bits of its bf16 output followed by LaunchSiluMul.
@@ -292,10 +297,14 @@ TEST_F(GemmTest, SkinnyGemmSiluMulMatchesGemmThenSiluMul) {
   for (auto [m, inter, k, ldc] : {std::tuple{64, 14336, 4096, 0}, {9, 6, 160, 0},
                                   {40, 1001, 2048, 1003}, {16, 64, 32, 0}}) {
     DeviceArray<uint16_t> a(RandomBf16(size_t(m) * k, rng_)), w(RandomBf16(size_t(2 * inter) * k, rng_));
-    for (const SkinnyGemmConfig& config : {SkinnyGemmConfig{}, {4, 1, 3}, {8, 2, 8}, {4, 2, 1}}) {
+    std::vector<SkinnyGemmConfig> configs = {{}, {4, 1, 3}, {8, 2, 8}, {4, 2, 1}};
+    for (const SkinnyGemmConfig& config : SkinnyGemmAllConfigs()) {
+      if (config.wgmma_rows != 0 && config.splits <= 3) configs.push_back(config);
+    }
+    for (const SkinnyGemmConfig& config : configs) {
       SCOPED_TRACE(::testing::Message() << "m " << m << " inter " << inter << " k " << k
-                                        << " warps " << config.warps << " splits "
-                                        << config.splits);
+                                        << " warps " << config.warps << " wgmma_rows "
+                                        << config.wgmma_rows << " splits " << config.splits);
       CheckSiluMulEpilogue(m, inter, k, ldc, a, w, [&](const GemmArgs& args) {
         EXPECT_TRUE(SkinnyGemmSupports(args));
         return LaunchSkinnyGemm(args, nullptr, config);
