@@ -323,6 +323,13 @@ TEST_F(KernelTest, DecodeAttentionMatchesReference) {
   cases.push_back({32, 8, 128, std::vector<int32_t>(many.size(), 1), many, 1});
   cases.push_back({8, 8, 64, std::vector<int32_t>(many.size(), 1), many, 0});
   cases.push_back({8, 2, 64, {1}, {150}, DecodeAttentionMaxSplits()});
+  // batch-8-like split launches: 8 splits forced (more clusters than SMs), and 12 sequences
+  // with the automatic split count
+  std::vector<int32_t> eight(8), twelve(12);
+  for (size_t i = 0; i < eight.size(); ++i) eight[i] = int32_t(300 + (i * 523) % 1800);
+  for (size_t i = 0; i < twelve.size(); ++i) twelve[i] = int32_t(1 + (i * 701) % 2100);
+  cases.push_back({32, 8, 128, std::vector<int32_t>(eight.size(), 1), eight, 8});
+  cases.push_back({32, 8, 128, std::vector<int32_t>(twelve.size(), 1), twelve, 0});
   for (const AttentionCase& c : cases) CheckAttention(c, /*decode=*/true, rng_);
 }
 
