@@ -377,40 +377,65 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
 #endif
 }
 
-// Lets the kernel use its dynamic shared memory; once per kernel.
-template <int kWarps, int kMTiles, int kNTiles>
+// Lets a kernel use kShared bytes of dynamic shared memory; once per kernel.
+template <auto kKernel, size_t kShared>
 void SetSharedAttribute() {
   static const bool done = [] {
-    TANDEM_CUDA_CHECK(cudaFuncSetAttribute(SkinnyGemmKernel<kWarps, kMTiles, kNTiles>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(SharedBytes<kWarps, kMTiles, kNTiles>())));
+    TANDEM_CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(kShared)));
     return true;
   }();
   (void)done;
+}
+
+// Both kernels' launch: grid (splits, row_blocks), clusters of `splits` blocks along x, a
+// programmatic dependent of the previous kernel. `config` points into the object.
+struct SplitLaunch {
+  SplitLaunch(int splits, int64_t row_blocks, int threads, size_t shared, cudaStream_t stream) {
+    attributes[0].id = cudaLaunchAttributeClusterDimension;
+    attributes[0].val.clusterDim.x = static_cast<unsigned>(splits);
+    attributes[0].val.clusterDim.y = 1;
+    attributes[0].val.clusterDim.z = 1;
+    attributes[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[1].val.programmaticStreamSerializationAllowed = 1;
+    config.gridDim = dim3(static_cast<unsigned>(splits), static_cast<unsigned>(row_blocks));
+    config.blockDim = dim3(static_cast<unsigned>(threads));
+    config.dynamicSmemBytes = shared;
+    config.stream = stream;
+    config.attrs = attributes;
+    config.numAttrs = 2;
+  }
+  SplitLaunch(const SplitLaunch&) = delete;
+  SplitLaunch& operator=(const SplitLaunch&) = delete;
+
+  cudaLaunchAttribute attributes[2];
+  cudaLaunchConfig_t config = {};
+};
+
+struct Occupancy {
+  int blocks_per_sm = 0;
+  int clusters = 0;  // clusters of `splits` blocks the device runs at once
+};
+
+template <typename... Params>
+Occupancy OccupancyOfKernel(void (*kernel)(Params...), int splits, int threads, size_t shared) {
+  Occupancy o;
+  TANDEM_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o.blocks_per_sm, kernel, threads, shared));
+  SplitLaunch one(splits, 1, threads, shared, nullptr);
+  one.config.numAttrs = 1;  // the cluster shape only
+  TANDEM_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&o.clusters, kernel, &one.config));
+  return o;
 }
 
 template <int kWarps, int kMTiles, int kNTiles>
 void LaunchShape(const GemmArgs& a, int splits, cudaStream_t stream) {
   constexpr int kRows = kWarps * 16 * kMTiles;
   constexpr size_t kShared = SharedBytes<kWarps, kMTiles, kNTiles>();
-  auto* kernel = SkinnyGemmKernel<kWarps, kMTiles, kNTiles>;
-  SetSharedAttribute<kWarps, kMTiles, kNTiles>();
-  cudaLaunchAttribute attributes[2];
-  attributes[0].id = cudaLaunchAttributeClusterDimension;
-  attributes[0].val.clusterDim.x = static_cast<unsigned>(splits);
-  attributes[0].val.clusterDim.y = 1;
-  attributes[0].val.clusterDim.z = 1;
-  attributes[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attributes[1].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(splits),
-                        static_cast<unsigned>((a.n + kRows - 1) / kRows));
-  config.blockDim = dim3(kWarps * 32);
-  config.dynamicSmemBytes = kShared;
-  config.stream = stream;
-  config.attrs = attributes;
-  config.numAttrs = 2;
-  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
+  constexpr auto kernel = SkinnyGemmKernel<kWarps, kMTiles, kNTiles>;
+  SetSharedAttribute<kernel, kShared>();
+  SplitLaunch launch(splits, (a.n + kRows - 1) / kRows, kWarps * 32, kShared, stream);
+  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&launch.config, kernel, a));
 }
 
 template <int kWarps, int kMTiles>
@@ -438,32 +463,12 @@ int NumSms() {
   return sms;
 }
 
-struct Occupancy {
-  int blocks_per_sm = 0;
-  int clusters = 0;  // clusters of `splits` blocks the device runs at once
-};
-
 template <int kWarps, int kMTiles, int kNTiles>
 Occupancy OccupancyFor(int splits) {
-  auto* kernel = SkinnyGemmKernel<kWarps, kMTiles, kNTiles>;
   constexpr size_t kShared = SharedBytes<kWarps, kMTiles, kNTiles>();
-  SetSharedAttribute<kWarps, kMTiles, kNTiles>();
-  Occupancy o;
-  TANDEM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o.blocks_per_sm, kernel,
-                                                                  kWarps * 32, kShared));
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = static_cast<unsigned>(splits);
-  attribute.val.clusterDim.y = 1;
-  attribute.val.clusterDim.z = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(splits), 1);
-  config.blockDim = dim3(kWarps * 32);
-  config.dynamicSmemBytes = kShared;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  TANDEM_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&o.clusters, kernel, &config));
-  return o;
+  constexpr auto kernel = SkinnyGemmKernel<kWarps, kMTiles, kNTiles>;
+  SetSharedAttribute<kernel, kShared>();
+  return OccupancyOfKernel(kernel, splits, kWarps * 32, kShared);
 }
 
 template <int kWarps, int kMTiles>
@@ -521,59 +526,23 @@ absl::Status MakeTensorMap(CUtensorMap* map, const __nv_bfloat16* base, int64_t 
 }
 
 template <int kBN>
-void SetWgmmaSharedAttribute() {
-  static const bool done = [] {
-    TANDEM_CUDA_CHECK(cudaFuncSetAttribute(SkinnyWgmmaKernel<kBN>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(WgmmaSharedBytes<kBN>())));
-    return true;
-  }();
-  (void)done;
-}
-
-template <int kBN>
 absl::Status LaunchWgmma(const GemmArgs& a, int splits, cudaStream_t stream) {
   CUtensorMap a_map, w_map;
   TANDEM_RETURN_IF_ERROR(MakeTensorMap(&a_map, a.a, a.m, a.k, kWgmmaRows));
   TANDEM_RETURN_IF_ERROR(MakeTensorMap(&w_map, a.w, a.n, a.k, kBN));
-  SetWgmmaSharedAttribute<kBN>();
-  cudaLaunchAttribute attributes[2];
-  attributes[0].id = cudaLaunchAttributeClusterDimension;
-  attributes[0].val.clusterDim.x = static_cast<unsigned>(splits);
-  attributes[0].val.clusterDim.y = 1;
-  attributes[0].val.clusterDim.z = 1;
-  attributes[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attributes[1].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(splits), static_cast<unsigned>((a.n + kBN - 1) / kBN));
-  config.blockDim = dim3(kWgmmaThreads);
-  config.dynamicSmemBytes = WgmmaSharedBytes<kBN>();
-  config.stream = stream;
-  config.attrs = attributes;
-  config.numAttrs = 2;
-  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&config, SkinnyWgmmaKernel<kBN>, a_map, w_map, a));
+  constexpr auto kernel = SkinnyWgmmaKernel<kBN>;
+  SetSharedAttribute<kernel, WgmmaSharedBytes<kBN>()>();
+  SplitLaunch launch(splits, (a.n + kBN - 1) / kBN, kWgmmaThreads, WgmmaSharedBytes<kBN>(),
+                     stream);
+  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&launch.config, kernel, a_map, w_map, a));
   return absl::OkStatus();
 }
 
 template <int kBN>
 Occupancy WgmmaOccupancy(int splits) {
-  SetWgmmaSharedAttribute<kBN>();
-  Occupancy o;
-  TANDEM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &o.blocks_per_sm, SkinnyWgmmaKernel<kBN>, kWgmmaThreads, WgmmaSharedBytes<kBN>()));
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = static_cast<unsigned>(splits);
-  attribute.val.clusterDim.y = 1;
-  attribute.val.clusterDim.z = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(splits), 1);
-  config.blockDim = dim3(kWgmmaThreads);
-  config.dynamicSmemBytes = WgmmaSharedBytes<kBN>();
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  TANDEM_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&o.clusters, SkinnyWgmmaKernel<kBN>, &config));
-  return o;
+  constexpr auto kernel = SkinnyWgmmaKernel<kBN>;
+  SetSharedAttribute<kernel, WgmmaSharedBytes<kBN>()>();
+  return OccupancyOfKernel(kernel, splits, kWgmmaThreads, WgmmaSharedBytes<kBN>());
 }
 
 // Cached per configuration and row bucket (the device's answer does not change).
