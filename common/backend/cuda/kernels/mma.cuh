@@ -25,12 +25,6 @@ __device__ __forceinline__ void CpAsync16(void* shared, const void* global, bool
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(shared)),
                "l"(global), "r"(src_bytes));
 }
-// The same through L1 (cp.async.ca): data other warps of the block read soon after.
-__device__ __forceinline__ void CpAsync16L1(void* shared, const void* global, bool valid = true) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(shared)),
-               "l"(global), "r"(src_bytes));
-}
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>
 __device__ __forceinline__ void CpAsyncWait() {

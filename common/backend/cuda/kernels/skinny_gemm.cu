@@ -538,25 +538,17 @@ absl::Status LaunchWgmma(const GemmArgs& a, int splits, cudaStream_t stream) {
   return absl::OkStatus();
 }
 
-template <int kBN>
-Occupancy WgmmaOccupancy(int splits) {
-  constexpr auto kernel = SkinnyWgmmaKernel<kBN>;
-  SetSharedAttribute<kernel, WgmmaSharedBytes<kBN>()>();
-  return OccupancyOfKernel(kernel, splits, kWgmmaThreads, WgmmaSharedBytes<kBN>());
-}
-
-// Cached per configuration and row bucket (the device's answer does not change).
+// The mma.sync kernel's, cached per configuration and row bucket (the device's answer does
+// not change).
 Occupancy OccupancyOf(const SkinnyGemmConfig& c, int64_t m) {
   static std::map<std::tuple<int, int, int, int>, Occupancy>* cache =
       new std::map<std::tuple<int, int, int, int>, Occupancy>();
   const int bucket = m <= 16 ? 16 : m <= 32 ? 32 : 64;
-  const auto key = std::make_tuple(c.warps * 1000 + c.wgmma_rows, c.m_tiles, c.splits, bucket);
+  const auto key = std::make_tuple(c.warps, c.m_tiles, c.splits, bucket);
   auto it = cache->find(key);
   if (it != cache->end()) return it->second;
   Occupancy o;
-  if (c.wgmma_rows != 0) {
-    o = c.wgmma_rows == 128 ? WgmmaOccupancy<128>(c.splits) : WgmmaOccupancy<64>(c.splits);
-  } else if (c.warps == 8) {
+  if (c.warps == 8) {
     o = c.m_tiles == 2 ? OccupancyForRows<8, 2>(c.splits, m) : OccupancyForRows<8, 1>(c.splits, m);
   } else {
     o = c.m_tiles == 2 ? OccupancyForRows<4, 2>(c.splits, m) : OccupancyForRows<4, 1>(c.splits, m);
@@ -595,12 +587,7 @@ std::vector<SkinnyGemmConfig> SkinnyGemmAllConfigs() {
 }
 
 SkinnyGemmConfig SkinnyGemmChooseConfig(const GemmArgs& a) {
-  // The block shape and split count whose grid fills the SMs best in its waves: the blocks
-  // one wave holds are min(SMs x blocks per SM, clusters the device co-schedules x splits)
-  // (a cluster's blocks share a GPC, so a wave can hold fewer than the SMs suggest). Each
-  // split keeps at least 2 * kDepth k-steps; another split costs a little (its partials).
   const int sms = NumSms();
-  const int64_t steps = a.k / kStepElements;
   if (kWgmmaBuilt) {
     // The wgmma kernel (2-3 blocks per SM): 128-row blocks, unsplit, where they alone give
     // every SM one; else 64-row blocks split to about 2.5 blocks per SM (the best of the
@@ -612,6 +599,11 @@ SkinnyGemmConfig SkinnyGemmChooseConfig(const GemmArgs& a) {
                                                std::min<int64_t>(kMaxSplits, max_splits));
     return {.splits = static_cast<int>(splits), .wgmma_rows = 64};
   }
+  // mma.sync: the block shape and split count whose grid fills the SMs best in its waves:
+  // the blocks one wave holds are min(SMs x blocks per SM, clusters the device co-schedules x
+  // splits) (a cluster's blocks share a GPC, so a wave can hold fewer than the SMs suggest).
+  // Each split keeps at least 2 * kDepth k-steps; another split costs a little (its partials).
+  const int64_t steps = a.k / kStepElements;
   SkinnyGemmConfig best{8, 2, 1};
   double best_score = -1.0;
   for (const SkinnyGemmConfig& c : SkinnyGemmAllConfigs()) {

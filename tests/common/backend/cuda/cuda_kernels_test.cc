@@ -26,12 +26,9 @@ using testing::RandomBf16;
 using testing::RelativeError;
 using testing::Widen;
 
-constexpr double kBf16Tolerance = 1e-2;
-constexpr double kF32Tolerance = 1e-4;
-
-std::vector<float> Bf16Result(const DeviceArray<uint16_t>& array) {
-  return Widen(array.Download());
-}
+using testing::Bf16Result;
+using testing::kBf16Tolerance;
+using testing::kF32Tolerance;
 
 class KernelTest : public testing::GpuTest {};
 

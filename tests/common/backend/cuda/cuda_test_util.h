@@ -63,6 +63,15 @@ inline std::vector<float> Widen(std::span<const uint16_t> bf16) {
   return out;
 }
 
+// The kernel tests' bounds on RelativeError: bf16 outputs, fp32 paths.
+constexpr double kBf16Tolerance = 1e-2;
+constexpr double kF32Tolerance = 1e-4;
+
+// A bf16 device result as floats.
+inline std::vector<float> Bf16Result(const DeviceArray<uint16_t>& array) {
+  return Widen(array.Download());
+}
+
 inline const __nv_bfloat16* AsBf16(const uint16_t* p) {
   return reinterpret_cast<const __nv_bfloat16*>(p);
 }
