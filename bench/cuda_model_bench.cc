@@ -21,6 +21,8 @@
 #include <tuple>
 #include <vector>
 
+#include <cuda_profiler_api.h>
+
 #include "bench/cuda_bench_common.h"
 #include "bench/median.h"
 #include "common/backend/cuda/bf16_host.h"
@@ -69,8 +71,14 @@ nlohmann::json MeasureCeilings(const CudaStream& stream) {
   };
   TimeMs(stream, 3, matmul);
   const double gemm_ms = TimeMs(stream, 10, matmul);
+  // The same GEMM 36 times back to back (~50 ms, a 2k prefill's length): under sustained
+  // load the clocks may settle lower than for one GEMM after an idle moment.
+  const double sustained_ms = TimeMs(stream, 3, [&] {
+    for (int i = 0; i < 36; ++i) matmul();
+  }) / 36;
   return {{"copy_gb_per_s", 2.0 * copy_bytes / (copy_ms * 1e-3) / 1e9},
           {"gemm_bf16_tflops", 2.0 * n * n * n / (gemm_ms * 1e-3) / 1e12},
+          {"gemm_bf16_tflops_sustained_50ms", 2.0 * n * n * n / (sustained_ms * 1e-3) / 1e12},
           {"gemm_shape", "8192x8192x8192"}};
 }
 
@@ -274,7 +282,8 @@ nlohmann::json PrefillBreakdown(CudaModelRunner& runner, const Sequences& prompt
                  o = *DeviceBuffer::Allocate(q_elements * 2);
     TANDEM_CUDA_CHECK(cudaMemcpy(q.data(), q_host.data(), q_elements * 2, cudaMemcpyHostToDevice));
     for (auto [tiling, name] : {std::tuple{PrefillTiling::kRows64Warps4, "rows64_warps4"},
-                                {PrefillTiling::kRows128Warps4, "rows128_warps4"}}) {
+                                {PrefillTiling::kRows128Warps4, "rows128_warps4"},
+                                {PrefillTiling::kRows128Wgmma, "rows128_wgmma"}}) {
       std::vector<int32_t> tiles =
           BuildPrefillTiles(query_start.data(), 1, group, PrefillRowsPerTile(tiling));
       DeviceBuffer d_tiles = upload(tiles);
@@ -377,6 +386,10 @@ int Main(int argc, char** argv) {
   bool prefill_only = false;  // skips decode: the prefill numbers and their breakdown only
   bool kernels_only = false;  // no checkpoint: the decode attention and GEMV benchmarks only
   bool decode_only = false;   // the decode steps and their attribution only
+  // Brackets one 2k prefill and one batch-64 2k decode step (each after warm-up) with
+  // cudaProfilerStart/Stop, for `nsys profile --capture-range=cudaProfilerApi` or
+  // `ncu --profile-from-start off`: the kernels of a real pass, in sequence.
+  bool profile_passes = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg.rfind("--model=", 0) == 0) model = arg.substr(8);
@@ -385,10 +398,11 @@ int Main(int argc, char** argv) {
     if (arg == "--prefill_only") prefill_only = true;
     if (arg == "--kernels_only") kernels_only = true;
     if (arg == "--decode_only") decode_only = true;
+    if (arg == "--profile_passes") profile_passes = true;
   }
   if (model.empty() && !kernels_only) {
     std::cerr << "usage: cuda_model_bench --model=DIR [--decode_steps=N] [--max_batch=N] "
-                 "[--prefill_only | --decode_only] | --kernels_only\n";
+                 "[--prefill_only | --decode_only] [--profile_passes] | --kernels_only\n";
     return 2;
   }
   CudaStream stream = *CudaStream::Create();
@@ -443,7 +457,10 @@ int Main(int argc, char** argv) {
     double first_ms = 0;  // includes choosing the GEMM algorithms of new shapes
     for (int rep = 0; rep < 4; ++rep) {
       ForwardInputs in = MakeInputs(prompt, 0, 1, 0, tokens, true, storage);
+      const bool profiled = profile_passes && tokens == 2048 && rep == 3;
+      if (profiled) TANDEM_CUDA_CHECK(cudaProfilerStart());
       double ms = WallMs([&] { Check(runner.Forward(in)); });
+      if (profiled) TANDEM_CUDA_CHECK(cudaProfilerStop());
       if (rep > 0) times.push_back(ms);
       if (rep == 0) first_ms = ms;
     }
@@ -534,6 +551,7 @@ int Main(int argc, char** argv) {
   // non-pass time into the host / launch side and the sampler's tail).
   // kSyncThenSample: the pass, a device synchronization, then the sampling on an idle GPU
   // (sample_call_ms: the sampler's own latency, launch to tokens on the host).
+  bool decode_profiled = false;  // --profile_passes brackets the first batch-64 2k step only
   enum class Step { kSampleOnGpu, kLogitsToHost, kForwardOnly, kForwardThenSync, kSyncThenSample };
   auto decode = [&](int64_t batch, int32_t context, Step mode = Step::kSampleOnGpu) {
     const bool host_logits = mode == Step::kLogitsToHost;
@@ -554,6 +572,10 @@ int Main(int argc, char** argv) {
       ForwardInputs in = MakeInputs(seqs, 0, batch, context + step, 1, true, storage);
       in.logits_on_host = host_logits;
       double forward_ms = 0;
+      const bool profiled = profile_passes && batch == 64 && context == 2048 &&
+                            mode == Step::kSampleOnGpu && step == decode_steps + 1 &&
+                            !decode_profiled;
+      if (profiled) TANDEM_CUDA_CHECK(cudaProfilerStart());
       double ms = WallMs([&] {
         absl::StatusOr<LogitsView> logits;
         if (timed_on_gpu) before.Record(runner.stream());
@@ -574,6 +596,11 @@ int Main(int argc, char** argv) {
       if (timed_on_gpu) {
         after.Record(runner.stream());
         after.Synchronize();
+      }
+      if (profiled) {
+        TANDEM_CUDA_CHECK(cudaDeviceSynchronize());
+        TANDEM_CUDA_CHECK(cudaProfilerStop());
+        decode_profiled = true;
       }
       if (step >= 2) {
         times.push_back(ms);

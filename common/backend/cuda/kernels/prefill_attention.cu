@@ -1,9 +1,12 @@
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "common/backend/cuda/cuda_check.h"
 #include "common/backend/cuda/kernels/mma.cuh"
 #include "common/backend/cuda/kernels/prefill_attention.h"
+#include "common/backend/cuda/kernels/tensor_map.h"
+#include "common/status.h"
 
 namespace tandem {
 namespace {
@@ -88,12 +91,14 @@ struct RowState {
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 };
 
-// Causal mask of one 16-row mma tile's scores: tokens past a row's position get -inf.
-__device__ __forceinline__ void CausalMask(float (&s)[kKvNTiles][4], int tile_begin, int pos0,
+// Causal mask of one 16-row mma tile's scores (kNTiles 8-token column tiles): tokens past a
+// row's position get -inf.
+template <int kNTiles = kKvNTiles>
+__device__ __forceinline__ void CausalMask(float (&s)[kNTiles][4], int tile_begin, int pos0,
                                            int pos1) {
   const int t = threadIdx.x % 4;
 #pragma unroll
-  for (int j = 0; j < kKvNTiles; ++j) {
+  for (int j = 0; j < kNTiles; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int token = tile_begin + j * 8 + 2 * t + (e & 1);
@@ -103,13 +108,13 @@ __device__ __forceinline__ void CausalMask(float (&s)[kKvNTiles][4], int tile_be
 }
 
 // The online softmax on raw scores: p = 2^(s * scale_log2 - m * scale_log2), one FFMA and
-// one exp2 per score; O is rescaled by the change of the running max. s holds p afterwards.
-template <int kDimTiles>
-__device__ __forceinline__ void OnlineSoftmax(float (&s)[kKvNTiles][4], float (&o)[kDimTiles][4],
+// one MUFU.EX2 per score; O is rescaled by the change of the running max. s holds p afterwards.
+template <int kDimTiles, int kNTiles = kKvNTiles>
+__device__ __forceinline__ void OnlineSoftmax(float (&s)[kNTiles][4], float (&o)[kDimTiles][4],
                                               RowState& st, float scale_log2) {
   float tile_max0 = -INFINITY, tile_max1 = -INFINITY;
 #pragma unroll
-  for (int j = 0; j < kKvNTiles; ++j) {
+  for (int j = 0; j < kNTiles; ++j) {
     tile_max0 = fmaxf(tile_max0, fmaxf(s[j][0], s[j][1]));
     tile_max1 = fmaxf(tile_max1, fmaxf(s[j][2], s[j][3]));
   }
@@ -117,18 +122,18 @@ __device__ __forceinline__ void OnlineSoftmax(float (&s)[kKvNTiles][4], float (&
   const float new1 = fmaxf(st.m1, cuda_kernels::QuadMax(tile_max1));
   const float use0 = new0 == -INFINITY ? 0.0f : new0;
   const float use1 = new1 == -INFINITY ? 0.0f : new1;
-  const float alpha0 = exp2f((st.m0 - use0) * scale_log2);
-  const float alpha1 = exp2f((st.m1 - use1) * scale_log2);
+  const float alpha0 = cuda_kernels::FastExp2((st.m0 - use0) * scale_log2);
+  const float alpha1 = cuda_kernels::FastExp2((st.m1 - use1) * scale_log2);
   const float offset0 = -use0 * scale_log2, offset1 = -use1 * scale_log2;
   st.m0 = new0;
   st.m1 = new1;
   float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
-  for (int j = 0; j < kKvNTiles; ++j) {
-    s[j][0] = exp2f(fmaf(s[j][0], scale_log2, offset0));
-    s[j][1] = exp2f(fmaf(s[j][1], scale_log2, offset0));
-    s[j][2] = exp2f(fmaf(s[j][2], scale_log2, offset1));
-    s[j][3] = exp2f(fmaf(s[j][3], scale_log2, offset1));
+  for (int j = 0; j < kNTiles; ++j) {
+    s[j][0] = cuda_kernels::FastExp2(fmaf(s[j][0], scale_log2, offset0));
+    s[j][1] = cuda_kernels::FastExp2(fmaf(s[j][1], scale_log2, offset0));
+    s[j][2] = cuda_kernels::FastExp2(fmaf(s[j][2], scale_log2, offset1));
+    s[j][3] = cuda_kernels::FastExp2(fmaf(s[j][3], scale_log2, offset1));
     sum0 += s[j][0] + s[j][1];
     sum1 += s[j][2] + s[j][3];
   }
@@ -326,6 +331,210 @@ __global__ void __launch_bounds__(S::kThreads, S::kMinBlocksPerSm)
   }
 }
 
+
+// ---- The wgmma kernel (sm_90a, head_dim 128) ----
+// A block is two consumer warpgroups (warps 0-7: 64 of the tile's 128 rows each) and one
+// producer warp (warp 8). The producer's first lane streams 128-token K/V tiles into a
+// three-stage ring with tensor copies out of the paged cache (one box of min(block_size, 128)
+// tokens and 64 dims per cache block and half, 128-byte swizzle), completing on per-stage
+// `full_k` / `full_v` mbarriers; each consumer warpgroup computes S = Q·Kᵀ with eight
+// wgmma.m64n128k16 (Q and K from shared memory), runs the online softmax on the fp32
+// accumulators in registers, and adds P·V with eight more (P from registers as bf16, V
+// MN-major from shared memory), then releases the stage on `empty`. The warpgroups do not
+// wait for each other, so one's softmax can overlap the other's products (a ping-pong
+// schedule through named barriers measured no faster: docs/cuda_backend.md).
+// Rows of the last tile past the causal end are read from their cache blocks (or left from
+// an earlier tile) and may hold anything: K's are masked; V's are zeroed by the producer
+// before the stage is released to the consumers (0 · NaN would poison the row's output).
+constexpr int kWgKvTile = 128;            // tokens per K/V tile
+constexpr int kWgNTiles = kWgKvTile / 8;  // 8-column n-tiles of S (and of O: 128 dims)
+constexpr int kWgThreads = 288;
+constexpr int kWgStages = 3;
+constexpr int kWgHalfBytes = 128 * 128;         // 128 rows x 64 dims of bf16
+constexpr int kWgTileBytes = 2 * kWgHalfBytes;  // Q, or one stage's K or V
+// 1024 bytes of slack for aligning the tiles; Q, the stages' K and V; the mbarriers
+constexpr size_t kWgSharedBytes =
+    1024 + size_t{kWgTileBytes} * (1 + 2 * kWgStages) + sizeof(uint64_t) * (3 * kWgStages + 1);
+
+__global__ void __launch_bounds__(kWgThreads, 1)
+    PrefillWgmmaKernel(const __grid_constant__ CUtensorMap k_map,
+                       const __grid_constant__ CUtensorMap v_map, PrefillAttentionArgs a,
+                       float scale_log2, int box_rows) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using namespace cuda_kernels;
+  constexpr int kDim = 128;
+  extern __shared__ __align__(16) unsigned char raw[];
+  unsigned char* q_s = raw + ((1024 - (SharedAddress(raw) & 1023)) & 1023);
+  auto k_s = [&](int stage) { return q_s + kWgTileBytes * (1 + 2 * stage); };
+  auto v_s = [&](int stage) { return k_s(stage) + kWgTileBytes; };
+  uint64_t* full_k = reinterpret_cast<uint64_t*>(q_s + kWgTileBytes * (1 + 2 * kWgStages));
+  uint64_t* full_v = full_k + kWgStages;
+  uint64_t* empty = full_v + kWgStages;
+  uint64_t* v_fixed = empty + kWgStages;  // the last tile's V copies, before the zeroing
+
+  const TileInfo tile = ReadTile<128>(a);
+  const int kv_head = blockIdx.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int end = tile.max_position + 1;  // K/V tokens [0, end)
+  const int num_kv_tiles = (end + kWgKvTile - 1) / kWgKvTile;
+  const int last_begin = (num_kv_tiles - 1) * kWgKvTile;
+  const bool zero_last = end < last_begin + kWgKvTile;
+
+  // The producer warp: K/V tile i into stage i % kWgStages. Lane b < boxes reads the block
+  // table for box b and issues its four copies (K and V, both 64-dim halves), so the table
+  // reads of a tile are in flight together.
+  const int bs = a.cache.block_size;
+  const uint32_t box_bytes = static_cast<uint32_t>(box_rows) * 128;
+  auto issue_tile = [&](int i) {
+    const int st = i % kWgStages, begin = i * kWgKvTile;
+    const int boxes = (min(end - begin, kWgKvTile) + box_rows - 1) / box_rows;
+    const int pos = begin + lane * box_rows;
+    const int slot = lane < boxes ? tile.table[pos / bs] * bs + pos % bs : 0;
+    // the consumers released this stage's previous tile
+    if (i >= kWgStages) MbarrierWait(&empty[st], (i / kWgStages - 1) & 1);
+    uint64_t* v_bar = zero_last && i == num_kv_tiles - 1 ? v_fixed : &full_v[st];
+    if (lane == 0) {
+      MbarrierArriveExpectTx(&full_k[st], 2 * boxes * box_bytes);
+      MbarrierArriveExpectTx(v_bar, 2 * boxes * box_bytes);
+    }
+    __syncwarp();
+    if (lane < boxes) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        TmaLoad3d(k_s(st) + h * kWgHalfBytes + lane * box_bytes, &k_map, 64 * h, kv_head, slot,
+                  &full_k[st]);
+        TmaLoad3d(v_s(st) + h * kWgHalfBytes + lane * box_bytes, &v_map, 64 * h, kv_head, slot,
+                  v_bar);
+      }
+    }
+    __syncwarp();
+  };
+  if (warp == 8) {  // the first tiles go out before Q is in
+    if (lane == 0) {
+      for (int st = 0; st < kWgStages; ++st) {
+        MbarrierInit(&full_k[st], 1);
+        MbarrierInit(&full_v[st], 1);
+        MbarrierInit(&empty[st], 8);  // one arrival per consumer warp
+      }
+      MbarrierInit(v_fixed, 1);
+      FenceMbarrierInit();
+    }
+    __syncwarp();
+    for (int i = 0; i < min(num_kv_tiles, kWgStages); ++i) issue_tile(i);
+  }
+  // Q rows (zero past num_rows) into two 64-dim halves, 128-byte swizzled: the 16-byte piece
+  // c of row r lands at piece c ^ (r % 8).
+  for (int c = threadIdx.x; c < 128 * (kDim / 8); c += kWgThreads) {
+    const int r = c / (kDim / 8), piece = c % (kDim / 8), half = piece / 8;
+    const bool valid = r < tile.num_rows;
+    const int64_t offset = valid ? tile.Offset(r, kv_head, a.num_heads, kDim) + piece * 8 : 0;
+    CpAsync16(q_s + half * kWgHalfBytes + r * 128 + (((piece % 8) ^ (r % 8)) * 16), a.q + offset,
+              valid);
+  }
+  CpAsyncCommit();
+  CpAsyncWait<0>();
+  FenceProxyAsyncShared();  // Q's ordinary copies, then the tensor cores' reads
+  __syncthreads();          // Q and the mbarriers' initialization visible to every warp
+
+  if (warp == 8) {
+    for (int i = kWgStages; i < num_kv_tiles; ++i) issue_tile(i);
+    if (zero_last) {
+      const int st = (num_kv_tiles - 1) % kWgStages;
+      MbarrierWait(v_fixed, 0);
+      // rows [end - last_begin, 128) of both halves; whole 128-byte rows, so the swizzle
+      // does not matter
+      for (int c = (end - last_begin) * 8 + lane; c < 128 * 8; c += 32) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          *reinterpret_cast<uint4*>(v_s(st) + h * kWgHalfBytes + c * 16) = make_uint4(0, 0, 0, 0);
+        }
+      }
+      FenceProxyAsyncShared();
+      __syncwarp();
+      if (lane == 0) MbarrierArrive(&full_v[st]);
+    }
+    return;
+  }
+
+  const int wg = warp / 4, g = lane / 4, t = lane % 4;
+  const int row0 = 64 * wg + 16 * (warp % 4) + g;  // this thread's rows: row0 and row0 + 8
+  const int pos0 = tile.Position(row0), pos1 = tile.Position(row0 + 8);
+  const int wg_first = tile.Position(64 * wg), wg_last = tile.Position(64 * wg + 63);
+  float o[kWgNTiles][4];
+#pragma unroll
+  for (int d = 0; d < kWgNTiles; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+  float(&o_flat)[4 * kWgNTiles] = reinterpret_cast<float(&)[4 * kWgNTiles]>(o);
+  RowState state;
+  // Descriptors of this warpgroup's Q rows and of stage 0's K and V; a stage is
+  // 2 * kWgTileBytes further (the descriptors' address field is in 16-byte units).
+  const uint64_t q_desc0 = SwizzledKMajorDescriptor(q_s + wg * 64 * 128);
+  const uint64_t k_desc0 = SwizzledKMajorDescriptor(k_s(0));
+  const uint64_t v_desc0 = SwizzledMnMajorDescriptor(v_s(0), kWgHalfBytes);
+  for (int i = 0; i < num_kv_tiles; ++i) {
+    const int st = i % kWgStages;
+    const uint32_t parity = (i / kWgStages) & 1;
+    const int begin = i * kWgKvTile;
+    if (begin > wg_last) {  // every row of this warpgroup is before the tile
+      MbarrierWait(&full_v[st], parity);  // keeps the stage's arrivals in order
+    } else {
+      MbarrierWait(&full_k[st], parity);
+      float s[kWgNTiles][4];
+      float(&s_flat)[4 * kWgNTiles] = reinterpret_cast<float(&)[4 * kWgNTiles]>(s);
+      WgmmaFence();
+      const uint64_t k_desc = k_desc0 + st * (2 * kWgTileBytes / 16);
+#pragma unroll
+      for (int kk = 0; kk < kDim / 16; ++kk) {
+        // the kk / 4-th half, +32 bytes per 16-dim step in it (16-byte units)
+        const int step = (kk / 4) * (kWgHalfBytes / 16) + 2 * (kk % 4);
+        WgmmaM64N128K16Scaled(s_flat, q_desc0 + step, k_desc + step, kk > 0);
+      }
+      WgmmaCommit();
+      WgmmaWait<0>();
+      FenceAccumulators(s_flat);
+      if (begin + kWgKvTile - 1 > wg_first) CausalMask<kWgNTiles>(s, begin, pos0, pos1);
+      OnlineSoftmax<kWgNTiles, kWgNTiles>(s, o, state, scale_log2);
+      uint32_t p[kWgKvTile / 16][4];  // P's A fragments, one per 16 tokens
+#pragma unroll
+      for (int kk = 0; kk < kWgKvTile / 16; ++kk) {
+        p[kk][0] = PackBf16x2(s[2 * kk][0], s[2 * kk][1]);
+        p[kk][1] = PackBf16x2(s[2 * kk][2], s[2 * kk][3]);
+        p[kk][2] = PackBf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        p[kk][3] = PackBf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      }
+      MbarrierWait(&full_v[st], parity);
+      WgmmaFence();
+      const uint64_t v_desc = v_desc0 + st * (2 * kWgTileBytes / 16);
+#pragma unroll
+      for (int kk = 0; kk < kWgKvTile / 16; ++kk) {  // 16 tokens = 2048 bytes further
+        WgmmaM64N128K16RegATransB(o_flat, p[kk], v_desc + kk * (16 * 128 / 16));
+      }
+      WgmmaCommit();
+      WgmmaWait<0>();
+      FenceAccumulators(o_flat);
+    }
+    __syncwarp();
+    if (lane == 0) MbarrierArrive(&empty[st]);
+  }
+
+  const float l0 = QuadSum(state.l0), l1 = QuadSum(state.l1);
+  const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = row0 + 8 * half;
+    if (r >= tile.num_rows) continue;
+    __nv_bfloat16* out = a.out + tile.Offset(r, kv_head, a.num_heads, kDim) + 2 * t;
+    const float inv = half == 0 ? inv0 : inv1;
+#pragma unroll
+    for (int d = 0; d < kWgNTiles; ++d) {
+      *reinterpret_cast<__nv_bfloat162*>(out + d * 8) =
+          __floats2bfloat162_rn(o[d][2 * half] * inv, o[d][2 * half + 1] * inv);
+    }
+  }
+#else
+  __trap();  // built without sm_90a: the host never launches it (kWgmmaBuilt)
+#endif
+}
+
 template <typename S>
 void Launch(const PrefillAttentionArgs& a, cudaStream_t stream) {
   static const cudaError_t attribute =
@@ -338,12 +547,51 @@ void Launch(const PrefillAttentionArgs& a, cudaStream_t stream) {
   TANDEM_CUDA_CHECK_LAUNCH();
 }
 
+// Built with the sm_90a target (TANDEM_CUDA_ARCHITECTURES=90a, the default).
+#if defined(TANDEM_CUDA_SM90A)
+constexpr bool kWgmmaBuilt = true;
+#else
+constexpr bool kWgmmaBuilt = false;
+#endif
+
+// The wgmma kernel's cases: head_dim 128 and cache blocks a power of two of at least 8
+// tokens (whole 1024-byte swizzle atoms per box).
+bool WgmmaSupports(const PrefillAttentionArgs& a) {
+  const int bs = a.cache.block_size;
+  return kWgmmaBuilt && a.cache.head_dim == 128 && bs >= 8 && (bs & (bs - 1)) == 0 &&
+         a.cache.num_slots > 0;
+}
+
+absl::Status LaunchWgmma(const PrefillAttentionArgs& a, cudaStream_t stream) {
+  const PagedKvCache& c = a.cache;
+  const int box_rows = std::min(c.block_size, kWgKvTile);
+  const uint64_t head_bytes = sizeof(__nv_bfloat16) * 128;
+  const uint64_t dims[3] = {128, static_cast<uint64_t>(c.num_kv_heads),
+                            static_cast<uint64_t>(c.num_slots)};
+  const uint64_t strides[2] = {head_bytes, head_bytes * static_cast<uint64_t>(c.num_kv_heads)};
+  const uint32_t box[3] = {64, 1, static_cast<uint32_t>(box_rows)};
+  CUtensorMap k_map, v_map;
+  TANDEM_RETURN_IF_ERROR(MakeBf16TensorMap(&k_map, c.k, dims, strides, box));
+  TANDEM_RETURN_IF_ERROR(MakeBf16TensorMap(&v_map, c.v, dims, strides, box));
+  static const cudaError_t attribute =
+      cudaFuncSetAttribute(PrefillWgmmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(kWgSharedBytes));
+  TANDEM_CUDA_CHECK(attribute);
+  const float scale_log2 = a.scale * 1.4426950408889634f;
+  dim3 grid(c.num_kv_heads, a.num_tiles);
+  PrefillWgmmaKernel<<<grid, kWgThreads, kWgSharedBytes, stream>>>(k_map, v_map, a, scale_log2,
+                                                                   box_rows);
+  TANDEM_CUDA_CHECK_LAUNCH();
+  return absl::OkStatus();
+}
+
 template <int kDim>
 void LaunchTiling(const PrefillAttentionArgs& a, cudaStream_t stream) {
   switch (a.tiling) {
     case PrefillTiling::kRows64Warps4:
       return Launch<Shape<kDim, 4, 1, true, 3>>(a, stream);
     case PrefillTiling::kRows128Warps4:
+    case PrefillTiling::kRows128Wgmma:  // where the wgmma kernel does not apply
       return Launch<Shape<kDim, 4, 2, false, 2>>(a, stream);
   }
 }
@@ -382,6 +630,7 @@ absl::Status LaunchPrefillAttention(const PrefillAttentionArgs& a, cudaStream_t 
       c.k == nullptr || c.v == nullptr) {
     return absl::InvalidArgumentError("prefill_attention: null pointer");
   }
+  if (a.tiling == PrefillTiling::kRows128Wgmma && WgmmaSupports(a)) return LaunchWgmma(a, stream);
   switch (c.head_dim) {
     case 32:
       LaunchTiling<32>(a, stream);

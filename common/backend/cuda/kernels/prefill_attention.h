@@ -32,8 +32,11 @@ namespace tandem {
 // kRows64Warps4 (milestone 2's shape: 4 warps of 16 rows, Q fragments in registers, 3 blocks
 // per SM), which stays for the benchmark's comparison and is faster only for short prompts
 // (docs/cuda_backend.md, "Milestone 3: prefill").
-enum class PrefillTiling { kRows64Warps4, kRows128Warps4 };
-constexpr PrefillTiling kDefaultPrefillTiling = PrefillTiling::kRows128Warps4;
+// kRows128Wgmma (sm_90a builds, head_dim 128, power-of-two cache blocks of >= 8 tokens;
+// kRows128Warps4 elsewhere, on the same tiles): two warpgroups of 64 rows on wgmma, a
+// producer warp streaming 128-token K/V tiles out of the paged cache with tensor copies.
+enum class PrefillTiling { kRows64Warps4, kRows128Warps4, kRows128Wgmma };
+constexpr PrefillTiling kDefaultPrefillTiling = PrefillTiling::kRows128Wgmma;
 
 constexpr int32_t PrefillRowsPerTile(PrefillTiling tiling) {
   return tiling == PrefillTiling::kRows64Warps4 ? 64 : 128;

@@ -1,6 +1,5 @@
 #include <cooperative_groups.h>
 #include <cuda.h>
-#include <cudaTypedefs.h>
 
 #include <algorithm>
 #include <cmath>
@@ -13,6 +12,7 @@
 #include "common/backend/cuda/kernels/device_utils.cuh"
 #include "common/backend/cuda/kernels/mma.cuh"
 #include "common/backend/cuda/kernels/skinny_gemm.h"
+#include "common/backend/cuda/kernels/tensor_map.h"
 #include "common/status.h"
 
 namespace tandem {
@@ -487,42 +487,14 @@ constexpr bool kWgmmaBuilt = true;
 constexpr bool kWgmmaBuilt = false;
 #endif
 
-PFN_cuTensorMapEncodeTiled_v12000 TensorMapEncoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-    void* function = nullptr;
-    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000,
-                                         cudaEnableDefault, &found) != cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
-      (void)cudaGetLastError();
-      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(function);
-  }();
-  return encode;
-}
-
 // A [rows][inner] bf16 row-major matrix as a 2-D tensor map with [box_rows][64] boxes and the
 // 128-byte swizzle the wgmma descriptors expect; out-of-bounds boxes read zeros.
 absl::Status MakeTensorMap(CUtensorMap* map, const __nv_bfloat16* base, int64_t rows,
                            int64_t inner, int box_rows) {
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = TensorMapEncoder();
-  if (encode == nullptr) return absl::InternalError("skinny_gemm: no cuTensorMapEncodeTiled");
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(inner), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(inner) * sizeof(__nv_bfloat16)};
-  const cuuint32_t box[2] = {kWgmmaK, static_cast<cuuint32_t>(box_rows)};
-  const cuuint32_t element_strides[2] = {1, 1};
-  const CUresult result =
-      encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<__nv_bfloat16*>(base), dims,
-             strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (result != CUDA_SUCCESS) {
-    return absl::InternalError(absl::StrCat("skinny_gemm: cuTensorMapEncodeTiled failed (",
-                                            static_cast<int>(result), ") for ", rows, "x",
-                                            inner));
-  }
-  return absl::OkStatus();
+  const uint64_t dims[2] = {static_cast<uint64_t>(inner), static_cast<uint64_t>(rows)};
+  const uint64_t strides[1] = {static_cast<uint64_t>(inner) * sizeof(__nv_bfloat16)};
+  const uint32_t box[2] = {kWgmmaK, static_cast<uint32_t>(box_rows)};
+  return MakeBf16TensorMap(map, base, dims, strides, box);
 }
 
 template <int kBN>

@@ -237,6 +237,22 @@ void CheckAttention(const AttentionCase& c, bool decode, std::mt19937& rng) {
     }
     query_start.push_back(query_start.back() + c.query_lens[s]);
   }
+  // Slots no sequence holds up to its context (the ends of last blocks, free blocks) are NaN:
+  // a kernel that lets one reach an output (0 · NaN in P·V) fails.
+  {
+    std::vector<bool> live(size_t(kv.num_blocks * block_size), false);
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      for (int32_t p = 0; p < c.context_lens[s]; ++p) {
+        live[size_t(tables[s][p / block_size] * block_size + p % block_size)] = true;
+      }
+    }
+    const size_t row = size_t(c.kv_heads * c.dim);
+    for (size_t slot = 0; slot < live.size(); ++slot) {
+      if (live[slot]) continue;
+      std::fill_n(kv.k.begin() + slot * row, row, uint16_t{0x7fc0});
+      std::fill_n(kv.v.begin() + slot * row, row, uint16_t{0x7fc0});
+    }
+  }
   std::vector<int32_t> flat_tables(num_seqs * max_blocks, 0);
   for (int64_t s = 0; s < num_seqs; ++s) {
     std::copy(tables[s].begin(), tables[s].end(), flat_tables.begin() + s * max_blocks);
@@ -274,7 +290,8 @@ void CheckAttention(const AttentionCase& c, bool decode, std::mt19937& rng) {
   }
   // Every block shape of the prefill kernel against the same reference.
   const int32_t group = int32_t(c.heads / c.kv_heads);
-  for (PrefillTiling tiling : {PrefillTiling::kRows64Warps4, PrefillTiling::kRows128Warps4}) {
+  for (PrefillTiling tiling : {PrefillTiling::kRows64Warps4, PrefillTiling::kRows128Warps4,
+                               PrefillTiling::kRows128Wgmma}) {
     SCOPED_TRACE(::testing::Message() << "tiling " << static_cast<int>(tiling));
     std::vector<int32_t> tiles =
         BuildPrefillTiles(query_start.data(), int32_t(num_seqs), group, PrefillRowsPerTile(tiling));
@@ -467,6 +484,13 @@ TEST_F(KernelTest, PrefillAttentionMatchesReference) {
       {8, 2, 128, {90, 1}, {200, 33}, 0, /*block_size=*/5},
       {8, 2, 128, {70}, {150}, 0, /*block_size=*/4},
       {4, 1, 64, {40}, {130}, 0, /*block_size=*/2},
+      // the wgmma kernel's tensor-copy boxes: as large as the block (64), one 128-token tile
+      // per box (128, 256), the smallest (8); group 16 (both warpgroups in one token range)
+      {32, 8, 128, {300, 77}, {300, 1000}, 0, /*block_size=*/64},
+      {8, 2, 128, {129, 5}, {250, 700}, 0, /*block_size=*/128},
+      {8, 2, 128, {500}, {777}, 0, /*block_size=*/256},
+      {16, 4, 128, {40, 200}, {300, 200}, 0, /*block_size=*/8},
+      {16, 1, 128, {90, 1}, {333, 129}},
   };
   for (const AttentionCase& c : cases) CheckAttention(c, /*decode=*/false, rng_);
 }
