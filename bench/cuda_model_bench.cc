@@ -8,6 +8,8 @@
 //
 //   cuda_model_bench --model=/tmp/llama8b [--decode_steps=16] [--max_batch=256]
 //   cuda_model_bench --kernels_only   # decode attention + GEMV on the 8B shape, no checkpoint
+//   ncu --profile-from-start off ... cuda_model_bench --model=DIR --profile_passes  # one 2k
+//       prefill and one batch-64 step's kernels in sequence
 #include <algorithm>
 #include <chrono>
 #include <cmath>
