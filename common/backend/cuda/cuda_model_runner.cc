@@ -574,16 +574,61 @@ absl::Status CudaModelRunner::CopyLogitsRows(const LogitsView& logits,
 }
 
 absl::Status CudaModelRunner::RunModel(const Batch& batch) {
+  const ModelConfig& c = config_;
   TANDEM_RETURN_IF_ERROR(LaunchEmbeddingGather(
       {.table = weights_->embed_tokens(), .token_ids = batch.token_ids,
-       .vocab_size = config_.vocab_size, .dim = config_.hidden_size,
-       .num_tokens = batch.num_tokens},
+       .vocab_size = c.vocab_size, .dim = c.hidden_size, .num_tokens = batch.num_tokens},
       residual_.as<float>(), stream_.get()));
-  for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
-    TANDEM_RETURN_IF_ERROR(AttentionBlock(layer, batch));
+  const int64_t q_dim = c.num_heads * c.head_dim, last = c.num_layers - 1;
+  // CompactLogitsRows stages the rows in gate_up_ (room for any Llama shape: 4 x
+  // intermediate >= 4 x hidden + 2 x q_dim); a shape without room runs every row.
+  const bool compact = batch.num_logits_rows < batch.num_tokens &&
+                       static_cast<size_t>(batch.num_logits_rows) *
+                               (c.hidden_size * sizeof(float) + q_dim * sizeof(bf16)) <=
+                           gate_up_.size_bytes();
+  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+    const bool tail = layer == last && compact;
+    // Past the last layer's K/V write only the logits rows matter: a pass without logits
+    // (a prompt chunk before the last) stops there, one with fewer logits rows than tokens
+    // (a prompt's last chunk) carries just those rows through the attention output, the o
+    // projection, the MLP and the final norm.
+    TANDEM_RETURN_IF_ERROR(AttentionBlock(layer, batch, !tail || batch.num_logits_rows > 0));
+    if (tail && batch.num_logits_rows == 0) return absl::OkStatus();
+    if (tail) {
+      TANDEM_ASSIGN_OR_RETURN(Batch rows, CompactLogitsRows(batch));
+      TANDEM_RETURN_IF_ERROR(GemmIntoResidual(attn_.as<bf16>(), rows.num_tokens, q_dim,
+                                              weights_->layers()[layer].o_proj));
+      TANDEM_RETURN_IF_ERROR(MlpBlock(layer, rows));
+      return ComputeLogits(rows);
+    }
+    TANDEM_RETURN_IF_ERROR(GemmIntoResidual(attn_.as<bf16>(), batch.num_tokens, q_dim,
+                                            weights_->layers()[layer].o_proj));
     TANDEM_RETURN_IF_ERROR(MlpBlock(layer, batch));
   }
   return ComputeLogits(batch);
+}
+
+// Moves the logits rows of the residual stream and of the attention output to their first
+// rows (through gate_up_, free at this point of a layer) and returns the batch of just those
+// rows, in order.
+absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::CompactLogitsRows(const Batch& b) {
+  const ModelConfig& c = config_;
+  const int64_t rows = b.num_logits_rows;
+  const size_t residual_bytes = rows * c.hidden_size * sizeof(float);
+  const size_t attn_bytes = rows * c.num_heads * c.head_dim * sizeof(bf16);
+  char* staged = gate_up_.as<char>();
+  for (auto [buffer, bytes] : {std::pair{&residual_, residual_bytes}, {&attn_, attn_bytes}}) {
+    TANDEM_RETURN_IF_ERROR(LaunchGatherRows(
+        {.in = buffer->data(), .rows = b.logits_rows, .out = staged, .num_rows = rows,
+         .row_bytes = static_cast<int64_t>(bytes / rows)},
+        stream_.get()));
+    TANDEM_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(buffer->data(), staged, bytes, cudaMemcpyDeviceToDevice, stream_.get()));
+  }
+  Batch compact = b;
+  compact.num_tokens = rows;
+  compact.logits_rows_in_order = true;
+  return compact;
 }
 
 absl::Status CudaModelRunner::CopyBlocks(std::span<const BlockCopy> copies) {
@@ -659,7 +704,7 @@ absl::Status CudaModelRunner::Norm(const bf16* weight, int64_t rows) {
                           stream_.get());
 }
 
-absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
+absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b, bool attend) {
   const ModelConfig& c = config_;
   const CudaLayerWeights& w = weights_->layers()[layer];
   const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
@@ -681,10 +726,10 @@ absl::Status CudaModelRunner::AttentionBlock(int64_t layer, const Batch& b) {
     TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(layer_written_[layer].get(), stream_.get()));
     b.kv_progress->LayerWritten(layer, layer_written_[layer].get());
   }
-  if (!(skip_kernels_ & kSkipAttention)) {
+  if ((attend || fused_rope) && !(skip_kernels_ & kSkipAttention)) {
     TANDEM_RETURN_IF_ERROR(Attention(layer, b, fused_rope));
   }
-  return GemmIntoResidual(attn_.as<bf16>(), b.num_tokens, q_dim, w.o_proj);
+  return absl::OkStatus();
 }
 
 absl::Status CudaModelRunner::Attention(int64_t layer, const Batch& b, bool fused_rope) {

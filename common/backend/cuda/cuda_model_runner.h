@@ -164,7 +164,10 @@ class CudaModelRunner final : public ModelRunner {
   // Everything from the embedding to the logits on the device; no host synchronization.
   absl::Status RunModel(const Batch& batch);
   absl::Status RunDecodeGraph(const ForwardInputs& in, Batch& batch);
-  absl::Status AttentionBlock(int64_t layer, const Batch& batch);
+  // Input norm, qkv, RoPE + KV write and (attend, or a decode step's fused RoPE) the
+  // attention into attn_; the caller runs the o projection.
+  absl::Status AttentionBlock(int64_t layer, const Batch& batch, bool attend);
+  absl::StatusOr<Batch> CompactLogitsRows(const Batch& batch);
   // fused_rope (decode only): the attention kernel also does the step's RoPE + KV write.
   absl::Status Attention(int64_t layer, const Batch& batch, bool fused_rope);
   absl::Status MlpBlock(int64_t layer, const Batch& batch);

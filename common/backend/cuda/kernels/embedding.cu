@@ -60,7 +60,37 @@ absl::Status Launch(const EmbeddingGatherArgs& args, Out* out, cudaStream_t stre
   return absl::OkStatus();
 }
 
+// One block per row: 16-byte copies when the rows allow them, else bytes.
+__global__ void GatherRowsKernel(GatherRowsArgs args, bool vec16) {
+  const int64_t i = blockIdx.x;
+  const char* in = static_cast<const char*>(args.in) + args.rows[i] * args.row_bytes;
+  char* out = static_cast<char*>(args.out) + i * args.row_bytes;
+  if (vec16) {
+    for (int64_t b = threadIdx.x * 16; b < args.row_bytes; b += blockDim.x * 16) {
+      *reinterpret_cast<uint4*>(out + b) = *reinterpret_cast<const uint4*>(in + b);
+    }
+  } else {
+    for (int64_t b = threadIdx.x; b < args.row_bytes; b += blockDim.x) out[b] = in[b];
+  }
+}
+
 }  // namespace
+
+absl::Status LaunchGatherRows(const GatherRowsArgs& args, cudaStream_t stream) {
+  if (args.num_rows < 0 || args.row_bytes <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gather rows: num_rows must be >= 0 and row_bytes > 0, got ", args.num_rows, ", ",
+        args.row_bytes));
+  }
+  if (args.num_rows == 0) return absl::OkStatus();
+  if (args.in == nullptr || args.rows == nullptr || args.out == nullptr) {
+    return absl::InvalidArgumentError("gather rows: null pointer");
+  }
+  const bool vec16 = args.row_bytes % 16 == 0 && Aligned16(args.in) && Aligned16(args.out);
+  GatherRowsKernel<<<static_cast<unsigned>(args.num_rows), 256, 0, stream>>>(args, vec16);
+  TANDEM_CUDA_CHECK_LAUNCH();
+  return absl::OkStatus();
+}
 
 absl::Status LaunchEmbeddingGather(const EmbeddingGatherArgs& args, float* out,
                                    cudaStream_t stream) {

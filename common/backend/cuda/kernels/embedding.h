@@ -1,4 +1,5 @@
-// Embedding gather: out[t] = table[token_ids[t]].
+// Embedding gather: out[t] = table[token_ids[t]]; and the plain row gather the runner uses to
+// carry only the logits rows through the last layer's MLP.
 //
 // table: [vocab_size][dim] bf16; token_ids: [num_tokens] on the device; out: [num_tokens][dim]
 // as fp32 (the residual stream) or bf16 (gathering hidden rows for the logits). Ids must be
@@ -27,5 +28,17 @@ absl::Status LaunchEmbeddingGather(const EmbeddingGatherArgs& args, float* out,
                                    cudaStream_t stream);
 absl::Status LaunchEmbeddingGather(const EmbeddingGatherArgs& args, __nv_bfloat16* out,
                                    cudaStream_t stream);
+
+// Row gather: out row i = in row rows[i] for i < num_rows, rows of row_bytes bytes (any
+// element type; in and out must not overlap). Row ids must be validated by the caller.
+struct GatherRowsArgs {
+  const void* in = nullptr;
+  const int32_t* rows = nullptr;  // [num_rows] on the device
+  void* out = nullptr;
+  int64_t num_rows = 0;
+  int64_t row_bytes = 0;
+};
+
+absl::Status LaunchGatherRows(const GatherRowsArgs& args, cudaStream_t stream);
 
 }  // namespace tandem

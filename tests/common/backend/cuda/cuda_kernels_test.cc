@@ -55,6 +55,33 @@ TEST_F(KernelTest, EmbeddingGatherMatchesReference) {
   }
 }
 
+// The runner's row gather (the logits rows through the last layer): exact copies of the
+// named rows, 16-byte or byte-wise, in the order named.
+TEST_F(KernelTest, GatherRowsCopiesTheNamedRows) {
+  for (auto [rows, width, picks] :
+       {std::tuple{9, 4096, std::vector<int32_t>{0, 3, 8}}, {5, 13, std::vector<int32_t>{4, 1}},
+        {40, 96, std::vector<int32_t>{39}}, {6, 24, std::vector<int32_t>{0, 1, 2, 3, 4, 5}}}) {
+    SCOPED_TRACE(::testing::Message() << "rows " << rows << " width " << width);
+    std::vector<float> in = Widen(RandomBf16(size_t(rows) * width, rng_));
+    std::vector<float> want;
+    for (int32_t r : picks) {
+      want.insert(want.end(), in.begin() + r * width, in.begin() + (r + 1) * width);
+    }
+    DeviceArray<float> d_in(in);
+    DeviceArray<int32_t> d_rows(picks);
+    auto out = DeviceArray<float>::Poisoned(want.size());
+    ASSERT_TRUE(LaunchGatherRows({.in = d_in.get(), .rows = d_rows.get(), .out = out.get(),
+                                  .num_rows = static_cast<int64_t>(picks.size()),
+                                  .row_bytes = width * 4},
+                                 nullptr).ok());
+    EXPECT_EQ(out.Download(), want);
+  }
+  EXPECT_EQ(LaunchGatherRows({.num_rows = 1, .row_bytes = 0}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchGatherRows({.num_rows = 1, .row_bytes = 16}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(KernelTest, AddRmsNormMatchesReference) {
   // 96, 4096, 1000: the float4 kernel (row in registers); 13: the scalar one; 16384: too long
   // for the registers, the scalar one.

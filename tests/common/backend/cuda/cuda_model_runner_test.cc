@@ -210,6 +210,38 @@ TEST_P(CudaRunnerTest, ChunkedPrefillMatchesReference) {
   }
 }
 
+// Only the logits rows pass the last layer's attention: a chunk without logits stops at its
+// K/V write, a chunk with some rows carries just those (gathered in order) through the o
+// projection, the MLP and the LM head. The longest prompt in two chunks: the first without
+// logits, the second with logits for a few scattered rows; each must match the reference,
+// and the first chunk's K/V must be complete for the second.
+TEST_P(CudaRunnerTest, LogitsRowsSubsetsMatchReference) {
+  const size_t p = golden_.prompts.size() - 1;
+  const std::vector<int32_t>& ids = golden_.prompts[p];
+  ASSERT_GE(ids.size(), 8u);
+  ShuffledBlocks blocks(runner_->num_kv_blocks(), /*seed=*/5);
+  const std::vector<int32_t> table = blocks.Take(ids.size(), 16);
+  const size_t split = ids.size() / 2;
+  BatchBuilder first(16);
+  first.Add(std::span(ids).first(split), 0, table, LogitsFor::kNone);
+  auto logits = runner_->Forward(first.inputs());
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  BatchBuilder second(16);
+  second.Add(std::span(ids).subspan(split), static_cast<int32_t>(split), table, LogitsFor::kAll);
+  ForwardInputs in = second.inputs();
+  const int32_t count = static_cast<int32_t>(ids.size() - split);
+  const std::vector<int32_t> rows = {1, count / 2, count - 1};
+  in.logits_rows = rows;
+  logits = runner_->Forward(in);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::span<const float> want =
+        std::span(golden_.logits[p]).subspan((split + rows[i]) * vocab(), vocab());
+    EXPECT_LE(testing::RelativeError(logits->Row(i), want), kRelativeTolerance)
+        << "position " << split + rows[i];
+  }
+}
+
 // An eager pass publishes every layer once its K/V write is enqueued, each with an event
 // that has completed by the time Forward returns; the logits are unchanged.
 TEST_P(CudaRunnerTest, PublishesEachLayersKvWriteWithAnEvent) {
