@@ -86,13 +86,16 @@ struct CudaModelRunner::Batch {
   int32_t max_context_len = 0;
   int32_t max_blocks = 0;  // row length of block_tables
   int32_t num_tiles = 0;   // prefill attention tiles
+  // The tiles holding the logits rows, when there are fewer logits rows than tokens (the
+  // last layer's attention, where only those rows go on).
+  int32_t num_logits_tiles = 0;
   bool decode_only = false;
   // logits_rows[i] == i for every row: the LM head reads the first rows of hidden_ in place
   // (every decode step) instead of a gathered copy.
   bool logits_rows_in_order = false;
   const int32_t *token_ids = nullptr, *positions = nullptr, *slot_mapping = nullptr,
                 *query_start = nullptr, *context_lens = nullptr, *block_tables = nullptr,
-                *logits_rows = nullptr, *tiles = nullptr;
+                *logits_rows = nullptr, *tiles = nullptr, *logits_tiles = nullptr;
   KvLayerProgress* kv_progress = nullptr;  // eager passes only (not captured in graphs)
 };
 
@@ -169,8 +172,10 @@ absl::Status CudaModelRunner::Allocate(const WeightStore& store) {
   const size_t seqs = static_cast<size_t>(options_.max_num_seqs);
   const size_t group = static_cast<size_t>(c.num_heads / c.num_kv_heads);
   const size_t max_tiles = (t * group + kPrefillRowsPerTile - 1) / kPrefillRowsPerTile + seqs;
+  // The logits rows' tiles: a row's `group` query rows span at most
+  // group / kPrefillRowsPerTile + 2 tiles.
   const size_t metadata_ints = 3 * t + 2 * seqs + 1 + seqs * max_blocks_per_seq_ + rows +
-                               2 * max_tiles;
+                               2 * max_tiles + 2 * rows * (group / kPrefillRowsPerTile + 2);
   struct Sized { DeviceBuffer* buffer; size_t bytes; };
   for (const Sized& s : std::initializer_list<Sized>{
            {&residual_, t * c.hidden_size * 4}, {&hidden_, t * c.hidden_size * 2},
@@ -332,6 +337,13 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadBatch(const Forwar
                                                    static_cast<int32_t>(b.num_seqs), group);
     b.num_tiles = static_cast<int32_t>(tiles.size() / 2);
     b.tiles = put(tiles);
+    if (b.num_logits_rows > 0 && b.num_logits_rows < b.num_tokens) {
+      std::vector<int32_t> logits_tiles = BuildPrefillTilesForTokens(
+          in.query_start.data(), static_cast<int32_t>(b.num_seqs), group,
+          in.logits_rows.data(), static_cast<int32_t>(b.num_logits_rows));
+      b.num_logits_tiles = static_cast<int32_t>(logits_tiles.size() / 2);
+      b.logits_tiles = put(logits_tiles);
+    }
   }
   TANDEM_CHECK(at <= metadata_ints_) << "metadata overflow: " << at;
   TANDEM_RETURN_IF_ERROR(CopyMetadata(at));
@@ -592,7 +604,14 @@ absl::Status CudaModelRunner::RunModel(const Batch& batch) {
     // (a prompt chunk before the last) stops there, one with fewer logits rows than tokens
     // (a prompt's last chunk) carries just those rows through the attention output, the o
     // projection, the MLP and the final norm.
-    TANDEM_RETURN_IF_ERROR(AttentionBlock(layer, batch, !tail || batch.num_logits_rows > 0));
+    if (tail && batch.num_logits_tiles > 0) {
+      Batch rows = batch;  // attention for the logits rows' tiles only
+      rows.tiles = batch.logits_tiles;
+      rows.num_tiles = batch.num_logits_tiles;
+      TANDEM_RETURN_IF_ERROR(AttentionBlock(layer, rows, true));
+    } else {
+      TANDEM_RETURN_IF_ERROR(AttentionBlock(layer, batch, !tail || batch.num_logits_rows > 0));
+    }
     if (tail && batch.num_logits_rows == 0) return absl::OkStatus();
     if (tail) {
       TANDEM_ASSIGN_OR_RETURN(Batch rows, CompactLogitsRows(batch));

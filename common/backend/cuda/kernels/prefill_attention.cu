@@ -611,6 +611,27 @@ std::vector<int32_t> BuildPrefillTiles(const int32_t* query_start, int32_t num_s
   return tiles;
 }
 
+std::vector<int32_t> BuildPrefillTilesForTokens(const int32_t* query_start, int32_t num_seqs,
+                                                int32_t group, const int32_t* tokens,
+                                                int32_t num_tokens, int32_t rows_per_tile) {
+  std::vector<int32_t> tiles;
+  int32_t s = 0;
+  for (int32_t i = 0; i < num_tokens; ++i) {
+    const int32_t token = tokens[i];
+    while (s < num_seqs && token >= query_start[s + 1]) ++s;
+    if (s == num_seqs) break;
+    const int32_t first_row = (token - query_start[s]) * group, last_row = first_row + group - 1;
+    for (int32_t r = first_row / rows_per_tile * rows_per_tile; r <= last_row;
+         r += rows_per_tile) {
+      const size_t n = tiles.size();
+      if (n >= 2 && tiles[n - 2] == s && tiles[n - 1] == r) continue;  // already listed
+      tiles.push_back(s);
+      tiles.push_back(r);
+    }
+  }
+  return tiles;
+}
+
 absl::Status LaunchPrefillAttention(const PrefillAttentionArgs& a, cudaStream_t stream) {
   const PagedKvCache& c = a.cache;
   if (a.num_tiles < 0 || a.num_heads <= 0 || c.num_kv_heads <= 0 ||

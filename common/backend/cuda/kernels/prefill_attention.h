@@ -66,6 +66,14 @@ struct PrefillAttentionArgs {
 std::vector<int32_t> BuildPrefillTiles(const int32_t* query_start, int32_t num_seqs, int32_t group,
                                        int32_t rows_per_tile = kPrefillRowsPerTile);
 
+// The tiles of BuildPrefillTiles that hold any row of tokens[0, num_tokens) (batch token
+// indices, ascending, each inside [0, query_start[num_seqs])), in the same order: attention
+// for just those tokens' rows (the runner's last layer, where only the logits rows go on).
+std::vector<int32_t> BuildPrefillTilesForTokens(const int32_t* query_start, int32_t num_seqs,
+                                                int32_t group, const int32_t* tokens,
+                                                int32_t num_tokens,
+                                                int32_t rows_per_tile = kPrefillRowsPerTile);
+
 absl::Status LaunchPrefillAttention(const PrefillAttentionArgs& args, cudaStream_t stream);
 
 }  // namespace tandem

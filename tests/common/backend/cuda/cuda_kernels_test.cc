@@ -522,6 +522,32 @@ TEST_F(KernelTest, PrefillAttentionMatchesReference) {
   for (const AttentionCase& c : cases) CheckAttention(c, /*decode=*/false, rng_);
 }
 
+// The tiles of the logits rows: exactly the tiles of the full list that hold a row of a
+// named token, in the full list's order (group 3 rows straddle 128-row tiles).
+TEST_F(KernelTest, PrefillTilesForTokensAreTheTilesHoldingThem) {
+  for (int32_t group : {1, 3, 4, 16}) {
+    SCOPED_TRACE(::testing::Message() << "group " << group);
+    const std::vector<int32_t> query_start = {0, 100, 101, 400, 1000};
+    const std::vector<int32_t> tokens = {0, 42, 99, 100, 142, 143, 399, 999};
+    const std::vector<int32_t> all = BuildPrefillTiles(query_start.data(), 4, group);
+    std::vector<int32_t> want;
+    for (size_t i = 0; i < all.size(); i += 2) {
+      bool holds = false;
+      for (int32_t token : tokens) {
+        int32_t s = 0;
+        while (token >= query_start[s + 1]) ++s;
+        const int32_t first = (token - query_start[s]) * group;
+        holds |= s == all[i] && first < all[i + 1] + kPrefillRowsPerTile &&
+                 first + group > all[i + 1];
+      }
+      if (holds) want.insert(want.end(), {all[i], all[i + 1]});
+    }
+    EXPECT_EQ(BuildPrefillTilesForTokens(query_start.data(), 4, group, tokens.data(),
+                                         static_cast<int32_t>(tokens.size())),
+              want);
+  }
+}
+
 TEST_F(KernelTest, LaunchersRejectBadShapes) {
   EXPECT_EQ(LaunchAddRmsNorm({.num_rows = 2, .dim = 0}, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
