@@ -125,10 +125,11 @@ nlohmann::json DecodeAttentionBench(const ModelConfig& c, const std::vector<Page
 nlohmann::json GemvBench(const ModelConfig& c, const CudaStream& stream, double copy_bw) {
   nlohmann::json out;
   std::unique_ptr<CublasLtGemm> gemm = *CublasLtGemm::Create();
-  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim,
+                q_dim = c.num_heads * c.head_dim;
   for (auto [name, n, k, output] :
        {std::tuple{"qkv", qkv, h, GemmOutput::kBF16},
-        {"o", h, c.num_heads * c.head_dim, GemmOutput::kF32},
+        {"o", h, q_dim, GemmOutput::kF32},
         {"gate_up", 2 * c.intermediate_size, h, GemmOutput::kBF16},
         {"gate_up_silu", 2 * c.intermediate_size, h, GemmOutput::kSiluMulBf16},
         {"down", h, c.intermediate_size, GemmOutput::kF32},
@@ -264,9 +265,10 @@ nlohmann::json GemmCandidatesProbe(const ModelConfig& c, const CudaStream& strea
   nlohmann::json out = nlohmann::json::array();
   CublasLtHandle handle = *CublasLtHandle::Create();
   DeviceBuffer workspace = *DeviceBuffer::Allocate(CublasLtGemm::kWorkspaceBytes);
-  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim,
+                q_dim = c.num_heads * c.head_dim;
   const int64_t m = 64;
-  for (auto [name, n, k, f32] : {std::tuple{"qkv", qkv, h, false}, {"o", h, h, true},
+  for (auto [name, n, k, f32] : {std::tuple{"qkv", qkv, h, false}, {"o", h, q_dim, true},
                                  {"gate_up", 2 * c.intermediate_size, h, false},
                                  {"down", h, c.intermediate_size, true}}) {
     const size_t weight_bytes = static_cast<size_t>(n * k * 2);
@@ -333,9 +335,10 @@ nlohmann::json GemmCandidatesPrefillProbe(const ModelConfig& c, const CudaStream
   nlohmann::json out = nlohmann::json::array();
   CublasLtHandle handle = *CublasLtHandle::Create();
   DeviceBuffer workspace = *DeviceBuffer::Allocate(CublasLtGemm::kWorkspaceBytes);
-  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim,
+                q_dim = c.num_heads * c.head_dim;
   const int64_t m = 2048;
-  for (auto [name, n, k, f32] : {std::tuple{"qkv", qkv, h, false}, {"o", h, h, true},
+  for (auto [name, n, k, f32] : {std::tuple{"qkv", qkv, h, false}, {"o", h, q_dim, true},
                                  {"gate_up", 2 * c.intermediate_size, h, false},
                                  {"down", h, c.intermediate_size, true}}) {
     DeviceBuffer w = *DeviceBuffer::Allocate(n * k * 2), a = *DeviceBuffer::Allocate(m * k * 2),

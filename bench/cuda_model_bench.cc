@@ -474,10 +474,17 @@ int Main(int argc, char** argv) {
     // `flops` is the prefill's nominal work, the count every session used: the linear
     // layers over every prompt token, causal attention, one LM-head row. The runner skips
     // the last layer's o projection and MLP for the rows without logits (all but the last
-    // here), so it performs less: performed_tflop, and the rate over it.
-    const double skipped = 2.0 * (tokens - 1) *
-                           static_cast<double>(c.num_heads * c.head_dim * c.hidden_size +
-                                               3 * c.intermediate_size * c.hidden_size);
+    // here) and runs that layer's attention for the last token's tile only (its
+    // kPrefillRowsPerTile / group tokens, each over ~all keys), so it performs less:
+    // performed_tflop, and the rate over it.
+    const double tile_tokens = std::min<double>(
+        tokens, kPrefillRowsPerTile / static_cast<double>(c.num_heads / c.num_kv_heads));
+    const double skipped =
+        2.0 * (tokens - 1) *
+            static_cast<double>(c.num_heads * c.head_dim * c.hidden_size +
+                                3 * c.intermediate_size * c.hidden_size) +
+        attention_flops / c.num_layers -
+        4.0 * c.head_dim * c.num_heads * tile_tokens * tokens;
     const double performed = flops - skipped;
     out["prefill"].push_back({{"tokens", tokens},
                               {"ms", ms},

@@ -305,6 +305,42 @@ TEST_P(CudaRunnerTest, DecodeGraphsMatchEagerDecode) {
   }
 }
 
+// Eager decode steps with logits for some rows or none (the last layer then carries fewer
+// rows, or stops after its K/V write, which a decode step does inside the attention kernel):
+// a pair of copies of a sequence with logits for copy 0 at steps 0 and 2 and for copy 1 at
+// step 2 only, and a second pair with logits at every step (the same kernels at the last
+// step), agree there, so every step wrote its K/V.
+TEST_P(CudaRunnerTest, DecodeStepsWithFewerLogitsRowsStillWriteKv) {
+  runner_->set_use_cuda_graphs(false);
+  const std::vector<int32_t>& prompt = golden_.prompts[0];
+  const std::vector<int32_t>& tokens = golden_.greedy[0];
+  ShuffledBlocks blocks(runner_->num_kv_blocks(), /*seed=*/7);
+  std::vector<std::vector<int32_t>> tables;
+  for (int copy = 0; copy < 4; ++copy) tables.push_back(blocks.Take(prompt.size() + 8, 16));
+  BatchBuilder prefill(16);
+  for (int copy = 0; copy < 4; ++copy) prefill.Add(prompt, 0, tables[copy], LogitsFor::kNone);
+  ASSERT_TRUE(runner_->Forward(prefill.inputs()).ok());
+  std::vector<float> last[2];
+  for (size_t step = 0; step < 3; ++step) {
+    const int32_t pos = static_cast<int32_t>(prompt.size() + step);
+    for (int pair = 0; pair < 2; ++pair) {
+      const bool every = pair == 1;
+      BatchBuilder batch(16);
+      batch.Add(std::span(&tokens[step], 1), pos, tables[2 * pair],
+                every || step != 1 ? LogitsFor::kLast : LogitsFor::kNone);
+      batch.Add(std::span(&tokens[step], 1), pos, tables[2 * pair + 1],
+                every || step == 2 ? LogitsFor::kLast : LogitsFor::kNone);
+      auto out = runner_->Forward(batch.inputs());
+      ASSERT_TRUE(out.ok()) << out.status();
+      if (step == 2) last[pair].assign(out->values.begin(), out->values.end());
+    }
+  }
+  ASSERT_EQ(last[0].size(), last[1].size());
+  // The same kernels on the same K/V: equal up to fp32 noise; a missed K/V write of a step
+  // moves the logits by far more than the bf16 tolerance.
+  EXPECT_LE(testing::RelativeError(last[0], last[1]), 1e-4);
+}
+
 // A fork: the prompt's blocks copied with CopyBlocks, the last token decoded against the
 // copy, matches the reference; the copied K is bit-identical; bad block ids are refused.
 TEST_P(CudaRunnerTest, CopyBlocksForksASequence) {
