@@ -4,6 +4,7 @@
 #include <memory>
 #include <numeric>
 #include <string_view>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "bench/cuda_bench_common.h"
@@ -257,6 +258,15 @@ struct LtProblem {
   LtProblem& operator=(const LtProblem&) = delete;
 };
 
+// A layer's four GEMMs as (name, n, k, fp32 output accumulated into the residual).
+std::vector<std::tuple<const char*, int64_t, int64_t, bool>> LayerGemms(const ModelConfig& c) {
+  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  return {{"qkv", qkv, h, false},
+          {"o", h, c.num_heads * c.head_dim, true},
+          {"gate_up", 2 * c.intermediate_size, h, false},
+          {"down", h, c.intermediate_size, true}};
+}
+
 // Every candidate cuBLASLt's heuristic offers for the batch-64 decode GEMMs (up to 24), plus
 // the first with split-K 2..8, each timed in a graph over rotating weight copies: what the
 // heuristic's first choice leaves on the table at m = 64.
@@ -265,12 +275,8 @@ nlohmann::json GemmCandidatesProbe(const ModelConfig& c, const CudaStream& strea
   nlohmann::json out = nlohmann::json::array();
   CublasLtHandle handle = *CublasLtHandle::Create();
   DeviceBuffer workspace = *DeviceBuffer::Allocate(CublasLtGemm::kWorkspaceBytes);
-  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim,
-                q_dim = c.num_heads * c.head_dim;
   const int64_t m = 64;
-  for (auto [name, n, k, f32] : {std::tuple{"qkv", qkv, h, false}, {"o", h, q_dim, true},
-                                 {"gate_up", 2 * c.intermediate_size, h, false},
-                                 {"down", h, c.intermediate_size, true}}) {
+  for (const auto& [name, n, k, f32] : LayerGemms(c)) {
     const size_t weight_bytes = static_cast<size_t>(n * k * 2);
     const size_t copies = std::max<size_t>(1, ((size_t{256} << 20) + weight_bytes - 1) / weight_bytes);
     DeviceBuffer w = *DeviceBuffer::Allocate(weight_bytes * copies),
@@ -335,12 +341,8 @@ nlohmann::json GemmCandidatesPrefillProbe(const ModelConfig& c, const CudaStream
   nlohmann::json out = nlohmann::json::array();
   CublasLtHandle handle = *CublasLtHandle::Create();
   DeviceBuffer workspace = *DeviceBuffer::Allocate(CublasLtGemm::kWorkspaceBytes);
-  const int64_t h = c.hidden_size, qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim,
-                q_dim = c.num_heads * c.head_dim;
   const int64_t m = 2048;
-  for (auto [name, n, k, f32] : {std::tuple{"qkv", qkv, h, false}, {"o", h, q_dim, true},
-                                 {"gate_up", 2 * c.intermediate_size, h, false},
-                                 {"down", h, c.intermediate_size, true}}) {
+  for (const auto& [name, n, k, f32] : LayerGemms(c)) {
     DeviceBuffer w = *DeviceBuffer::Allocate(n * k * 2), a = *DeviceBuffer::Allocate(m * k * 2),
                  d = *DeviceBuffer::Allocate(m * n * 4);
     const std::vector<uint16_t> fill = RandomBf16(size_t{1} << 22, 23);
