@@ -67,9 +67,6 @@ absl::Status ValidateOptions(const CudaRunnerOptions& o) {
   return absl::OkStatus();
 }
 
-// CudaSamplerOptions::max_num_rows's bound.
-constexpr int64_t kMaxSamplerRows = 65535;
-
 // Whether rows[i] == i throughout (the logits rows are the first token rows, in order).
 bool FirstRowsInOrder(std::span<const int32_t> rows) {
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -86,8 +83,10 @@ struct CudaModelRunner::Batch {
   int32_t max_context_len = 0;
   int32_t max_blocks = 0;  // row length of block_tables
   int32_t num_tiles = 0;   // prefill attention tiles
-  // The tiles holding the logits rows, when there are fewer logits rows than tokens (the
-  // last layer's attention, where only those rows go on).
+  // Past the last layer's K/V write only the logits rows go on (fewer of them than tokens,
+  // and room to stage them; see RunModel), its attention over the tiles holding them
+  // (prefill attention only; 0 tiles for decode steps).
+  bool logits_rows_only = false;
   int32_t num_logits_tiles = 0;
   bool decode_only = false;
   // logits_rows[i] == i for every row: the LM head reads the first rows of hidden_ in place
@@ -302,6 +301,12 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadBatch(const Forwar
   b.num_logits_rows = static_cast<int64_t>(in.logits_rows.size());
   b.decode_only = b.num_tokens == b.num_seqs;
   b.logits_rows_in_order = FirstRowsInOrder(in.logits_rows);
+  // CompactLogitsRows stages the rows in gate_up_ (room for any Llama shape: 4 x
+  // intermediate >= 4 x hidden + 2 x q_dim); a shape without room runs every row.
+  const size_t staged_row_bytes = config_.hidden_size * sizeof(float) +
+                                  config_.num_heads * config_.head_dim * sizeof(bf16);
+  b.logits_rows_only = b.num_logits_rows < b.num_tokens &&
+                       b.num_logits_rows * staged_row_bytes <= gate_up_.size_bytes();
   for (const std::span<const int32_t>& table : in.block_tables) {
     b.max_blocks = std::max(b.max_blocks, static_cast<int32_t>(table.size()));
   }
@@ -337,7 +342,7 @@ absl::StatusOr<CudaModelRunner::Batch> CudaModelRunner::UploadBatch(const Forwar
                                                    static_cast<int32_t>(b.num_seqs), group);
     b.num_tiles = static_cast<int32_t>(tiles.size() / 2);
     b.tiles = put(tiles);
-    if (b.num_logits_rows > 0 && b.num_logits_rows < b.num_tokens) {
+    if (b.logits_rows_only && b.num_logits_rows > 0) {
       std::vector<int32_t> logits_tiles = BuildPrefillTilesForTokens(
           in.query_start.data(), static_cast<int32_t>(b.num_seqs), group,
           in.logits_rows.data(), static_cast<int32_t>(b.num_logits_rows));
@@ -480,111 +485,6 @@ absl::StatusOr<LogitsView> CudaModelRunner::Forward(const ForwardInputs& in) {
   return view;
 }
 
-absl::Status CudaModelRunner::CheckLogitsRows(const LogitsView& logits,
-                                              std::span<const int32_t> logits_rows) const {
-  if (logits.vocab_size != config_.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("logits.vocab_size must be ",
-                                                   config_.vocab_size, ", got ",
-                                                   logits.vocab_size));
-  }
-  for (size_t i = 0; i < logits_rows.size(); ++i) {
-    if (logits_rows[i] < 0 || logits_rows[i] >= logits.num_rows) {
-      return absl::InvalidArgumentError(absl::StrCat("logits_rows[", i, "] must be in [0, ",
-                                                     logits.num_rows, "), got ", logits_rows[i]));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<DeviceLogits> CudaModelRunner::GatherLogitsRows(std::span<const int32_t> sources) {
-  const auto vocab = static_cast<size_t>(config_.vocab_size);
-  float* scratch = sample_scratch_.as<float>();
-  for (size_t first = 0; first < sources.size();) {
-    size_t count = 1;
-    while (first + count < sources.size() &&
-           sources[first + count] == sources[first] + static_cast<int32_t>(count)) {
-      ++count;
-    }
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-        scratch + first * vocab, logits_.as<float>() + sources[first] * vocab,
-        count * vocab * sizeof(float), cudaMemcpyDeviceToDevice, stream_.get()));
-    first += count;
-  }
-  return DeviceLogits{.values = scratch, .row_stride = static_cast<int64_t>(vocab)};
-}
-
-absl::StatusOr<std::vector<SampledToken>> CudaModelRunner::SampleLogits(
-    const LogitsView& logits, std::span<const int32_t> logits_rows, const SamplingContext& ctx,
-    std::span<const SamplingRow> rows) {
-  if (sampler_ == nullptr) return ModelRunner::SampleLogits(logits, logits_rows, ctx, rows);
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
-  absl::Status valid = logits_rows.size() == rows.size()
-                           ? CheckLogitsRows(logits, logits_rows)
-                           : absl::InvalidArgumentError(absl::StrCat(
-                                 "logits_rows has ", logits_rows.size(), " entries, rows has ",
-                                 rows.size()));
-  absl::StatusOr<std::vector<SampledToken>> out =
-      valid.ok() ? SampleOnDevice(logits_rows, ctx, rows)
-                 : absl::StatusOr<std::vector<SampledToken>>(valid);
-  // The pass Forward left running (and anything queued after it) is finished on every path.
-  if (!out.ok()) TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
-  return out;
-}
-
-absl::StatusOr<std::vector<SampledToken>> CudaModelRunner::SampleOnDevice(
-    std::span<const int32_t> logits_rows, const SamplingContext& ctx,
-    std::span<const SamplingRow> rows) {
-  // Rows named once and consecutively (every plain decode step) are sampled where they
-  // are; otherwise every row is gathered first, so no row is edited before its last copy.
-  bool consecutive = true;
-  for (size_t i = 1; i < logits_rows.size(); ++i) {
-    consecutive = consecutive && logits_rows[i] == logits_rows[0] + static_cast<int32_t>(i);
-  }
-  const size_t chunk = consecutive ? static_cast<size_t>(std::min<int64_t>(
-                                         options_.max_logits_rows, kMaxSamplerRows))
-                                   : static_cast<size_t>(scratch_rows_);
-  const int64_t vocab = config_.vocab_size;
-  std::vector<SampledToken> out;
-  out.reserve(rows.size());
-  for (size_t first = 0; first < rows.size(); first += chunk) {
-    const size_t count = std::min(chunk, rows.size() - first);
-    std::span<const int32_t> sources = logits_rows.subspan(first, count);
-    DeviceLogits device{.values = logits_.as<float>() + sources[0] * vocab, .row_stride = vocab};
-    if (!consecutive) {
-      TANDEM_ASSIGN_OR_RETURN(device, GatherLogitsRows(sources));
-      logits_counts_.gathered_rows += static_cast<int64_t>(count);
-    }
-    TANDEM_ASSIGN_OR_RETURN(std::vector<SampledToken> tokens,
-                            sampler_->Sample(device, ctx, rows.subspan(first, count),
-                                             stream_.get()));
-    logits_counts_.device_sampled_rows += static_cast<int64_t>(count);
-    logits_counts_.fallback_rows += sampler_->last_num_fallback_rows();
-    for (SampledToken& token : tokens) out.push_back(std::move(token));
-  }
-  return out;
-}
-
-absl::Status CudaModelRunner::CopyLogitsRows(const LogitsView& logits,
-                                             std::span<const int32_t> logits_rows,
-                                             std::span<float> out) {
-  if (!logits.values.empty()) return ModelRunner::CopyLogitsRows(logits, logits_rows, out);
-  TANDEM_RETURN_IF_ERROR(CheckLogitsRows(logits, logits_rows));
-  const auto vocab = static_cast<size_t>(config_.vocab_size);
-  if (out.size() != logits_rows.size() * vocab) {
-    return absl::InvalidArgumentError(absl::StrCat("out must hold ", logits_rows.size(), " x ",
-                                                   vocab, " floats, got ", out.size()));
-  }
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
-  logits_counts_.host_rows += static_cast<int64_t>(logits_rows.size());
-  for (size_t i = 0; i < logits_rows.size(); ++i) {
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-        out.data() + i * vocab, logits_.as<float>() + logits_rows[i] * vocab,
-        vocab * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
-  }
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
-  return absl::OkStatus();
-}
-
 absl::Status CudaModelRunner::RunModel(const Batch& batch) {
   const ModelConfig& c = config_;
   TANDEM_RETURN_IF_ERROR(LaunchEmbeddingGather(
@@ -592,39 +492,35 @@ absl::Status CudaModelRunner::RunModel(const Batch& batch) {
        .vocab_size = c.vocab_size, .dim = c.hidden_size, .num_tokens = batch.num_tokens},
       residual_.as<float>(), stream_.get()));
   const int64_t q_dim = c.num_heads * c.head_dim, last = c.num_layers - 1;
-  // CompactLogitsRows stages the rows in gate_up_ (room for any Llama shape: 4 x
-  // intermediate >= 4 x hidden + 2 x q_dim); a shape without room runs every row.
-  const bool compact = batch.num_logits_rows < batch.num_tokens &&
-                       static_cast<size_t>(batch.num_logits_rows) *
-                               (c.hidden_size * sizeof(float) + q_dim * sizeof(bf16)) <=
-                           gate_up_.size_bytes();
-  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
-    const bool tail = layer == last && compact;
-    // Past the last layer's K/V write only the logits rows matter: a pass without logits
-    // (a prompt chunk before the last) stops there, one with fewer logits rows than tokens
-    // (a prompt's last chunk) carries just those rows through the attention output, the o
-    // projection, the MLP and the final norm.
-    if (tail && batch.num_logits_tiles > 0) {
-      Batch rows = batch;  // attention for the logits rows' tiles only
-      rows.tiles = batch.logits_tiles;
-      rows.num_tiles = batch.num_logits_tiles;
-      TANDEM_RETURN_IF_ERROR(AttentionBlock(layer, rows, true));
-    } else {
-      TANDEM_RETURN_IF_ERROR(AttentionBlock(layer, batch, !tail || batch.num_logits_rows > 0));
-    }
-    if (tail && batch.num_logits_rows == 0) return absl::OkStatus();
-    if (tail) {
-      TANDEM_ASSIGN_OR_RETURN(Batch rows, CompactLogitsRows(batch));
-      TANDEM_RETURN_IF_ERROR(GemmIntoResidual(attn_.as<bf16>(), rows.num_tokens, q_dim,
-                                              weights_->layers()[layer].o_proj));
-      TANDEM_RETURN_IF_ERROR(MlpBlock(layer, rows));
-      return ComputeLogits(rows);
-    }
-    TANDEM_RETURN_IF_ERROR(GemmIntoResidual(attn_.as<bf16>(), batch.num_tokens, q_dim,
+  // A layer after its attention: the o projection into the residual, then the MLP.
+  auto after_attention = [&](int64_t layer, const Batch& b) -> absl::Status {
+    TANDEM_RETURN_IF_ERROR(GemmIntoResidual(attn_.as<bf16>(), b.num_tokens, q_dim,
                                             weights_->layers()[layer].o_proj));
-    TANDEM_RETURN_IF_ERROR(MlpBlock(layer, batch));
+    return MlpBlock(layer, b);
+  };
+  for (int64_t layer = 0; layer < last; ++layer) {
+    TANDEM_RETURN_IF_ERROR(AttentionBlock(layer, batch, /*attend=*/true));
+    TANDEM_RETURN_IF_ERROR(after_attention(layer, batch));
   }
-  return ComputeLogits(batch);
+  if (!batch.logits_rows_only) {
+    TANDEM_RETURN_IF_ERROR(AttentionBlock(last, batch, /*attend=*/true));
+    TANDEM_RETURN_IF_ERROR(after_attention(last, batch));
+    return ComputeLogits(batch);
+  }
+  // Past the last layer's K/V write only the logits rows matter: a pass without logits (a
+  // prompt chunk before the last) stops there; one with fewer logits rows than tokens (a
+  // prompt's last chunk) attends over their tiles only and carries just those rows through
+  // the o projection, the MLP and the final norm.
+  if (batch.num_logits_rows == 0) return AttentionBlock(last, batch, /*attend=*/false);
+  Batch attending = batch;
+  if (batch.num_logits_tiles > 0) {
+    attending.tiles = batch.logits_tiles;
+    attending.num_tiles = batch.num_logits_tiles;
+  }
+  TANDEM_RETURN_IF_ERROR(AttentionBlock(last, attending, /*attend=*/true));
+  TANDEM_ASSIGN_OR_RETURN(Batch rows, CompactLogitsRows(batch));
+  TANDEM_RETURN_IF_ERROR(after_attention(last, rows));
+  return ComputeLogits(rows);
 }
 
 // Moves the logits rows of the residual stream and of the attention output to their first

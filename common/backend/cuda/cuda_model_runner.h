@@ -211,6 +211,7 @@ class CudaModelRunner final : public ModelRunner {
   std::unique_ptr<CudaSampler> sampler_;  // gpu_sampling only
   DeviceBuffer sample_scratch_;           // [scratch_rows_][vocab] fp32, gathered rows
   int64_t scratch_rows_ = 0;
+  static constexpr int64_t kMaxSamplerRows = 65535;  // CudaSamplerOptions::max_num_rows's bound
   CudaLogitsCounts logits_counts_;
   size_t metadata_ints_ = 0;
   struct GraphEntry {
