@@ -61,11 +61,17 @@ absl::Status ValidateSequence(const ForwardInputs& in, size_t s, int64_t num_kv_
   return absl::OkStatus();
 }
 
-absl::Status ValidateRows(const ForwardInputs& in, int64_t vocab_size) {
+absl::Status ValidateRows(const ForwardInputs& in, int64_t vocab_size, int64_t num_fed_rows) {
   int64_t num_tokens = static_cast<int64_t>(in.token_ids.size());
   for (size_t i = 0; i < in.token_ids.size(); ++i) {
-    if (in.token_ids[i] < 0 || in.token_ids[i] >= vocab_size) {
-      return Invalid("token_ids[", i, "] = ", in.token_ids[i], " outside [0, ", vocab_size, ")");
+    const int32_t id = in.token_ids[i];
+    if (id < 0 && FedTokenRow(id) < num_fed_rows) continue;  // a pending sampled row
+    if (id < 0 || id >= vocab_size) {
+      if (id < 0 && num_fed_rows > 0) {
+        return Invalid("token_ids[", i, "] = ", id, " outside [0, ", vocab_size,
+                       ") and names no row of the pending sampling (", num_fed_rows, " rows)");
+      }
+      return Invalid("token_ids[", i, "] = ", id, " outside [0, ", vocab_size, ")");
     }
   }
   for (size_t i = 0; i < in.logits_rows.size(); ++i) {
@@ -84,14 +90,14 @@ absl::Status ValidateRows(const ForwardInputs& in, int64_t vocab_size) {
 
 absl::Status ValidateForwardInputs(const ForwardInputs& inputs, int64_t num_kv_blocks,
                                    int64_t block_size_tokens, int64_t max_positions,
-                                   int64_t vocab_size) {
+                                   int64_t vocab_size, int64_t num_fed_rows) {
   if (absl::Status s = ValidateLengths(inputs); !s.ok()) return s;
   for (size_t s = 0; s + 1 < inputs.query_start.size(); ++s) {
     absl::Status status =
         ValidateSequence(inputs, s, num_kv_blocks, block_size_tokens, max_positions);
     if (!status.ok()) return status;
   }
-  return ValidateRows(inputs, vocab_size);
+  return ValidateRows(inputs, vocab_size, num_fed_rows);
 }
 
 }  // namespace tandem

@@ -61,4 +61,47 @@ absl::Status ModelRunner::CopyLogitsRows(const LogitsView& logits,
   return absl::OkStatus();
 }
 
+absl::Status ModelRunner::StartSampleLogits(const LogitsView& logits,
+                                            std::span<const int32_t> logits_rows,
+                                            const SamplingContext& ctx,
+                                            std::span<const SamplingRow> rows) {
+  if (pending_sampled_) {
+    return absl::FailedPreconditionError(
+        "StartSampleLogits called again before FinishSampleLogits");
+  }
+  TANDEM_ASSIGN_OR_RETURN(std::vector<SampledToken> tokens,
+                          SampleLogits(logits, logits_rows, ctx, rows));
+  pending_sampled_ = std::move(tokens);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<SampledToken>> ModelRunner::FinishSampleLogits() {
+  if (!pending_sampled_) {
+    return absl::FailedPreconditionError("FinishSampleLogits without a pending StartSampleLogits");
+  }
+  std::vector<SampledToken> tokens = std::move(*pending_sampled_);
+  pending_sampled_.reset();
+  return tokens;
+}
+
+int64_t ModelRunner::num_pending_sampled_rows() const {
+  return pending_sampled_ ? static_cast<int64_t>(pending_sampled_->size()) : 0;
+}
+
+absl::Status ModelRunner::ResolveFedTokens(std::span<const int32_t> token_ids,
+                                           std::vector<int32_t>& out) const {
+  out.assign(token_ids.begin(), token_ids.end());
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i] >= 0) continue;
+    const int32_t row = FedTokenRow(out[i]);
+    if (row >= num_pending_sampled_rows()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token_ids[", i, "] = ", out[i], " names row ", row, " of the pending sampling, which has ",
+          num_pending_sampled_rows(), " rows"));
+    }
+    out[i] = (*pending_sampled_)[static_cast<size_t>(row)].token_id;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace tandem

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -22,8 +23,14 @@
 
 namespace tandem {
 
+// A ForwardInputs::token_ids entry that names a token not yet on the host: the token of row
+// `sample_row` of the pending sampling (StartSampleLogits without its FinishSampleLogits).
+// The runner reads it where the sampler left it (the CUDA runner: on the device).
+constexpr int32_t FedTokenId(int32_t sample_row) { return -1 - sample_row; }
+constexpr int32_t FedTokenRow(int32_t token_id) { return -1 - token_id; }  // for id < 0
+
 struct ForwardInputs {
-  std::span<const int32_t> token_ids;     // [num_tokens]
+  std::span<const int32_t> token_ids;     // [num_tokens]; FedTokenId(i) entries allowed
   std::span<const int32_t> positions;     // [num_tokens]
   std::span<const int32_t> slot_mapping;  // [num_tokens] -> block_id * block_size + offset
   std::span<const int32_t> query_start;   // [num_seqs + 1] first token row of each sequence
@@ -76,6 +83,24 @@ class ModelRunner {
       const LogitsView& logits, std::span<const int32_t> logits_rows, const SamplingContext& ctx,
       std::span<const SamplingRow> rows);
 
+  // Pipelined steps (docs/engine.md, "Pipelined decode steps"). StartSampleLogits does what
+  // SampleLogits does but may return before the tokens exist; FinishSampleLogits returns
+  // them, and by then every Forward called before StartSampleLogits has finished. One Finish
+  // follows each Start, before the next Start or SampleLogits; errors found at the start are
+  // returned by Start (nothing is then pending). In between, the caller may call Forward once
+  // with FedTokenId(i) entries in token_ids: row i's token is fed to that pass without a round
+  // trip through the host. The defaults sample at the start (SampleLogits) and keep the
+  // tokens until the finish; a runner using them resolves fed ids with ResolveFedTokens.
+  virtual absl::Status StartSampleLogits(const LogitsView& logits,
+                                         std::span<const int32_t> logits_rows,
+                                         const SamplingContext& ctx,
+                                         std::span<const SamplingRow> rows);
+  virtual absl::StatusOr<std::vector<SampledToken>> FinishSampleLogits();
+  // Whether Forward returns before its pass is done (a device runner), so that launching the
+  // next step's pass before reading this step's tokens keeps the device busy. The engine
+  // pipelines its decode steps by default only then.
+  virtual bool OverlapsSteps() const { return false; }
+
   // Copies rows `logits_rows` of the last Forward's logits (indices as above, rows not given
   // to SampleLogits) into `out` [logits_rows.size()][vocab_size] on the host, for beam search.
   // The default copies from logits.values. Same caller and timing as SampleLogits.
@@ -91,12 +116,24 @@ class ModelRunner {
   virtual const ModelConfig& config() const = 0;
   virtual const KvLayout& kv_layout() const = 0;
   virtual int64_t num_kv_blocks() const = 0;
+
+ protected:
+  // For runners on the default Start/FinishSampleLogits: how many rows the pending sampling
+  // has (0 when none is pending), and `token_ids` with each FedTokenId entry replaced by that
+  // row's token, into `out`. INVALID_ARGUMENT naming the entry when it names no pending row.
+  int64_t num_pending_sampled_rows() const;
+  absl::Status ResolveFedTokens(std::span<const int32_t> token_ids,
+                                std::vector<int32_t>& out) const;
+
+ private:
+  std::optional<std::vector<SampledToken>> pending_sampled_;  // the default Start's tokens
 };
 
 // Shape checks shared by every backend. `num_kv_blocks` and `block_size_tokens` bound the
-// slots and block ids; `max_positions` bounds positions.
+// slots and block ids; `max_positions` bounds positions; token ids are in [0, vocab_size) or
+// FedTokenId(i) with i < `num_fed_rows` (the pending sampling's rows).
 absl::Status ValidateForwardInputs(const ForwardInputs& inputs, int64_t num_kv_blocks,
                                    int64_t block_size_tokens, int64_t max_positions,
-                                   int64_t vocab_size);
+                                   int64_t vocab_size, int64_t num_fed_rows = 0);
 
 }  // namespace tandem

@@ -15,7 +15,9 @@ Engine::Engine(const EngineOptions& options, std::unique_ptr<ModelRunner> runner
       tokenizer_(std::move(tokenizer)),
       blocks_({.num_blocks = static_cast<int32_t>(runner_->num_kv_blocks()),
                .block_size_tokens = static_cast<int32_t>(kv_layout_.block_size_tokens)}),
-      scheduler_(options.scheduler, blocks_) {}
+      scheduler_(options.scheduler, blocks_),
+      pipeline_(options.role != EngineRole::kPrefillOnly &&
+                options.pipeline_steps.value_or(runner_->OverlapsSteps())) {}
 
 Engine::~Engine() { Stop(); }
 
@@ -33,6 +35,7 @@ void Engine::Stop() {
   if (thread_.joinable()) thread_.join();
   // The engine thread is gone: this thread owns the state now.
   DrainInbox();
+  if (pending_) CollectSampled();
   std::vector<std::string> ids;
   for (const auto& [id, record] : records_) ids.push_back(id);
   for (const std::string& id : ids) {
@@ -53,7 +56,7 @@ void Engine::Loop() {
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      if (!scheduler_.has_work()) {
+      if (!scheduler_.has_work() && !pending_) {
         wake_.wait_for(lock, absl::ToChronoMilliseconds(options_.idle_wait),
                        [this] { return stopping_ || !inbox_.empty(); });
       }
@@ -66,9 +69,27 @@ void Engine::Loop() {
 bool Engine::Step() {
   DrainInbox();
   ExpireDeadlines();
-  SchedulerOutput out = scheduler_.Schedule();
-  num_preemptions_ += static_cast<int64_t>(out.preempted.size());
-  if (!out.empty()) RunForward(out);
+  if (pending_) {
+    // Pipelined: the next pass goes to the device before this host waits for the tokens.
+    Continuation next;
+    const bool launched = LaunchContinuation(next);
+    CollectSampled();
+    if (launched) FinishContinuation(next);
+  }
+  if (!pending_) {
+    SchedulerOutput out = scheduler_.Schedule();
+    num_preemptions_ += static_cast<int64_t>(out.preempted.size());
+    if (!out.empty()) RunForward(out);
+    if (!pipeline_ && pending_) CollectSampled();
+  }
+  if (!pending_ && !deferred_frees_.empty()) {
+    // Frees deferred behind a pass whose sampling never started (it failed): an empty
+    // sampling waits for that pass.
+    if (runner_->StartSampleLogits({}, {}, {.vocab_size = config_.vocab_size}, {}).ok()) {
+      (void)runner_->FinishSampleLogits();
+    }
+    ReleaseDeferredFrees(num_forwards_);
+  }
   ++num_steps_;
   KvCacheStats kv = blocks_.stats();
   std::lock_guard<std::mutex> lock(stats_mu_);
@@ -81,7 +102,8 @@ bool Engine::Step() {
             .prefix_cache_hit_tokens = kv.prefix_cache_hit_tokens,
             .num_steps = num_steps_,
             .num_preemptions = num_preemptions_,
-            .num_computed_tokens = num_computed_tokens_};
+            .num_computed_tokens = num_computed_tokens_,
+            .num_pipelined_steps = num_pipelined_steps_};
   for (const auto& [id, record] : records_) {
     if (record->phase == Record::Phase::kReserved) ++stats_.num_reserved;
   }
@@ -91,7 +113,7 @@ bool Engine::Step() {
     cached_block_hashes_ = blocks_.CachedBlockHashes(kMaxReportedHashes);
   }
   stats_.cached_block_hashes = cached_block_hashes_;
-  return scheduler_.has_work();
+  return scheduler_.has_work() || pending_.has_value();
 }
 
 EngineStats Engine::stats() const {

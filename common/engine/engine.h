@@ -5,6 +5,9 @@
 // A step: drain the inbox -> expire deadlines and leases -> schedule -> copy-on-write block
 // copies -> one forward pass over every scheduled chunk -> sample rows that got logits
 // (n > 1 forks, beam forks) -> stop checks -> outputs -> free finished sequences.
+// Pipelined (EngineOptions::pipeline_steps), the sampling's tokens are collected at the start
+// of the next step, after that step's pass was launched when every running sequence only
+// decodes (engine_pipeline.cc).
 //
 // Roles (EngineRole): colocated serves whole requests. Prefill-only finishes a request
 // after its first token: an output just before the forward pass of its last prompt chunk
@@ -38,6 +41,10 @@ struct EngineOptions {
   EngineRole role = EngineRole::kColocated;
   SchedulerOptions scheduler;
   absl::Duration idle_wait = absl::Milliseconds(50);  // longest sleep with nothing to do
+  // Pipelined decode steps (docs/engine.md): launch step N + 1's pass, its tokens fed from
+  // step N's sampler, before step N's tokens reach the host. Unset: when the runner overlaps
+  // steps (ModelRunner::OverlapsSteps; the CUDA runner). Never in the prefill role.
+  std::optional<bool> pipeline_steps;
 };
 
 class Engine {
@@ -114,7 +121,6 @@ class Engine {
     std::vector<Sequence*> seqs;
     void Add(Record& record, Sequence& seq, int32_t logits_row);
   };
-  void SampleRows(const LogitsView& logits, const SampleBatchRows& rows);
   // Beam rows come to the host (ModelRunner::CopyLogitsRows) for BeamSearch.
   void StepBeams(Record& record, const LogitsView& logits, std::span<const int32_t> rows);
   // Aborts the requests of `records` (duplicates fine) after a failed sampling call.
@@ -134,6 +140,37 @@ class Engine {
   EngineOutput BaseOutput(const Record& record, const Sequence& seq) const;
   Sequence& NewSequence(Record& record, int32_t index);
 
+  // engine_pipeline.cc. A started sampling whose tokens are not collected yet; rows by id,
+  // since a request may be aborted meanwhile.
+  struct PendingRow {
+    std::string request_id;
+    SeqId seq_id = 0;
+  };
+  // A pass launched before the pending sampling's tokens were collected: one decode token
+  // per sequence, fed from that sampling (FedTokenId).
+  struct Continuation {
+    std::vector<PendingRow> chunks;  // logits row i is chunk i
+    std::vector<int64_t> positions;  // each chunk's token position
+    absl::StatusOr<LogitsView> logits = absl::UnknownError("not launched");
+  };
+  // Launches the continuation of the pending sampling's rows when every running sequence
+  // is among them and nothing else waits; false when the step must be scheduled instead.
+  bool LaunchContinuation(Continuation& next);
+  // After the pending tokens were collected: the continuation's KV counts as computed for
+  // the sequences still alive, and their rows' sampling starts.
+  void FinishContinuation(Continuation& next);
+  // Starts sampling `rows` of `logits`; they become the pending sampling (or fail).
+  void StartSampling(const LogitsView& logits, const SampleBatchRows& rows);
+  // Waits for the pending sampling and hands its tokens to their sequences (those still
+  // alive), then retires what finished.
+  void CollectSampled();
+  // Frees a sequence's blocks, or, while a launched pass may still write them, once it is
+  // known to be done (a freed block could be reused by a KV transfer on another stream).
+  void FreeBlocks(SeqId seq_id);
+  void ReleaseDeferredFrees(int64_t done_generation);
+  Record* FindRecord(const std::string& request_id);
+  static Sequence* FindSequence(Record& record, SeqId seq_id);
+
   const EngineOptions options_;
   const ModelConfig config_;
   const KvLayout kv_layout_;
@@ -143,6 +180,13 @@ class Engine {
   Scheduler scheduler_;
   absl::flat_hash_map<std::string, std::unique_ptr<Record>> records_;
   SeqId next_seq_id_ = 1;
+  const bool pipeline_;
+  std::optional<std::vector<PendingRow>> pending_;  // rows of the started sampling
+  int64_t num_forwards_ = 0;        // passes launched
+  int64_t pending_generation_ = 0;  // num_forwards_ when the pending sampling started
+  bool continuation_running_ = false;  // launched this step, its sampling not started yet
+  std::vector<std::pair<int64_t, SeqId>> deferred_frees_;  // (num_forwards_ then, sequence)
+  int64_t num_pipelined_steps_ = 0;
   int64_t num_steps_ = 0;
   int64_t num_preemptions_ = 0;
   int64_t num_computed_tokens_ = 0;

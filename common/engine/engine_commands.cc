@@ -94,7 +94,7 @@ void Engine::Handle(AbortCommand& c) {
     // Prefill role after the KV hand-off: the transfer may be reading the pinned blocks.
     // Everything else goes now; the blocks and the record wait for ReleaseHold.
     scheduler_.Remove(&record.group);
-    for (auto& seq : record.group.seqs) blocks_.Free(seq->id);
+    for (auto& seq : record.group.seqs) FreeBlocks(seq->id);
     record.group.seqs.clear();
     record.phase = Record::Phase::kHeld;
     return;
@@ -186,7 +186,7 @@ void Engine::Retire(const std::string& request_id) {
   if (it == records_.end()) return;
   Record& record = *it->second;
   scheduler_.Remove(&record.group);
-  for (auto& seq : record.group.seqs) blocks_.Free(seq->id);
+  for (auto& seq : record.group.seqs) FreeBlocks(seq->id);
   if (!record.held_blocks.empty()) blocks_.Unpin(record.held_blocks);
   records_.erase(it);
 }

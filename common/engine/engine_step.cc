@@ -82,6 +82,7 @@ void Engine::RunForward(const SchedulerOutput& out) {
   }
   absl::StatusOr<LogitsView> logits =
       status.ok() ? runner_->Forward(step.inputs) : absl::StatusOr<LogitsView>(status);
+  if (logits.ok()) ++num_forwards_;
   if (progress) {
     if (logits.ok()) {
       progress->Complete();
@@ -147,8 +148,10 @@ void Engine::ProcessLogits(const SchedulerOutput& out, const LogitsView& logits,
       sample_rows.Add(record, *c.seq, logits_row);
     }
   }
-  SampleRows(logits, sample_rows);
+  // Beams copy their rows to the host first; the sampled rows' tokens are collected now
+  // (CollectSampled) or, pipelined, at the start of the next step.
   for (auto& [record, rows] : beam_rows) StepBeams(*record, logits, rows);
+  if (!sample_rows.seqs.empty()) StartSampling(logits, sample_rows);
   for (const std::string& id : touched) {
     auto it = records_.find(id);
     if (it != records_.end()) MaybeRetire(*it->second);
@@ -160,21 +163,6 @@ void Engine::SampleBatchRows::Add(Record& record, Sequence& seq, int32_t logits_
   sampling.push_back({.params = &record.request.params, .state = &seq.sampling});
   records.push_back(&record);
   seqs.push_back(&seq);
-}
-
-void Engine::SampleRows(const LogitsView& logits, const SampleBatchRows& rows) {
-  if (rows.seqs.empty()) return;
-  SamplingContext ctx{.vocab_size = config_.vocab_size, .eos_token_ids = config_.eos_token_ids};
-  absl::StatusOr<std::vector<SampledToken>> tokens =
-      runner_->SampleLogits(logits, rows.logits_rows, ctx, rows.sampling);
-  if (!tokens.ok()) {
-    FailRequests(rows.records, tokens.status());
-    return;
-  }
-  for (size_t i = 0; i < rows.seqs.size(); ++i) {
-    AcceptToken(*rows.records[i], *rows.seqs[i], (*tokens)[i].token_id,
-                std::move((*tokens)[i].logprobs));
-  }
 }
 
 void Engine::FailRequests(std::span<Record* const> records, const absl::Status& status) {
@@ -289,7 +277,7 @@ void Engine::StepBeams(Record& record, const LogitsView& logits,
     if (!next[i]) next[i] = std::move(old[forks[i].parent]);
   }
   for (auto& unused : old) {
-    if (unused) blocks_.Free(unused->id);
+    if (unused) FreeBlocks(unused->id);
   }
   for (size_t i = 0; i < forks.size(); ++i) {
     next[i]->index = static_cast<int32_t>(i);
@@ -335,7 +323,7 @@ void Engine::MaybeRetire(Record& record) {
   auto& seqs = record.group.seqs;
   for (auto it = seqs.begin(); it != seqs.end();) {
     if ((*it)->finished) {
-      blocks_.Free((*it)->id);  // held (pinned) blocks survive until ReleaseHold
+      FreeBlocks((*it)->id);  // held (pinned) blocks survive until ReleaseHold
       it = seqs.erase(it);
     } else {
       ++it;

@@ -94,6 +94,7 @@ struct EngineStats {
   int64_t num_steps = 0;
   int64_t num_preemptions = 0;
   int64_t num_computed_tokens = 0;     // tokens through the model, all steps
+  int64_t num_pipelined_steps = 0;     // passes launched before the previous step's tokens
   // Prefix-cache summary (BlockManager::CachedBlockHashes), refreshed every few steps.
   std::vector<uint64_t> cached_block_hashes;
 };

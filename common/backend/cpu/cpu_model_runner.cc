@@ -110,10 +110,13 @@ void CpuModelRunner::ResizeScratch(int64_t num_tokens) {
   act_.resize(num_tokens * c.intermediate_size);
 }
 
-absl::StatusOr<LogitsView> CpuModelRunner::Forward(const ForwardInputs& in) {
-  TANDEM_RETURN_IF_ERROR(ValidateForwardInputs(in, num_kv_blocks_, layout_.block_size_tokens,
+absl::StatusOr<LogitsView> CpuModelRunner::Forward(const ForwardInputs& inputs) {
+  TANDEM_RETURN_IF_ERROR(ValidateForwardInputs(inputs, num_kv_blocks_, layout_.block_size_tokens,
                                                config_.max_position_embeddings,
-                                               config_.vocab_size));
+                                               config_.vocab_size, num_pending_sampled_rows()));
+  ForwardInputs in = inputs;  // with the pending sampling's tokens in place of FedTokenId
+  TANDEM_RETURN_IF_ERROR(ResolveFedTokens(inputs.token_ids, token_ids_));
+  in.token_ids = token_ids_;
   const int64_t num_tokens = static_cast<int64_t>(in.token_ids.size());
   ResizeScratch(num_tokens);
   reference::EmbeddingGather(weights_->embed_tokens(), config_.hidden_size, in.token_ids,

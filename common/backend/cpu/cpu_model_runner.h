@@ -65,6 +65,7 @@ class CpuModelRunner final : public ModelRunner {
   // Scratch, resized per batch: [num_tokens][...].
   std::vector<float> residual_, hidden_, q_, k_, v_, attn_, proj_, gate_up_, act_;
   std::vector<float> last_hidden_, logits_;  // [num_logits_rows][hidden | vocab]
+  std::vector<int32_t> token_ids_;           // the pass's ids, fed tokens resolved
 };
 
 }  // namespace tandem

@@ -121,6 +121,74 @@ TEST_P(CpuRunnerTest, BatchedGreedyDecodeMatchesReference) {
   for (size_t s = 0; s < num_seqs; ++s) EXPECT_EQ(generated[s], golden_.greedy[s]) << "seq " << s;
 }
 
+// Pipelined steps through the runner's seam: each decode pass is called before the previous
+// pass's tokens are collected, its input tokens named as FedTokenId rows of the pending
+// sampling. Same tokens as the reference; fed ids that name no pending row are refused.
+TEST_P(CpuRunnerTest, FedTokensDecodeMatchesReference) {
+  const size_t num_seqs = golden_.prompts.size();
+  ShuffledBlocks blocks(runner_->num_kv_blocks(), /*seed=*/3);
+  std::vector<std::vector<int32_t>> tables, generated(num_seqs);
+  BatchBuilder prefill(16);
+  for (size_t s = 0; s < num_seqs; ++s) {
+    tables.push_back(blocks.Take(golden_.prompts[s].size() + 32, 16));
+    prefill.Add(golden_.prompts[s], 0, tables[s], LogitsFor::kLast);
+  }
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  std::vector<SequenceSamplingState> states;
+  for (size_t s = 0; s < num_seqs; ++s) states.push_back(MakeSequenceState(golden_.prompts[s], 1));
+  std::vector<SamplingRow> rows;
+  std::vector<int32_t> logits_rows;
+  for (size_t s = 0; s < num_seqs; ++s) {
+    rows.push_back({&greedy, &states[s]});
+    logits_rows.push_back(static_cast<int32_t>(s));
+  }
+  const SamplingContext ctx{.vocab_size = vocab()};
+
+  absl::StatusOr<LogitsView> logits = runner_->Forward(prefill.inputs());
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  // Without a pending sampling a fed id is just an id outside the vocabulary.
+  BatchBuilder stray(16);
+  const int32_t fed0 = FedTokenId(0);
+  stray.Add(std::span(&fed0, 1), static_cast<int32_t>(golden_.prompts[0].size()), tables[0],
+            LogitsFor::kLast);
+  EXPECT_THAT(std::string(runner_->Forward(stray.inputs()).status().message()),
+              ::testing::HasSubstr("token_ids[0] = -1 outside"));
+  logits = runner_->Forward(prefill.inputs());
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  for (int step = 0; step < 32; ++step) {
+    ASSERT_TRUE(runner_->StartSampleLogits(*logits, logits_rows, ctx, rows).ok());
+    EXPECT_TRUE(absl::IsFailedPrecondition(
+        runner_->StartSampleLogits(*logits, logits_rows, ctx, rows)));  // one at a time
+    if (step == 0) {
+      const int32_t past = FedTokenId(static_cast<int32_t>(num_seqs));
+      BatchBuilder bad(16);
+      bad.Add(std::span(&past, 1), static_cast<int32_t>(golden_.prompts[0].size()), tables[0],
+              LogitsFor::kLast);
+      EXPECT_THAT(std::string(runner_->Forward(bad.inputs()).status().message()),
+                  ::testing::HasSubstr("names no row of the pending sampling"));
+    }
+    BatchBuilder decode(16);
+    std::vector<int32_t> fed(num_seqs);
+    for (size_t s = 0; s < num_seqs; ++s) {
+      fed[s] = FedTokenId(static_cast<int32_t>(s));
+      int32_t pos = static_cast<int32_t>(golden_.prompts[s].size()) + step;
+      decode.Add(std::span(&fed[s], 1), pos, tables[s], LogitsFor::kLast);
+    }
+    if (step < 31) logits = runner_->Forward(decode.inputs());  // before the tokens are read
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    absl::StatusOr<std::vector<SampledToken>> tokens = runner_->FinishSampleLogits();
+    ASSERT_TRUE(tokens.ok()) << tokens.status();
+    ASSERT_EQ(tokens->size(), num_seqs);
+    for (size_t s = 0; s < num_seqs; ++s) {
+      generated[s].push_back((*tokens)[s].token_id);
+      AppendToken(states[s], (*tokens)[s].token_id);
+    }
+  }
+  EXPECT_TRUE(absl::IsFailedPrecondition(runner_->FinishSampleLogits().status()));
+  for (size_t s = 0; s < num_seqs; ++s) EXPECT_EQ(generated[s], golden_.greedy[s]) << "seq " << s;
+}
+
 // The longest prompt prefilled in chunks of 7 tokens, mixed with a decode of another
 // sequence in the same batch, gives the same logits as one whole prefill.
 TEST_P(CpuRunnerTest, ChunkedPrefillMatchesReference) {

@@ -25,6 +25,7 @@ struct Fixture {
   std::string model;
   nlohmann::json golden;
   std::shared_ptr<const Tokenizer> tokenizer;
+  bool pipeline = false;  // EngineOptions::pipeline_steps of the engines MakeEngine makes
 };
 
 Fixture LoadFixture(const std::string& model) {
@@ -44,8 +45,9 @@ std::unique_ptr<Engine> MakeEngine(const Fixture& f, int64_t num_blocks,
                                       .num_threads = 2});
   EXPECT_TRUE(runner.ok()) << runner.status();
   if (raw_runner) *raw_runner = runner->get();
-  return std::make_unique<Engine>(EngineOptions{.role = role, .scheduler = scheduler},
-                                  std::move(*runner), f.tokenizer);
+  return std::make_unique<Engine>(
+      EngineOptions{.role = role, .scheduler = scheduler, .pipeline_steps = f.pipeline},
+      std::move(*runner), f.tokenizer);
 }
 
 EngineRequest Greedy(const std::string& id, std::vector<int32_t> prompt, int32_t max_tokens,
@@ -70,9 +72,14 @@ std::vector<int32_t> Reference(const Fixture& f, size_t i, size_t n) {
   return {g.begin(), g.begin() + n};
 }
 
-class EngineTest : public ::testing::TestWithParam<std::string> {
+// Every test runs on both fixtures, with synchronous and with pipelined decode steps (the
+// CPU runner supports fed tokens; only device runners pipeline by default).
+class EngineTest : public ::testing::TestWithParam<std::tuple<std::string, bool>> {
  protected:
-  void SetUp() override { f_ = LoadFixture(GetParam()); }
+  void SetUp() override {
+    f_ = LoadFixture(std::get<0>(GetParam()));
+    f_.pipeline = std::get<1>(GetParam());
+  }
   size_t num_prompts() const { return f_.golden["prompts"].size(); }
   Fixture f_;
 };
@@ -98,6 +105,11 @@ TEST_P(EngineTest, BatchInvarianceAgainstReference) {
   }
   EngineStats stats = engine->stats();
   EXPECT_EQ(stats.num_blocks_free, stats.num_blocks_total);
+  if (f_.pipeline) {
+    EXPECT_GT(stats.num_pipelined_steps, 0);
+  } else {
+    EXPECT_EQ(stats.num_pipelined_steps, 0);
+  }
 }
 
 // A pool too small for all requests at once: preemption by recompute, same tokens.
@@ -169,7 +181,7 @@ TEST_P(EngineTest, ParallelSamplesAreSeededAndForkedCopyOnWrite) {
 }
 
 TEST_P(EngineTest, BeamSearchMatchesTransformers) {
-  nlohmann::json cases = testing::ReadJsonFixture("sampling/beam_search.json")[GetParam()];
+  nlohmann::json cases = testing::ReadJsonFixture("sampling/beam_search.json")[f_.model];
   auto engine = MakeEngine(f_, 256);
   std::vector<std::shared_ptr<CollectingSink>> sinks;
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -221,6 +233,101 @@ TEST_P(EngineTest, StreamedTextEqualsDecodedTokensAndStopsOnStrings) {
   EXPECT_EQ(stopped->Final()->finish, OutputFinish::kStop);
   EXPECT_EQ(stopped->Final()->stop, stop);
   EXPECT_EQ(stopped->Text(), full.substr(0, full.find(stop)));
+}
+
+// Pipelined steps feed each sequence its token on the runner's side and collect the
+// tokens a step later: every stream must equal the synchronous one, token for token, with
+// stop strings ending sequences mid-flight, penalties and seeded draws (whose state must
+// include the token collected just before), logprobs, n > 1 forks, a beam search beside
+// them, requests arriving while others decode, and aborts; no block is left behind.
+TEST_P(EngineTest, PipelinedStepsEqualSynchronousSteps) {
+  // The test compares both modes itself; the parameter picks the arrival pattern.
+  const int first_wave = f_.pipeline ? 10 : 5;
+  std::string greedy_text = f_.golden["prompts"][2 % num_prompts()]["greedy_text"];
+  auto run = [&](bool pipeline) {
+    Fixture f = f_;
+    f.pipeline = pipeline;
+    auto engine = MakeEngine(f, 96, EngineRole::kColocated,
+                             {.max_num_seqs = 16, .max_num_batched_tokens = 64});
+    std::vector<EngineRequest> requests;
+    for (int i = 0; i < 10; ++i) {
+      EngineRequest r = Greedy("r" + std::to_string(i), Prompt(f_, i % num_prompts()),
+                               6 + 5 * i, std::make_shared<CollectingSink>());
+      r.seed = 1000 + i;
+      if (i % 2 == 1) {
+        r.params.temperature = 0.9f;
+        r.params.top_p = 0.95f;
+        r.params.repetition_penalty = 1.3f;
+        r.params.presence_penalty = 0.5f;
+        r.params.frequency_penalty = 0.3f;
+      }
+      if (i % 3 == 0) r.params.logprobs = 3;
+      if (i == 2) r.params.stop = {greedy_text.substr(greedy_text.size() / 5, 3)};
+      if (i == 4) r.params.ignore_eos = false;
+      if (i == 5) r.params.n = 2;
+      if (i == 8) {  // running beams keep every step synchronous: a short search
+        r.params.num_beams = 2;
+        r.params.max_tokens = 5;
+      }
+      requests.push_back(r);
+    }
+    std::vector<std::shared_ptr<CollectingSink>> sinks;
+    for (const EngineRequest& r : requests) {
+      sinks.push_back(std::static_pointer_cast<CollectingSink>(r.sink));
+    }
+    // Some at once, the rest while those decode; one aborted mid-stream.
+    for (int i = 0; i < first_wave; ++i) {
+      EXPECT_EQ(engine->AddRequest(requests[i]), absl::OkStatus());
+    }
+    for (int step = 0; step < 6; ++step) engine->Step();
+    for (int i = first_wave; i < 10; ++i) {
+      EXPECT_EQ(engine->AddRequest(requests[i]), absl::OkStatus());
+    }
+    for (int step = 0; step < 4; ++step) engine->Step();
+    engine->Abort("r9");
+    RunToCompletion(*engine);
+    EngineStats stats = engine->stats();
+    EXPECT_EQ(stats.num_blocks_free, stats.num_blocks_total) << "pipeline " << pipeline;
+    EXPECT_EQ(stats.num_pipelined_steps > 0, pipeline);
+    return std::make_pair(sinks, stats.num_steps);
+  };
+  auto [sync, sync_steps] = run(false);
+  auto [piped, piped_steps] = run(true);
+  // The aborted request got its tokens up to the abort, which the pipelined engine collects
+  // a step later: one stream is the start of the other.
+  std::vector<int32_t> a9 = sync[9]->Tokens(), b9 = piped[9]->Tokens();
+  const size_t common = std::min(a9.size(), b9.size());
+  EXPECT_GT(common, 0u);
+  EXPECT_TRUE(std::equal(a9.begin(), a9.begin() + common, b9.begin()));
+  ASSERT_NE(piped[9]->Final(), nullptr);
+  EXPECT_EQ(piped[9]->Final()->finish, OutputFinish::kAbort);
+  for (size_t i = 0; i + 1 < sync.size(); ++i) {
+    ASSERT_EQ(piped[i]->outputs.size(), sync[i]->outputs.size()) << "request " << i;
+    for (size_t k = 0; k < sync[i]->outputs.size(); ++k) {
+      const EngineOutput& a = sync[i]->outputs[k];
+      const EngineOutput& b = piped[i]->outputs[k];
+      SCOPED_TRACE(::testing::Message() << "request " << i << " output " << k);
+      EXPECT_EQ(b.index, a.index);
+      EXPECT_EQ(b.token_ids, a.token_ids);
+      EXPECT_EQ(b.text, a.text);
+      EXPECT_EQ(b.finish, a.finish);
+      EXPECT_EQ(b.stop, a.stop);
+      EXPECT_EQ(b.num_output_tokens, a.num_output_tokens);
+      ASSERT_EQ(b.logprobs.size(), a.logprobs.size());
+      for (size_t t = 0; t < a.logprobs.size(); ++t) {
+        EXPECT_EQ(b.logprobs[t].chosen.token_id, a.logprobs[t].chosen.token_id);
+        EXPECT_EQ(b.logprobs[t].chosen.logprob, a.logprobs[t].chosen.logprob);
+        ASSERT_EQ(b.logprobs[t].top.size(), a.logprobs[t].top.size());
+      }
+    }
+  }
+  ASSERT_NE(sync[2]->Final(), nullptr);
+  EXPECT_EQ(sync[2]->Final()->finish, OutputFinish::kStop);  // the stop string ended it
+  ASSERT_NE(sync[9]->Final(), nullptr);
+  EXPECT_EQ(sync[9]->Final()->finish, OutputFinish::kAbort);
+  // A pipelined step is a collection plus the next launch: the same number of steps, plus
+  // the one that collects the last tokens.
+  EXPECT_LE(piped_steps, sync_steps + 1);
 }
 
 TEST_P(EngineTest, InvalidRequestsAreRejectedByField) {
@@ -371,11 +478,13 @@ TEST_P(EngineTest, ExpiredReservationIsFreed) {
   EXPECT_TRUE(absl::IsResourceExhausted(reservation.status));
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, EngineTest, ::testing::Values("llama3-tiny", "llama2-tiny"),
+INSTANTIATE_TEST_SUITE_P(Fixtures, EngineTest,
+                         ::testing::Combine(::testing::Values("llama3-tiny", "llama2-tiny"),
+                                            ::testing::Bool()),
                          [](const auto& info) {
-                           std::string name = info.param;
+                           std::string name = std::get<0>(info.param);
                            std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
+                           return name + (std::get<1>(info.param) ? "_pipelined" : "_synchronous");
                          });
 
 }  // namespace
