@@ -124,12 +124,16 @@ double WallMs(auto&& fn) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
-template <typename T>
-void Check(const absl::StatusOr<T>& result) {
-  if (!result.ok()) {
-    std::cerr << "forward or sampling failed: " << result.status() << "\n";
+void Check(const absl::Status& status) {
+  if (!status.ok()) {
+    std::cerr << "forward or sampling failed: " << status << "\n";
     std::exit(1);
   }
+}
+
+template <typename T>
+void Check(const absl::StatusOr<T>& result) {
+  Check(result.status());
 }
 
 // Kernel-level numbers that explain the model-level ones: the attention kernels over the
@@ -648,9 +652,52 @@ int Main(int argc, char** argv) {
                           {"roofline_tokens_per_s", batch / (bytes / copy_bw)},
                           {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}};
   };
+  // Pipelined steps (the engine with EngineOptions::pipeline_steps, docs/engine.md): step
+  // N + 1's pass is queued with its tokens fed on the device (FedTokenId) before step N's
+  // tokens are collected, then N + 1's sampling starts. A step's time is one iteration of
+  // that loop in the steady state (after the eager step and the graph capture).
+  auto decode_pipelined = [&](int64_t batch, int32_t context) {
+    std::vector<SamplingRow> rows;
+    std::vector<int32_t> logits_rows, fed;
+    for (int64_t i = 0; i < batch; ++i) {
+      rows.push_back({.params = &greedy, .state = &states[i]});
+      logits_rows.push_back(static_cast<int32_t>(i));
+      fed.push_back(FedTokenId(static_cast<int32_t>(i)));
+    }
+    const SamplingContext ctx{.vocab_size = c.vocab_size, .eos_token_ids = eos};
+    ForwardInputs in = MakeInputs(seqs, 0, batch, context, 1, true, storage);
+    in.logits_on_host = false;
+    absl::StatusOr<LogitsView> logits = runner.Forward(in);
+    Check(logits);
+    Check(runner.StartSampleLogits(*logits, logits_rows, ctx, rows));
+    std::vector<double> times;
+    for (int step = 1; step < decode_steps + 3; ++step) {
+      const double ms = WallMs([&] {
+        ForwardInputs next = MakeInputs(seqs, 0, batch, context + step, 1, true, storage);
+        next.token_ids = fed;
+        next.logits_on_host = false;
+        logits = runner.Forward(next);
+        Check(logits);
+        Check(runner.FinishSampleLogits());
+        Check(runner.StartSampleLogits(*logits, logits_rows, ctx, rows));
+      });
+      if (step >= 3) times.push_back(ms);
+    }
+    Check(runner.FinishSampleLogits());
+    const double ms = Median(times);
+    const double bytes = static_cast<double>(runner.weight_bytes_read_per_step()) +
+                         static_cast<double>(batch) * (context + decode_steps / 2) *
+                             static_cast<double>(kv_bytes_per_token);
+    return nlohmann::json{{"batch", batch}, {"context", context}, {"step_ms", ms},
+                          {"tokens_per_s", batch / ms * 1e3},
+                          {"roofline_tokens_per_s", batch / (bytes / copy_bw)},
+                          {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}};
+  };
   for (int32_t context : {128, 2048}) {
     for (int64_t batch : {1, 8, 64, 256}) {
-      if (batch <= max_batch) out["decode"].push_back(decode(batch, context));
+      if (batch > max_batch) continue;
+      out["decode"].push_back(decode(batch, context));
+      out["decode_pipelined"].push_back(decode_pipelined(batch, context));
     }
   }
   // What the CUDA graphs and the GEMV (batch 1) are worth, and what the skinny tensor-core

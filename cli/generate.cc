@@ -45,7 +45,8 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& options, std::ostr
   int64_t fan_out = std::max(options.sampling.n, options.sampling.num_beams);
   int64_t num_blocks = fan_out * ((longest + kBlockSizeTokens - 1) / kBlockSizeTokens) + 1;
   TANDEM_ASSIGN_OR_RETURN(BackendKind backend, ParseBackendKind(options.backend));
-  const EngineOptions engine_options{.role = EngineRole::kColocated};
+  const EngineOptions engine_options{.role = EngineRole::kColocated,
+                                     .pipeline_steps = options.pipeline_steps};
   TANDEM_ASSIGN_OR_RETURN(
       SelectedRunner selected,
       LoadSelectedRunner(options.model_dir,

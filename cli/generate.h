@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -21,6 +22,7 @@ struct GenerateOptions {
   int num_threads = 0;     // CPU threads (0: all)
   std::string backend = "cpu";  // model runner: "cpu" or "cuda"
   int device = 0;               // cuda: device ordinal
+  std::optional<bool> pipeline_steps;  // EngineOptions::pipeline_steps (unset: the runner's)
 };
 
 struct GenerateStats {

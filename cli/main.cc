@@ -17,6 +17,7 @@
 #include "cli/generate.h"
 #include "cli/local_cluster.h"
 #include "cli/remote.h"
+#include "common/engine/engine.h"
 #include "common/service/process_identity.h"
 
 ABSL_FLAG(std::string, model, TANDEM_DEFAULT_MODEL_DIR,
@@ -60,6 +61,10 @@ ABSL_FLAG(int64_t, max_num_batched_tokens, 512,
           "up: tokens per worker engine step (longer prompts are prefilled in chunks)");
 ABSL_FLAG(bool, kv_overlap, true,
           "up: prefill workers stream KV while the prompt's last forward pass writes it");
+ABSL_FLAG(std::string, pipeline_steps, "auto",
+          "generate (in process) and up's workers: on launches each decode step's forward pass "
+          "before the previous step's tokens reach the host (tokens fed on the device), off "
+          "waits, auto lets the runner decide");
 ABSL_FLAG(std::string, listen, "127.0.0.1:8000", "up: the router's address (port 0: any free)");
 ABSL_FLAG(int32_t, worker_threads, 1, "up: CPU threads per worker, >= 1");
 ABSL_FLAG(int32_t, num_kv_blocks, 2048, "up: KV blocks per worker, >= 1");
@@ -140,6 +145,9 @@ int RunGenerate() {
                                        .backend = absl::GetFlag(FLAGS_backend),
                                        .device = absl::GetFlag(FLAGS_device)};
   if (options.num_threads < 0) return Fail(absl::InvalidArgumentError("threads must be >= 0"));
+  auto pipeline = tandem::ParsePipelineSteps(absl::GetFlag(FLAGS_pipeline_steps), "pipeline_steps");
+  if (!pipeline.ok()) return Fail(pipeline.status());
+  options.pipeline_steps = *pipeline;
   auto stats = tandem::cli::Generate(options, std::cout);
   std::cout << "\n";
   if (!stats.ok()) return Fail(stats.status());
@@ -197,7 +205,8 @@ int RunUp() {
                                     absl::GetFlag(FLAGS_gpu_memory_fraction)),
                        absl::StrCat("--max_num_batched_tokens=",
                                     absl::GetFlag(FLAGS_max_num_batched_tokens)),
-                       absl::StrCat("--kv_overlap=", absl::GetFlag(FLAGS_kv_overlap) ? "true" : "false")},
+                       absl::StrCat("--kv_overlap=", absl::GetFlag(FLAGS_kv_overlap) ? "true" : "false"),
+                       "--pipeline_steps=" + absl::GetFlag(FLAGS_pipeline_steps)},
       .prefill_devices = devices[0],
       .decode_devices = devices[1],
       .log_dir = log_dir};

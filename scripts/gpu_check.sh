@@ -180,6 +180,9 @@ if os.path.exists(path) and os.path.getsize(path) > 0:
     for d in b["decode"]:
         name = f'decode b{d["batch"]} ctx{d["context"]}'
         print(f'{name:28s} {d["step_ms"]:9.3f} {d["tokens_per_s"]:10.0f} {100*d["roofline_fraction"]:8.1f}%')
+    for d in b.get("decode_pipelined", []):
+        name = f'decode b{d["batch"]} ctx{d["context"]} piped'
+        print(f'{name:28s} {d["step_ms"]:9.3f} {d["tokens_per_s"]:10.0f} {100*d["roofline_fraction"]:8.1f}%')
     for d in b.get("decode_attribution", []):
         name = f'  {d["variant"]} b{d["batch"]} ctx{d["context"]}'
         print(f'{name:28s} {d["step_ms"]:9.3f} {d["tokens_per_s"]:10.0f} {100*d["roofline_fraction"]:8.1f}%')

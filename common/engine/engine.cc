@@ -6,6 +6,15 @@
 
 namespace tandem {
 
+absl::StatusOr<std::optional<bool>> ParsePipelineSteps(const std::string& value,
+                                                       const std::string& flag) {
+  if (value == "auto") return std::optional<bool>();
+  if (value == "on") return std::optional<bool>(true);
+  if (value == "off") return std::optional<bool>(false);
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, " must be auto, on or off, got \"", value, "\""));
+}
+
 Engine::Engine(const EngineOptions& options, std::unique_ptr<ModelRunner> runner,
                std::shared_ptr<const Tokenizer> tokenizer)
     : options_(options),
@@ -85,7 +94,8 @@ bool Engine::Step() {
   if (!pending_ && !deferred_frees_.empty()) {
     // Frees deferred behind a pass whose sampling never started (it failed): an empty
     // sampling waits for that pass.
-    if (runner_->StartSampleLogits({}, {}, {.vocab_size = config_.vocab_size}, {}).ok()) {
+    const LogitsView none{.vocab_size = config_.vocab_size};
+    if (runner_->StartSampleLogits(none, {}, {.vocab_size = config_.vocab_size}, {}).ok()) {
       (void)runner_->FinishSampleLogits();
     }
     ReleaseDeferredFrees(num_forwards_);

@@ -47,6 +47,11 @@ struct EngineOptions {
   std::optional<bool> pipeline_steps;
 };
 
+// "auto" (unset: the runner decides), "on" or "off", for EngineOptions::pipeline_steps;
+// INVALID_ARGUMENT names `flag`.
+absl::StatusOr<std::optional<bool>> ParsePipelineSteps(const std::string& value,
+                                                       const std::string& flag);
+
 class Engine {
  public:
   Engine(const EngineOptions& options, std::unique_ptr<ModelRunner> runner,

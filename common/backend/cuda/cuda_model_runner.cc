@@ -432,6 +432,7 @@ absl::Status CudaModelRunner::RunDecodeGraph(const ForwardInputs& in, Batch& bat
   const int32_t blocks =
       std::min(static_cast<int32_t>(max_blocks_per_seq_), RoundUpPowerOfTwo(longest));
   TANDEM_ASSIGN_OR_RETURN(batch, UploadPaddedDecodeBatch(in, seqs, blocks));
+  TANDEM_RETURN_IF_ERROR(FeedSampledTokens(batch));  // before the graph reads the ids
   GraphEntry& entry = graphs_[{seqs, blocks, batch.logits_rows_in_order}];
   if (entry.exec.get() == nullptr) {
     if (!entry.warmed) {
@@ -445,12 +446,38 @@ absl::Status CudaModelRunner::RunDecodeGraph(const ForwardInputs& in, Batch& bat
   return entry.exec.Launch(stream_.get());
 }
 
-absl::StatusOr<LogitsView> CudaModelRunner::Forward(const ForwardInputs& in) {
-  TANDEM_RETURN_IF_ERROR(ValidateForwardInputs(in, memory_.num_kv_blocks,
+absl::StatusOr<LogitsView> CudaModelRunner::Forward(const ForwardInputs& inputs) {
+  const int64_t num_fed_rows =
+      sampler_ == nullptr ? num_pending_sampled_rows() : std::max<int64_t>(pending_rows_, 0);
+  TANDEM_RETURN_IF_ERROR(ValidateForwardInputs(inputs, memory_.num_kv_blocks,
                                                layout_.block_size_tokens,
                                                config_.max_position_embeddings,
-                                               config_.vocab_size));
-  TANDEM_RETURN_IF_ERROR(CheckLimits(in));
+                                               config_.vocab_size, num_fed_rows));
+  TANDEM_RETURN_IF_ERROR(CheckLimits(inputs));
+  // Fed ids (FedTokenId) are resolved on the device from the pending GPU sampling, or here
+  // when its tokens are already on the host.
+  feed_on_device_ = false;
+  ForwardInputs resolved;
+  const ForwardInputs* use = &inputs;
+  if (std::any_of(inputs.token_ids.begin(), inputs.token_ids.end(),
+                  [](int32_t id) { return id < 0; })) {
+    if (sampler_ != nullptr && !pending_host_tokens_) {
+      feed_on_device_ = true;
+    } else {
+      if (sampler_ == nullptr) {
+        TANDEM_RETURN_IF_ERROR(ResolveFedTokens(inputs.token_ids, fed_ids_));
+      } else {
+        fed_ids_.assign(inputs.token_ids.begin(), inputs.token_ids.end());
+        for (int32_t& id : fed_ids_) {
+          if (id < 0) id = (*pending_host_tokens_)[FedTokenRow(id)].token_id;
+        }
+      }
+      resolved = inputs;
+      resolved.token_ids = fed_ids_;
+      use = &resolved;
+    }
+  }
+  const ForwardInputs& in = *use;
   LogitsView view{.values = {}, .num_rows = static_cast<int64_t>(in.logits_rows.size()),
                   .vocab_size = config_.vocab_size};
   if (in.token_ids.empty()) return view;
@@ -460,6 +487,7 @@ absl::StatusOr<LogitsView> CudaModelRunner::Forward(const ForwardInputs& in) {
     TANDEM_RETURN_IF_ERROR(RunDecodeGraph(in, batch));
   } else {
     TANDEM_ASSIGN_OR_RETURN(batch, UploadBatch(in));
+    TANDEM_RETURN_IF_ERROR(FeedSampledTokens(batch));
     batch.kv_progress = in.kv_progress;
     TANDEM_RETURN_IF_ERROR(RunModel(batch));
   }
@@ -483,6 +511,17 @@ absl::StatusOr<LogitsView> CudaModelRunner::Forward(const ForwardInputs& in) {
                                          static_cast<size_t>(view.num_rows * view.vocab_size));
   }
   return view;
+}
+
+absl::Status CudaModelRunner::FeedSampledTokens(const Batch& batch) {
+  if (!feed_on_device_) return absl::OkStatus();
+  const SamplingRowResult* results = sampler_->device_results();
+  return LaunchResolveFedTokens(
+      {.token_ids = const_cast<int32_t*>(batch.token_ids),  // metadata_, ours to edit
+       .num_tokens = batch.num_tokens,
+       .sampled = &results->token,
+       .sampled_stride = sizeof(SamplingRowResult) / sizeof(int32_t)},
+      stream_.get());
 }
 
 absl::Status CudaModelRunner::RunModel(const Batch& batch) {

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -65,6 +66,11 @@ struct CudaRunnerOptions {
   // writes KvCacheView byte ranges) can reach it through host_kv_view(). Off: plain device
   // memory, no host view (the NCCL transport of issue 7 is the GPU-native path).
   bool host_visible_kv = false;
+  // Whether the engine pipelines its decode steps on this runner by default
+  // (ModelRunner::OverlapsSteps; EngineOptions::pipeline_steps overrides): the next pass is
+  // queued with its tokens fed on the device from the pending GPU sampling. Off until the
+  // H200 runs confirm it (docs/engine.md, "Pipelined decode steps"); fed tokens work either way.
+  bool overlap_steps = false;
 };
 
 // What the runner holds on the device, reported at start.
@@ -108,6 +114,14 @@ class CudaModelRunner final : public ModelRunner {
   absl::StatusOr<std::vector<SampledToken>> SampleLogits(
       const LogitsView& logits, std::span<const int32_t> logits_rows, const SamplingContext& ctx,
       std::span<const SamplingRow> rows) override;
+  // With gpu_sampling, the sampling is queued on the device and fed ids of the next Forward
+  // are resolved there from the sampler's results (a call the device path splits into
+  // several launches samples at the start, and the next Forward resolves on the host).
+  absl::Status StartSampleLogits(const LogitsView& logits, std::span<const int32_t> logits_rows,
+                                 const SamplingContext& ctx,
+                                 std::span<const SamplingRow> rows) override;
+  absl::StatusOr<std::vector<SampledToken>> FinishSampleLogits() override;
+  bool OverlapsSteps() const override { return options_.overlap_steps && sampler_ != nullptr; }
   // Copies the named rows from the device when the view holds no host values.
   absl::Status CopyLogitsRows(const LogitsView& logits, std::span<const int32_t> logits_rows,
                               std::span<float> out) override;
@@ -181,6 +195,12 @@ class CudaModelRunner final : public ModelRunner {
   absl::StatusOr<std::vector<SampledToken>> SampleOnDevice(std::span<const int32_t> logits_rows,
                                                            const SamplingContext& ctx,
                                                            std::span<const SamplingRow> rows);
+  // The sampler's rows of one launch: the logits rows where they are when named once and
+  // consecutively, else gathered into sample_scratch_.
+  absl::StatusOr<DeviceLogits> SamplerRows(std::span<const int32_t> logits_rows,
+                                           bool consecutive);
+  // After a batch's metadata upload: its fed ids become the pending device sampling's tokens.
+  absl::Status FeedSampledTokens(const Batch& batch);
   // The GEMV where it takes the shape and m <= gemv_max_rows, else the skinny GEMM where it
   // takes it and m <= skinny_gemm_max_rows, else cuBLASLt. UsesOwnKernel: one of the first
   // two (they fuse SiLU·mul; cuBLASLt does not).
@@ -213,6 +233,12 @@ class CudaModelRunner final : public ModelRunner {
   int64_t scratch_rows_ = 0;
   static constexpr int64_t kMaxSamplerRows = 65535;  // CudaSamplerOptions::max_num_rows's bound
   CudaLogitsCounts logits_counts_;
+  // The sampling StartSampleLogits left pending (gpu_sampling): its row count (-1: none),
+  // and its tokens when they are already on the host (a call split over several launches).
+  int64_t pending_rows_ = -1;
+  std::optional<std::vector<SampledToken>> pending_host_tokens_;
+  bool feed_on_device_ = false;     // the Forward being run resolves fed ids on the device
+  std::vector<int32_t> fed_ids_;    // its ids with fed entries resolved on the host
   size_t metadata_ints_ = 0;
   struct GraphEntry {
     bool warmed = false;  // ran eagerly once

@@ -44,16 +44,37 @@ absl::StatusOr<DeviceLogits> CudaModelRunner::GatherLogitsRows(std::span<const i
   return DeviceLogits{.values = scratch, .row_stride = static_cast<int64_t>(vocab)};
 }
 
+namespace {
+
+absl::Status CheckSamplingCall(std::span<const int32_t> logits_rows,
+                               std::span<const SamplingRow> rows, int64_t pending_rows) {
+  if (pending_rows >= 0) {
+    return absl::FailedPreconditionError(
+        "a sampling is pending: FinishSampleLogits must come first");
+  }
+  if (logits_rows.size() != rows.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("logits_rows has ", logits_rows.size(),
+                                                   " entries, rows has ", rows.size()));
+  }
+  return absl::OkStatus();
+}
+
+bool Consecutive(std::span<const int32_t> logits_rows) {
+  for (size_t i = 1; i < logits_rows.size(); ++i) {
+    if (logits_rows[i] != logits_rows[0] + static_cast<int32_t>(i)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<SampledToken>> CudaModelRunner::SampleLogits(
     const LogitsView& logits, std::span<const int32_t> logits_rows, const SamplingContext& ctx,
     std::span<const SamplingRow> rows) {
   if (sampler_ == nullptr) return ModelRunner::SampleLogits(logits, logits_rows, ctx, rows);
   TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
-  absl::Status valid = logits_rows.size() == rows.size()
-                           ? CheckLogitsRows(logits, logits_rows)
-                           : absl::InvalidArgumentError(absl::StrCat(
-                                 "logits_rows has ", logits_rows.size(), " entries, rows has ",
-                                 rows.size()));
+  absl::Status valid = CheckSamplingCall(logits_rows, rows, pending_rows_);
+  if (valid.ok()) valid = CheckLogitsRows(logits, logits_rows);
   absl::StatusOr<std::vector<SampledToken>> out =
       valid.ok() ? SampleOnDevice(logits_rows, ctx, rows)
                  : absl::StatusOr<std::vector<SampledToken>>(valid);
@@ -67,24 +88,16 @@ absl::StatusOr<std::vector<SampledToken>> CudaModelRunner::SampleOnDevice(
     std::span<const SamplingRow> rows) {
   // Rows named once and consecutively (every plain decode step) are sampled where they
   // are; otherwise every row is gathered first, so no row is edited before its last copy.
-  bool consecutive = true;
-  for (size_t i = 1; i < logits_rows.size(); ++i) {
-    consecutive = consecutive && logits_rows[i] == logits_rows[0] + static_cast<int32_t>(i);
-  }
+  const bool consecutive = Consecutive(logits_rows);
   const size_t chunk = consecutive ? static_cast<size_t>(std::min<int64_t>(
                                          options_.max_logits_rows, kMaxSamplerRows))
                                    : static_cast<size_t>(scratch_rows_);
-  const int64_t vocab = config_.vocab_size;
   std::vector<SampledToken> out;
   out.reserve(rows.size());
   for (size_t first = 0; first < rows.size(); first += chunk) {
     const size_t count = std::min(chunk, rows.size() - first);
-    std::span<const int32_t> sources = logits_rows.subspan(first, count);
-    DeviceLogits device{.values = logits_.as<float>() + sources[0] * vocab, .row_stride = vocab};
-    if (!consecutive) {
-      TANDEM_ASSIGN_OR_RETURN(device, GatherLogitsRows(sources));
-      logits_counts_.gathered_rows += static_cast<int64_t>(count);
-    }
+    TANDEM_ASSIGN_OR_RETURN(DeviceLogits device,
+                            SamplerRows(logits_rows.subspan(first, count), consecutive));
     TANDEM_ASSIGN_OR_RETURN(std::vector<SampledToken> tokens,
                             sampler_->Sample(device, ctx, rows.subspan(first, count),
                                              stream_.get()));
@@ -93,6 +106,68 @@ absl::StatusOr<std::vector<SampledToken>> CudaModelRunner::SampleOnDevice(
     for (SampledToken& token : tokens) out.push_back(std::move(token));
   }
   return out;
+}
+
+absl::StatusOr<DeviceLogits> CudaModelRunner::SamplerRows(std::span<const int32_t> logits_rows,
+                                                          bool consecutive) {
+  if (!consecutive) {
+    logits_counts_.gathered_rows += static_cast<int64_t>(logits_rows.size());
+    return GatherLogitsRows(logits_rows);
+  }
+  const int64_t first = logits_rows.empty() ? 0 : logits_rows[0];
+  return DeviceLogits{.values = logits_.as<float>() + first * config_.vocab_size,
+                      .row_stride = config_.vocab_size};
+}
+
+absl::Status CudaModelRunner::StartSampleLogits(const LogitsView& logits,
+                                                std::span<const int32_t> logits_rows,
+                                                const SamplingContext& ctx,
+                                                std::span<const SamplingRow> rows) {
+  if (sampler_ == nullptr) return ModelRunner::StartSampleLogits(logits, logits_rows, ctx, rows);
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  TANDEM_RETURN_IF_ERROR(CheckSamplingCall(logits_rows, rows, pending_rows_));
+  absl::Status status = CheckLogitsRows(logits, logits_rows);
+  const bool consecutive = Consecutive(logits_rows);
+  const auto one_launch = static_cast<size_t>(
+      consecutive ? std::min<int64_t>(options_.max_logits_rows, kMaxSamplerRows) : scratch_rows_);
+  if (status.ok() && rows.size() > one_launch) {
+    // More rows than one launch takes: sampled now, the tokens kept on the host.
+    absl::StatusOr<std::vector<SampledToken>> tokens = SampleLogits(logits, logits_rows, ctx, rows);
+    if (!tokens.ok()) return tokens.status();
+    pending_host_tokens_ = std::move(*tokens);
+    pending_rows_ = static_cast<int64_t>(rows.size());
+    return absl::OkStatus();
+  }
+  if (status.ok()) {
+    absl::StatusOr<DeviceLogits> device = SamplerRows(logits_rows, consecutive);
+    status = device.ok() ? sampler_->Launch(*device, ctx, rows, stream_.get()) : device.status();
+  }
+  if (!status.ok()) {
+    // As SampleLogits: the pass (and anything queued after it) is finished on every path.
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
+    return status;
+  }
+  logits_counts_.device_sampled_rows += static_cast<int64_t>(rows.size());
+  logits_counts_.fallback_rows += sampler_->last_num_fallback_rows();
+  pending_rows_ = static_cast<int64_t>(rows.size());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<SampledToken>> CudaModelRunner::FinishSampleLogits() {
+  if (sampler_ == nullptr) return ModelRunner::FinishSampleLogits();
+  if (pending_rows_ < 0) {
+    return absl::FailedPreconditionError("FinishSampleLogits without a pending StartSampleLogits");
+  }
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  pending_rows_ = -1;
+  if (pending_host_tokens_) {
+    std::vector<SampledToken> tokens = std::move(*pending_host_tokens_);
+    pending_host_tokens_.reset();
+    return tokens;  // SampleLogits waited for everything queued before the start
+  }
+  absl::StatusOr<std::vector<SampledToken>> tokens = sampler_->Collect(stream_.get());
+  if (!tokens.ok()) TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
+  return tokens;
 }
 
 absl::Status CudaModelRunner::CopyLogitsRows(const LogitsView& logits,

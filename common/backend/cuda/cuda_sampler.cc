@@ -137,6 +137,12 @@ SampledToken ToSampledToken(const SamplingRowResult& r, bool with_logprobs) {
   return out;
 }
 
+std::vector<char> WithLogprobs(std::span<const SamplingRow> rows) {
+  std::vector<char> with(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) with[i] = rows[i].params->logprobs.has_value();
+  return with;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaSampler>> CudaSampler::Create(const CudaSamplerOptions& o) {
@@ -165,6 +171,7 @@ absl::StatusOr<std::unique_ptr<CudaSampler>> CudaSampler::Create(const CudaSampl
   TANDEM_ASSIGN_OR_RETURN(sampler->greedy_values_, DeviceBuffer::Allocate(partials * 4));
   TANDEM_ASSIGN_OR_RETURN(sampler->greedy_indices_, DeviceBuffer::Allocate(partials * 4));
   TANDEM_ASSIGN_OR_RETURN(sampler->greedy_counters_, DeviceBuffer::Allocate(rows * 4));
+  TANDEM_ASSIGN_OR_RETURN(sampler->launched_, CudaEvent::CreateWithoutTiming());
   TANDEM_CUDA_RETURN_IF_ERROR(
       cudaMemset(sampler->greedy_counters_.data(), 0, sampler->greedy_counters_.size_bytes()));
   return sampler;
@@ -190,25 +197,23 @@ absl::Status CudaSampler::EnsureFallbackCapacity(size_t num_rows) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<SampledToken>> CudaSampler::CopyResults(
-    std::span<const SamplingRowParams> params, std::span<const SamplingRow> rows,
-    cudaStream_t stream, bool copy) {
-  if (copy) {
-    TANDEM_CUDA_CHECK(cudaMemcpyAsync(results_host_.data(), results_.data(),
-                                      rows.size() * sizeof(SamplingRowResult),
-                                      cudaMemcpyDeviceToHost, stream));
-  }
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-  std::vector<SampledToken> out(rows.size());
+absl::StatusOr<std::vector<SampledToken>> CudaSampler::Collect(cudaStream_t stream) {
+  if (!pending_) return absl::FailedPreconditionError("Collect without a launched sampling");
+  Pending p = std::move(*pending_);
+  pending_.reset();
+  const size_t num_rows = p.params.size();
+  launched_.Synchronize();
+  std::vector<SampledToken> out(num_rows);
   const SamplingRowResult* results = results_host_.as<SamplingRowResult>();
-  for (size_t i = 0; i < rows.size(); ++i) {
-    if (params[i].skip) continue;
+  for (size_t i = 0; i < num_rows; ++i) {
+    if (p.params[i].skip) continue;
     if (results[i].token < 0) {
       return absl::FailedPreconditionError(
           absl::StrCat("rows[", i, "] has no finite logit left to draw from"));
     }
-    out[i] = ToSampledToken(results[i], rows[i].params->logprobs.has_value());
+    out[i] = ToSampledToken(results[i], p.with_logprobs[i] != 0);
   }
+  for (size_t f = 0; f < p.fallback.size(); ++f) out[p.fallback[f]] = std::move(p.fallback_tokens[f]);
   return out;
 }
 
@@ -216,6 +221,13 @@ absl::StatusOr<std::vector<SampledToken>> CudaSampler::Sample(const DeviceLogits
                                                               const SamplingContext& ctx,
                                                               std::span<const SamplingRow> rows,
                                                               cudaStream_t stream) {
+  TANDEM_RETURN_IF_ERROR(Launch(logits, ctx, rows, stream));
+  return Collect(stream);
+}
+
+absl::Status CudaSampler::Launch(const DeviceLogits& logits, const SamplingContext& ctx,
+                                 std::span<const SamplingRow> rows, cudaStream_t stream) {
+  if (pending_) return absl::FailedPreconditionError("Launch before the last launch's Collect");
   const int64_t vocab = options_.vocab_size;
   if (ctx.vocab_size != vocab) {
     return absl::InvalidArgumentError(absl::StrCat("ctx.vocab_size must be the sampler's ", vocab,
@@ -227,7 +239,10 @@ absl::StatusOr<std::vector<SampledToken>> CudaSampler::Sample(const DeviceLogits
                                                    rows.size()));
   }
   last_num_fallback_rows_ = 0;
-  if (rows.empty()) return std::vector<SampledToken>();
+  if (rows.empty()) {
+    device_results_ = nullptr;
+    return Queue(Pending{}, stream);  // Collect still waits for what was queued before
+  }
   if (logits.values == nullptr) return absl::InvalidArgumentError("logits.values is null");
   if (logits.row_stride < vocab) {
     return absl::InvalidArgumentError(absl::StrCat("logits.row_stride must be >= vocab_size (",
@@ -295,7 +310,10 @@ absl::StatusOr<std::vector<SampledToken>> CudaSampler::Sample(const DeviceLogits
          .partial_indices = greedy_indices_.as<int32_t>(),
          .counters = greedy_counters_.as<uint32_t>()},
         stream));
-    return CopyResults(params, rows, stream, /*copy=*/out != results_mapped_);
+    device_results_ = out;
+    return Queue(Pending{.params = std::move(params), .with_logprobs = WithLogprobs(rows),
+                         .copy = out != results_mapped_},
+                 stream);
   }
 
   // One upload of params, penalties, allowed modes and edits.
@@ -339,16 +357,38 @@ absl::StatusOr<std::vector<SampledToken>> CudaSampler::Sample(const DeviceLogits
       .results = results_.as<SamplingRowResult>(),
   };
   TANDEM_RETURN_IF_ERROR(LaunchSampleRows(sample_args, stream));
-  TANDEM_ASSIGN_OR_RETURN(std::vector<SampledToken> out, CopyResults(params, rows, stream));
+  device_results_ = results_.as<SamplingRowResult>();
+  Pending pending{.params = std::move(params), .with_logprobs = WithLogprobs(rows),
+                  .copy = true, .fallback = fallback};
   if (!fallback.empty()) {
+    // The fallback rows' logits reach the host here (a synchronization); their tokens go
+    // into the device results as well, where a fed pass reads them.
+    TANDEM_CUDA_CHECK(cudaStreamSynchronize(stream));
     std::vector<float> host_logits(fallback_host_.as<float>(),
                                    fallback_host_.as<float>() + fallback.size() * vocab);
     std::vector<SamplingRow> host_rows;
     for (size_t i : fallback) host_rows.push_back(rows[i]);
-    std::vector<SampledToken> sampled = SampleBatch(host_logits, ctx, host_rows);
-    for (size_t f = 0; f < fallback.size(); ++f) out[fallback[f]] = std::move(sampled[f]);
+    pending.fallback_tokens = SampleBatch(host_logits, ctx, host_rows);
+    for (size_t f = 0; f < fallback.size(); ++f) {
+      TANDEM_CUDA_CHECK(cudaMemcpyAsync(&device_results_[fallback[f]].token,
+                                        &pending.fallback_tokens[f].token_id, sizeof(int32_t),
+                                        cudaMemcpyHostToDevice, stream));
+    }
   }
-  return out;
+  return Queue(std::move(pending), stream);
+}
+
+absl::Status CudaSampler::Queue(Pending pending, cudaStream_t stream) {
+  // The results leave now, ahead of whatever the caller queues next (the next pass), and
+  // Collect waits for this point only.
+  if (pending.copy && !pending.params.empty()) {
+    TANDEM_CUDA_CHECK(cudaMemcpyAsync(results_host_.data(), results_.data(),
+                                      pending.params.size() * sizeof(SamplingRowResult),
+                                      cudaMemcpyDeviceToHost, stream));
+  }
+  launched_.Record(stream);
+  pending_ = std::move(pending);
+  return absl::OkStatus();
 }
 
 }  // namespace tandem

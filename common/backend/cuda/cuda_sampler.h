@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -59,16 +60,34 @@ class CudaSampler {
                                                    std::span<const SamplingRow> rows,
                                                    cudaStream_t stream);
 
+  // Sample in two halves: Launch validates, queues the kernels on `stream` and returns
+  // (rows for the CPU fallback make it wait for their logits first); Collect waits for the
+  // launch's end (not for anything queued on `stream` after it) and returns what Sample
+  // would. One Collect per Launch, before the next Launch.
+  // Errors found by Launch leave nothing pending. Between them the tokens are on the device:
+  // row i's token is device_results()[i].token (kernels queued on `stream` after the launch
+  // may read it; the pointer is null for an empty launch).
+  absl::Status Launch(const DeviceLogits& logits, const SamplingContext& ctx,
+                      std::span<const SamplingRow> rows, cudaStream_t stream);
+  absl::StatusOr<std::vector<SampledToken>> Collect(cudaStream_t stream);
+  bool pending() const { return pending_.has_value(); }
+  const SamplingRowResult* device_results() const { return device_results_; }
+
   // How many rows of the last Sample call went to the CPU fallback.
   int32_t last_num_fallback_rows() const { return last_num_fallback_rows_; }
 
  private:
   explicit CudaSampler(const CudaSamplerOptions& options) : options_(options) {}
-  // Brings the rows' results to the host (waits for the stream); rows marked skip are left
-  // empty; FailedPrecondition where a row had no finite logit.
-  absl::StatusOr<std::vector<SampledToken>> CopyResults(std::span<const SamplingRowParams> params,
-                                                        std::span<const SamplingRow> rows,
-                                                        cudaStream_t stream, bool copy = true);
+  // What Collect needs of a launch (not the rows: their params may be gone by then).
+  struct Pending {
+    std::vector<SamplingRowParams> params;
+    std::vector<char> with_logprobs;          // per row
+    bool copy = false;                         // results_ to results_host_ (not mapped)
+    std::vector<size_t> fallback;              // rows sampled on the host
+    std::vector<SampledToken> fallback_tokens;  // their tokens, same order
+  };
+  // Queues the results' copy to the host (when not mapped) and records launched_.
+  absl::Status Queue(Pending pending, cudaStream_t stream);
   absl::Status EnsureEditCapacity(size_t num_edits);
   absl::Status EnsureFallbackCapacity(size_t num_rows);
 
@@ -82,6 +101,9 @@ class CudaSampler {
   size_t edit_capacity_ = 0;
   size_t fallback_capacity_rows_ = 0;
   int32_t last_num_fallback_rows_ = 0;
+  std::optional<Pending> pending_;
+  CudaEvent launched_;  // recorded after a launch's kernels and results copy
+  SamplingRowResult* device_results_ = nullptr;  // the pending launch's results
 };
 
 }  // namespace tandem

@@ -32,6 +32,9 @@ ABSL_FLAG(int64_t, max_num_batched_tokens, 512,
 ABSL_FLAG(bool, kv_overlap, true,
           "prefill workers: stream a prompt's KV to its decode worker while the forward pass "
           "of its last chunk writes it (false: send it after the first token)");
+ABSL_FLAG(std::string, pipeline_steps, "auto",
+          "decode steps: on launches step N+1's forward pass, its tokens fed on the device, "
+          "before step N's tokens reach the host; off waits; auto lets the runner decide");
 ABSL_FLAG(std::string, router, "",
           "router host:port to Register with (optional: the router can also poll GetLoad)");
 
@@ -52,6 +55,7 @@ WorkerOptions WorkerOptionsFromFlags() {
           .max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs),
           .max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens),
           .kv_overlap = absl::GetFlag(FLAGS_kv_overlap),
+          .pipeline_steps = absl::GetFlag(FLAGS_pipeline_steps),
           .router = absl::GetFlag(FLAGS_router)};
 }
 

@@ -62,10 +62,13 @@ absl::StatusOr<WorkerModel> LoadWorkerModel(const WorkerOptions& options, Engine
   model.kv_transport = transport;
   TANDEM_ASSIGN_OR_RETURN(model.fingerprint,
                           Fingerprint(options.model_dir, runner->config(), runner->kv_layout()));
+  TANDEM_ASSIGN_OR_RETURN(std::optional<bool> pipeline,
+                          ParsePipelineSteps(options.pipeline_steps, "pipeline_steps"));
   EngineOptions engine_options{
       .role = role,
       .scheduler = {.max_num_seqs = options.max_num_seqs,
-                    .max_num_batched_tokens = options.max_num_batched_tokens}};
+                    .max_num_batched_tokens = options.max_num_batched_tokens},
+      .pipeline_steps = pipeline};
   model.engine = std::make_unique<Engine>(engine_options, std::move(runner),
                                           std::shared_ptr<const Tokenizer>(std::move(tokenizer)));
   return model;

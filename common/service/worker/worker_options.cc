@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/backend/cuda/backend_select.h"
+#include "common/engine/engine.h"
 #include "kv_transfer/transport_select.h"
 
 namespace tandem {
@@ -71,6 +72,9 @@ absl::Status ValidateWorkerOptions(const WorkerOptions& o) {
     return OutOfRange("block_size", "16, 32 or 64", o.block_size);
   }
   if (o.threads < 1 || o.threads > 1024) return OutOfRange("threads", "in [1, 1024]", o.threads);
+  if (auto p = ParsePipelineSteps(o.pipeline_steps, "pipeline_steps"); !p.ok()) {
+    return p.status();
+  }
   if (o.max_num_seqs < 1 || o.max_num_seqs > 65536) {
     return OutOfRange("max_num_seqs", "in [1, 65536]", o.max_num_seqs);
   }

@@ -27,6 +27,8 @@ struct WorkerOptions {
   // prefill only: stream a prompt's KV while the forward pass of its last chunk writes it
   // (false: send it after the first token; docs/kv_transfer.md, "Overlap")
   bool kv_overlap = true;
+  // Pipelined decode steps: "auto" (the runner decides), "on" or "off" (docs/engine.md)
+  std::string pipeline_steps = "auto";
   std::string router;                   // host:port of a router to Register with; optional
 };
 

@@ -8,6 +8,7 @@
 #include "common/backend/model_runner.h"
 #include "common/engine/engine.h"
 #include "common/sampling/sampler.h"
+#include "common/status.h"
 #include "gtest/gtest.h"
 #include "tests/testing/collecting_sink.h"
 #include "tests/testing/fixtures.h"
@@ -109,13 +110,17 @@ TEST(SampleLogitsTest, BadCallsAreRefused) {
             absl::StatusCode::kInvalidArgument);
 }
 
-// The CPU runner, except that SampleLogits fails on call `fail_call` (0-based).
+// The CPU runner, except that SampleLogits fails on call `fail_call` (0-based). Sampling
+// goes through this runner's default Start/FinishSampleLogits, so it resolves fed ids.
 class FailingSampleRunner final : public ModelRunner {
  public:
   FailingSampleRunner(std::unique_ptr<ModelRunner> inner, int fail_call)
       : inner_(std::move(inner)), fail_call_(fail_call) {}
   absl::StatusOr<LogitsView> Forward(const ForwardInputs& inputs) override {
-    return inner_->Forward(inputs);
+    ForwardInputs resolved = inputs;
+    TANDEM_RETURN_IF_ERROR(ResolveFedTokens(inputs.token_ids, ids_));
+    resolved.token_ids = ids_;
+    return inner_->Forward(resolved);
   }
   absl::StatusOr<std::vector<SampledToken>> SampleLogits(
       const LogitsView& logits, std::span<const int32_t> logits_rows, const SamplingContext& ctx,
@@ -131,18 +136,23 @@ class FailingSampleRunner final : public ModelRunner {
   std::unique_ptr<ModelRunner> inner_;
   int fail_call_;
   int calls_ = 0;
+  std::vector<int32_t> ids_;
 };
 
 // Step timeline (one greedy request, 8 tokens): call 0 samples token 1 (prefill), call 1
 // token 2, call 2 fails: the request ends with an abort naming the failure and frees its
-// blocks; the next request is served normally.
-TEST(SampleLogitsTest, EngineAbortsTheRequestsOfAFailedSamplingCall) {
+// blocks; the next request is served normally. Pipelined, call 2 fails after the pass it
+// samples was launched: the blocks wait for that pass, then are freed all the same.
+class FailedSamplingTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(FailedSamplingTest, EngineAbortsTheRequestsOfAFailedSamplingCall) {
   const std::string model = testing::FixturePath("models/llama3-tiny");
   auto cpu = CpuModelRunner::Load(model, {.num_kv_blocks = 32, .num_threads = 1});
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   auto tokenizer = Tokenizer::Load(model);
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  Engine engine({}, std::make_unique<FailingSampleRunner>(std::move(*cpu), /*fail_call=*/2),
+  Engine engine({.pipeline_steps = GetParam()},
+                std::make_unique<FailingSampleRunner>(std::move(*cpu), /*fail_call=*/2),
                 std::move(*tokenizer));
   auto run = [&](const std::string& id) {
     auto sink = std::make_shared<testing::CollectingSink>();
@@ -166,7 +176,14 @@ TEST(SampleLogitsTest, EngineAbortsTheRequestsOfAFailedSamplingCall) {
   ASSERT_FALSE(served->outputs.empty());
   EXPECT_EQ(served->outputs.back().finish, OutputFinish::kLength);
   EXPECT_EQ(served->outputs.back().num_output_tokens, 8);
+  EXPECT_EQ(engine.stats().num_pipelined_steps > 0, GetParam());
+  EXPECT_EQ(engine.stats().num_blocks_free, 32);
 }
+
+INSTANTIATE_TEST_SUITE_P(Steps, FailedSamplingTest, ::testing::Bool(),
+                         [](const auto& info) {
+                           return std::string(info.param ? "pipelined" : "synchronous");
+                         });
 
 }  // namespace
 }  // namespace tandem

@@ -74,6 +74,13 @@ __global__ void GatherRowsKernel(GatherRowsArgs args, bool vec16) {
   }
 }
 
+__global__ void ResolveFedTokensKernel(FedTokensArgs args) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= args.num_tokens) return;
+  const int32_t id = args.token_ids[t];
+  if (id < 0) args.token_ids[t] = args.sampled[static_cast<int64_t>(-1 - id) * args.sampled_stride];
+}
+
 }  // namespace
 
 absl::Status LaunchGatherRows(const GatherRowsArgs& args, cudaStream_t stream) {
@@ -88,6 +95,23 @@ absl::Status LaunchGatherRows(const GatherRowsArgs& args, cudaStream_t stream) {
   }
   const bool vec16 = args.row_bytes % 16 == 0 && Aligned16(args.in) && Aligned16(args.out);
   GatherRowsKernel<<<static_cast<unsigned>(args.num_rows), 256, 0, stream>>>(args, vec16);
+  TANDEM_CUDA_CHECK_LAUNCH();
+  return absl::OkStatus();
+}
+
+absl::Status LaunchResolveFedTokens(const FedTokensArgs& args, cudaStream_t stream) {
+  if (args.num_tokens < 0 || args.sampled_stride <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "resolve fed tokens: num_tokens must be >= 0 and sampled_stride > 0, got ",
+        args.num_tokens, ", ", args.sampled_stride));
+  }
+  if (args.num_tokens == 0) return absl::OkStatus();
+  if (args.token_ids == nullptr || args.sampled == nullptr) {
+    return absl::InvalidArgumentError("resolve fed tokens: null pointer");
+  }
+  constexpr int kThreads = 256;
+  const auto blocks = static_cast<unsigned>((args.num_tokens + kThreads - 1) / kThreads);
+  ResolveFedTokensKernel<<<blocks, kThreads, 0, stream>>>(args);
   TANDEM_CUDA_CHECK_LAUNCH();
   return absl::OkStatus();
 }

@@ -1,5 +1,6 @@
-// Embedding gather: out[t] = table[token_ids[t]]; and the plain row gather the runner uses to
-// carry only the logits rows through the last layer's MLP.
+// Embedding gather: out[t] = table[token_ids[t]]; the plain row gather the runner uses to
+// carry only the logits rows through the last layer's MLP; and the fed-token resolution of
+// pipelined steps.
 //
 // table: [vocab_size][dim] bf16; token_ids: [num_tokens] on the device; out: [num_tokens][dim]
 // as fp32 (the residual stream) or bf16 (gathering hidden rows for the logits). Ids must be
@@ -40,5 +41,18 @@ struct GatherRowsArgs {
 };
 
 absl::Status LaunchGatherRows(const GatherRowsArgs& args, cudaStream_t stream);
+
+// Fed tokens (ModelRunner's FedTokenId): every id < 0 in token_ids, -1 - r, becomes the token
+// the sampler left for its row r: sampled[r * sampled_stride] (int32 elements apart, the
+// CudaSampler's result records), in place. Non-negative ids stay. The caller validated r
+// against the sampling's rows.
+struct FedTokensArgs {
+  int32_t* token_ids = nullptr;     // [num_tokens] on the device
+  int64_t num_tokens = 0;
+  const int32_t* sampled = nullptr;  // device-readable (device or mapped host memory)
+  int64_t sampled_stride = 1;
+};
+
+absl::Status LaunchResolveFedTokens(const FedTokensArgs& args, cudaStream_t stream);
 
 }  // namespace tandem

@@ -229,13 +229,15 @@ struct RunResult {
   std::vector<std::vector<OutputKey>> outputs;  // per request
   CudaLogitsCounts counts;
   int32_t num_blocks_free = 0, num_blocks_total = 0;
+  int64_t num_pipelined_steps = 0;
 };
 
 // Runs `requests` concurrently through an engine over `runner` to completion.
 RunResult RunEngine(std::unique_ptr<ModelRunner> runner, const CudaModelRunner* cuda,
                     std::shared_ptr<const Tokenizer> tokenizer,
-                    std::vector<EngineRequest> requests) {
-  Engine engine({.scheduler = {.max_num_seqs = 32, .max_num_batched_tokens = 256}},
+                    std::vector<EngineRequest> requests, bool pipeline = false) {
+  Engine engine({.scheduler = {.max_num_seqs = 32, .max_num_batched_tokens = 256},
+                 .pipeline_steps = pipeline},
                 std::move(runner), std::move(tokenizer));
   std::vector<std::shared_ptr<CollectingSink>> sinks;
   for (EngineRequest& r : requests) {
@@ -251,6 +253,7 @@ RunResult RunEngine(std::unique_ptr<ModelRunner> runner, const CudaModelRunner* 
   EngineStats stats = engine.stats();
   result.num_blocks_free = stats.num_blocks_free;
   result.num_blocks_total = stats.num_blocks_total;
+  result.num_pipelined_steps = stats.num_pipelined_steps;
   return result;
 }
 
@@ -265,12 +268,12 @@ class CudaEngineSamplingTest : public ::testing::TestWithParam<std::string> {
     tokenizer_ = std::move(*tokenizer);
   }
 
-  RunResult Run(bool gpu_sampling, bool with_beams) {
+  RunResult Run(bool gpu_sampling, bool with_beams, bool pipeline = false) {
     std::unique_ptr<CudaModelRunner> runner = LoadRunner(GetParam(), gpu_sampling);
     if (runner == nullptr) return {};
     const CudaModelRunner* raw = runner.get();
     return RunEngine(std::move(runner), raw, tokenizer_,
-                     MixedRequests(Prompts(golden_), with_beams));
+                     MixedRequests(Prompts(golden_), with_beams), pipeline);
   }
 
   nlohmann::json golden_;
@@ -320,6 +323,23 @@ TEST_P(CudaEngineSamplingTest, DeviceSamplingEqualsHostSamplingWithBeams) {
   EXPECT_LT(device.counts.host_rows, host.counts.host_rows / 4);
   EXPECT_EQ(host.counts.device_sampled_rows, 0);
   EXPECT_EQ(device.num_blocks_free, device.num_blocks_total);
+}
+
+// Pipelined steps (each pass's tokens fed on the device from the pending GPU sampling, the
+// sampler's CPU-fallback rows included) give exactly the synchronous engine's outputs, with
+// and without a beam search in the batch, and free every block.
+TEST_P(CudaEngineSamplingTest, PipelinedStepsEqualSynchronousSteps) {
+  RunResult piped = Run(/*gpu_sampling=*/true, /*with_beams=*/false, /*pipeline=*/true);
+  RunResult sync = Run(/*gpu_sampling=*/true, /*with_beams=*/false);
+  ExpectSameOutputs(piped, sync);
+  EXPECT_GT(piped.num_pipelined_steps, 0);
+  EXPECT_GT(piped.counts.fallback_rows, 0);  // a fallback row's token fed from the host
+  EXPECT_EQ(piped.counts.host_rows, 0);
+  EXPECT_EQ(piped.num_blocks_free, piped.num_blocks_total);
+  RunResult piped_beams = Run(/*gpu_sampling=*/true, /*with_beams=*/true, /*pipeline=*/true);
+  RunResult host_beams = Run(/*gpu_sampling=*/false, /*with_beams=*/true);
+  ExpectSameOutputs(piped_beams, host_beams);
+  EXPECT_EQ(piped_beams.num_blocks_free, piped_beams.num_blocks_total);
 }
 
 // Without beams no logits row ever reaches the host when GPU sampling is on.

@@ -11,6 +11,7 @@
 #include "common/backend/cuda/kernels/prefill_attention.h"
 #include "common/backend/cuda/kernels/rope_kv_write.h"
 #include "common/backend/cuda/kernels/silu_mul.h"
+#include "common/backend/model_runner.h"
 #include "common/backend/reference/activation.h"
 #include "common/backend/reference/paged_attention.h"
 #include "common/backend/reference/rms_norm.h"
@@ -79,6 +80,28 @@ TEST_F(KernelTest, GatherRowsCopiesTheNamedRows) {
   EXPECT_EQ(LaunchGatherRows({.num_rows = 1, .row_bytes = 0}, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LaunchGatherRows({.num_rows = 1, .row_bytes = 16}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Fed ids become the sampled tokens of their rows (records of 4 ints, token first, like
+// the sampler's results); plain ids stay; 300 tokens span two blocks.
+TEST_F(KernelTest, ResolveFedTokensReadsTheSampledRows) {
+  constexpr int64_t kStride = 4;
+  std::vector<int32_t> sampled(7 * kStride, -99);
+  for (int32_t r = 0; r < 7; ++r) sampled[r * kStride] = 1000 + r;
+  std::vector<int32_t> ids(300), want(300);
+  for (int32_t t = 0; t < 300; ++t) {
+    ids[t] = t % 3 == 0 ? FedTokenId(t % 7) : t;
+    want[t] = t % 3 == 0 ? 1000 + t % 7 : t;
+  }
+  DeviceArray<int32_t> d_ids(ids), d_sampled(sampled);
+  ASSERT_TRUE(LaunchResolveFedTokens({.token_ids = d_ids.get(), .num_tokens = 300,
+                                      .sampled = d_sampled.get(), .sampled_stride = kStride},
+                                     nullptr).ok());
+  EXPECT_EQ(d_ids.Download(), want);
+  EXPECT_EQ(LaunchResolveFedTokens({.num_tokens = 1}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchResolveFedTokens({.num_tokens = 1, .sampled_stride = 0}, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
 }
 

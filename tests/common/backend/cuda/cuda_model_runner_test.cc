@@ -305,6 +305,87 @@ TEST_P(CudaRunnerTest, DecodeGraphsMatchEagerDecode) {
   }
 }
 
+// Pipelined steps on the device: each decode pass is queued before the previous pass's
+// tokens are collected, its input tokens named as FedTokenId rows of the pending GPU
+// sampling (greedy rows through the mapped argmax results, seeded rows with penalties through
+// the sampler's device results). The tokens equal those of synchronous steps, with graphs
+// and eagerly, and a fed id naming no pending row is refused.
+TEST_P(CudaRunnerTest, FedTokensEqualSynchronousSampling) {
+  const size_t num_seqs = golden_.prompts.size();
+  constexpr int kSteps = 12;
+  SamplingParams greedy, seeded;
+  greedy.temperature = 0.0f;
+  seeded.temperature = 0.8f;
+  seeded.repetition_penalty = 1.2f;
+  seeded.presence_penalty = 0.4f;
+  const SamplingContext ctx{.vocab_size = vocab()};
+  std::vector<int32_t> logits_rows(num_seqs);
+  for (size_t s = 0; s < num_seqs; ++s) logits_rows[s] = static_cast<int32_t>(s);
+  auto run = [&](bool fed, bool graphs) {
+    runner_->set_use_cuda_graphs(graphs);
+    ShuffledBlocks blocks(runner_->num_kv_blocks(), /*seed=*/7);
+    std::vector<std::vector<int32_t>> tables, generated(num_seqs);
+    std::vector<SequenceSamplingState> states;
+    std::vector<SamplingRow> rows;
+    BatchBuilder prefill(16);
+    for (size_t s = 0; s < num_seqs; ++s) {
+      tables.push_back(blocks.Take(golden_.prompts[s].size() + kSteps + 1, 16));
+      prefill.Add(golden_.prompts[s], 0, tables[s], LogitsFor::kLast);
+      states.push_back(MakeSequenceState(golden_.prompts[s], 100 + s));
+    }
+    for (size_t s = 0; s < num_seqs; ++s) rows.push_back({s % 2 ? &seeded : &greedy, &states[s]});
+    ForwardInputs in = prefill.inputs();
+    in.logits_on_host = false;
+    absl::StatusOr<LogitsView> logits = runner_->Forward(in);
+    EXPECT_TRUE(logits.ok()) << logits.status();
+    for (int step = 0; step < kSteps && logits.ok(); ++step) {
+      std::vector<int32_t> ids(num_seqs);
+      std::vector<SampledToken> tokens;
+      if (fed) {
+        EXPECT_TRUE(runner_->StartSampleLogits(*logits, logits_rows, ctx, rows).ok());
+        for (size_t s = 0; s < num_seqs; ++s) ids[s] = FedTokenId(static_cast<int32_t>(s));
+      } else {
+        auto sampled = runner_->SampleLogits(*logits, logits_rows, ctx, rows);
+        EXPECT_TRUE(sampled.ok()) << sampled.status();
+        if (!sampled.ok()) return generated;
+        tokens = std::move(*sampled);
+        for (size_t s = 0; s < num_seqs; ++s) ids[s] = tokens[s].token_id;
+      }
+      if (fed && step == 0) {
+        BatchBuilder bad(16);
+        const int32_t past = FedTokenId(static_cast<int32_t>(num_seqs));
+        bad.Add(std::span(&past, 1), static_cast<int32_t>(golden_.prompts[0].size()),
+                tables[0], LogitsFor::kLast);
+        EXPECT_TRUE(absl::IsInvalidArgument(runner_->Forward(bad.inputs()).status()));
+      }
+      BatchBuilder decode(16);
+      for (size_t s = 0; s < num_seqs; ++s) {
+        const auto pos = static_cast<int32_t>(golden_.prompts[s].size()) + step;
+        decode.Add(std::span(&ids[s], 1), pos, tables[s], LogitsFor::kLast);
+      }
+      in = decode.inputs();
+      in.logits_on_host = false;
+      logits = runner_->Forward(in);  // fed: queued before the tokens are collected
+      EXPECT_TRUE(logits.ok()) << logits.status();
+      if (fed) {
+        auto sampled = runner_->FinishSampleLogits();
+        EXPECT_TRUE(sampled.ok()) << sampled.status();
+        if (!sampled.ok()) return generated;
+        tokens = std::move(*sampled);
+      }
+      for (size_t s = 0; s < num_seqs; ++s) {
+        generated[s].push_back(tokens[s].token_id);
+        AppendToken(states[s], tokens[s].token_id);
+      }
+    }
+    return generated;
+  };
+  const std::vector<std::vector<int32_t>> sync = run(false, true);
+  EXPECT_EQ(run(true, true), sync);
+  EXPECT_EQ(run(true, false), sync);
+  EXPECT_TRUE(absl::IsFailedPrecondition(runner_->FinishSampleLogits().status()));
+}
+
 // Eager decode steps with logits for some rows or none (the last layer then carries fewer
 // rows, or stops after its K/V write, which a decode step does inside the attention kernel):
 // a pair of copies of a sequence with logits for copy 0 at steps 0 and 2 and for copy 1 at
