@@ -124,6 +124,8 @@ absl::StatusOr<tandem::SamplingParams> SamplingFromFlags() {
 int RunGenerate() {
   absl::StatusOr<tandem::SamplingParams> sampling = SamplingFromFlags();
   if (!sampling.ok()) return Fail(sampling.status());
+  auto pipeline = tandem::ParsePipelineSteps(absl::GetFlag(FLAGS_pipeline_steps), "pipeline_steps");
+  if (!pipeline.ok()) return Fail(pipeline.status());
   std::string prompt = absl::GetFlag(FLAGS_prompt);
   std::cout << prompt << std::flush;
   if (!absl::GetFlag(FLAGS_server).empty()) {
@@ -145,8 +147,6 @@ int RunGenerate() {
                                        .backend = absl::GetFlag(FLAGS_backend),
                                        .device = absl::GetFlag(FLAGS_device)};
   if (options.num_threads < 0) return Fail(absl::InvalidArgumentError("threads must be >= 0"));
-  auto pipeline = tandem::ParsePipelineSteps(absl::GetFlag(FLAGS_pipeline_steps), "pipeline_steps");
-  if (!pipeline.ok()) return Fail(pipeline.status());
   options.pipeline_steps = *pipeline;
   auto stats = tandem::cli::Generate(options, std::cout);
   std::cout << "\n";
@@ -168,6 +168,10 @@ int RunUp() {
     return Fail(absl::InvalidArgumentError(cuda ? "num_kv_blocks must be >= 0 (0: from "
                                                   "--gpu_memory_fraction)"
                                                 : "num_kv_blocks must be >= 1"));
+  }
+  if (auto p = tandem::ParsePipelineSteps(absl::GetFlag(FLAGS_pipeline_steps), "pipeline_steps");
+      !p.ok()) {
+    return Fail(p.status());
   }
   std::vector<int> devices[2];
   const std::vector<std::string> device_flags[2] = {absl::GetFlag(FLAGS_prefill_devices),
