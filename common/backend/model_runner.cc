@@ -30,6 +30,10 @@ absl::Status CheckHostRows(const LogitsView& logits, std::span<const int32_t> lo
 absl::StatusOr<std::vector<SampledToken>> ModelRunner::SampleLogits(
     const LogitsView& logits, std::span<const int32_t> logits_rows, const SamplingContext& ctx,
     std::span<const SamplingRow> rows) {
+  if (pending_sampled_) {
+    return absl::FailedPreconditionError(
+        "a sampling is pending: FinishSampleLogits must come first");
+  }
   if (logits_rows.size() != rows.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("logits_rows has ", logits_rows.size(), " entries, rows has ", rows.size()));
@@ -48,6 +52,10 @@ absl::StatusOr<std::vector<SampledToken>> ModelRunner::SampleLogits(
 absl::Status ModelRunner::CopyLogitsRows(const LogitsView& logits,
                                          std::span<const int32_t> logits_rows,
                                          std::span<float> out) {
+  if (pending_sampled_) {
+    return absl::FailedPreconditionError(
+        "a sampling is pending: FinishSampleLogits must come first");
+  }
   TANDEM_RETURN_IF_ERROR(CheckHostRows(logits, logits_rows));
   const auto vocab = static_cast<size_t>(logits.vocab_size);
   if (out.size() != logits_rows.size() * vocab) {

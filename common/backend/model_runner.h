@@ -86,8 +86,9 @@ class ModelRunner {
   // Pipelined steps (docs/engine.md, "Pipelined decode steps"). StartSampleLogits does what
   // SampleLogits does but may return before the tokens exist; FinishSampleLogits returns
   // them, and by then every Forward called before StartSampleLogits has finished. One Finish
-  // follows each Start, before the next Start or SampleLogits; errors found at the start are
-  // returned by Start (nothing is then pending). In between, the caller may call Forward once
+  // follows each Start, before the next Start, SampleLogits or CopyLogitsRows (those are
+  // FAILED_PRECONDITION meanwhile, leaving the pending sampling as it is); other errors
+  // found at the start are returned by Start, and nothing is then pending. In between, the caller may call Forward once
   // with FedTokenId(i) entries in token_ids: row i's token is fed to that pass without a round
   // trip through the host. The defaults sample at the start (SampleLogits) and keep the
   // tokens until the finish; a runner using them resolves fed ids with ResolveFedTokens.

@@ -51,6 +51,7 @@ void Engine::Stop() {
     AbortCommand c{id, absl::CancelledError("engine stopped"), /*release_hold=*/true};
     Handle(c);
   }
+  FlushDeferredFrees();
 }
 
 void Engine::Push(Command command) {
@@ -91,15 +92,7 @@ bool Engine::Step() {
     if (!out.empty()) RunForward(out);
     if (!pipeline_ && pending_) CollectSampled();
   }
-  if (!pending_ && !deferred_frees_.empty()) {
-    // Frees deferred behind a pass whose sampling never started (it failed): an empty
-    // sampling waits for that pass.
-    const LogitsView none{.vocab_size = config_.vocab_size};
-    if (runner_->StartSampleLogits(none, {}, {.vocab_size = config_.vocab_size}, {}).ok()) {
-      (void)runner_->FinishSampleLogits();
-    }
-    ReleaseDeferredFrees(num_forwards_);
-  }
+  if (!pending_) FlushDeferredFrees();
   ++num_steps_;
   KvCacheStats kv = blocks_.stats();
   std::lock_guard<std::mutex> lock(stats_mu_);

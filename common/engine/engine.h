@@ -173,6 +173,9 @@ class Engine {
   // known to be done (a freed block could be reused by a KV transfer on another stream).
   void FreeBlocks(SeqId seq_id);
   void ReleaseDeferredFrees(int64_t done_generation);
+  // With no sampling pending: waits for any pass that may still run (an empty sampling),
+  // then frees every deferred sequence.
+  void FlushDeferredFrees();
   Record* FindRecord(const std::string& request_id);
   static Sequence* FindSequence(Record& record, SeqId seq_id);
 
@@ -189,7 +192,8 @@ class Engine {
   std::optional<std::vector<PendingRow>> pending_;  // rows of the started sampling
   int64_t num_forwards_ = 0;        // passes launched
   int64_t pending_generation_ = 0;  // num_forwards_ when the pending sampling started
-  bool continuation_running_ = false;  // launched this step, its sampling not started yet
+  // A pass was handed to the runner and no sampling started after it yet (it may still run).
+  bool pass_in_flight_ = false;
   std::vector<std::pair<int64_t, SeqId>> deferred_frees_;  // (num_forwards_ then, sequence)
   int64_t num_pipelined_steps_ = 0;
   int64_t num_steps_ = 0;

@@ -47,6 +47,7 @@ void Engine::StartSampling(const LogitsView& logits, const SampleBatchRows& rows
   }
   pending_ = std::move(pending);
   pending_generation_ = num_forwards_;
+  pass_in_flight_ = false;  // the sampling's finish covers every pass before it
 }
 
 void Engine::CollectSampled() {
@@ -131,14 +132,16 @@ bool Engine::LaunchContinuation(Continuation& next) {
   }
   if (new_blocks > blocks_.num_blocks_free()) return false;
 
+  for (const auto& [record, seq] : members) {
+    std::optional<AllocationPlan> plan = blocks_.PlanAllocate(seq->id, seq->token_ids, 1);
+    TANDEM_CHECK(plan && !plan->copy_on_write && plan->first_new_position == seq->num_tokens());
+    blocks_.Commit(*plan);
+  }
+  // Block tables only after every commit (a table's span lasts until the next mutation).
   std::vector<int32_t> tokens, positions, slots, query_start{0}, logits_rows;
   ForwardInputs inputs;
   for (const auto& [record, seq] : members) {
-    std::optional<AllocationPlan> plan = blocks_.PlanAllocate(seq->id, seq->token_ids, 1);
-    TANDEM_CHECK(plan && !plan->copy_on_write);
-    blocks_.Commit(*plan);
     const int64_t position = seq->num_tokens();
-    TANDEM_CHECK(plan->first_new_position == position);
     logits_rows.push_back(static_cast<int32_t>(tokens.size()));
     tokens.push_back(FedTokenId(row_of.at(seq->id)));
     positions.push_back(static_cast<int32_t>(position));
@@ -154,9 +157,9 @@ bool Engine::LaunchContinuation(Continuation& next) {
   inputs.query_start = query_start;
   inputs.logits_rows = logits_rows;
   inputs.logits_on_host = false;
+  pass_in_flight_ = true;
   next.logits = runner_->Forward(inputs);
   if (next.logits.ok()) ++num_forwards_;
-  continuation_running_ = true;
   ++num_pipelined_steps_;
   return true;
 }
@@ -192,21 +195,35 @@ void Engine::FinishContinuation(Continuation& next) {
                                                               next.logits.status().message()))};
       Handle(abort);
     }
-    continuation_running_ = false;  // Step's barrier releases what the aborts deferred
-    return;
+    return;  // Step's barrier releases what the aborts deferred
   }
   scheduler_.CommitComputed(computed);
   num_computed_tokens_ += computed.num_tokens;
   // Started even with no rows left: its finish is where this pass is known to be done.
   StartSampling(*next.logits, rows);
-  continuation_running_ = false;
 }
 
 void Engine::FreeBlocks(SeqId seq_id) {
-  if (pending_ || continuation_running_) {
+  if (pending_ || pass_in_flight_) {
     deferred_frees_.emplace_back(num_forwards_, seq_id);
   } else {
     blocks_.Free(seq_id);
+  }
+}
+
+void Engine::FlushDeferredFrees() {
+  if (deferred_frees_.empty()) {
+    pass_in_flight_ = false;  // nothing freed since: a pass without logits waited for itself
+    return;
+  }
+  // Frees deferred behind a pass no sampling followed (it failed, or its rows were aborted):
+  // an empty sampling waits for that pass. Should even that fail (a lost device), the blocks
+  // stay deferred and the next step tries again.
+  const LogitsView none{.vocab_size = config_.vocab_size};
+  if (runner_->StartSampleLogits(none, {}, {.vocab_size = config_.vocab_size}, {}).ok() &&
+      runner_->FinishSampleLogits().ok()) {
+    ReleaseDeferredFrees(num_forwards_);
+    pass_in_flight_ = false;
   }
 }
 

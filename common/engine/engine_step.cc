@@ -80,6 +80,7 @@ void Engine::RunForward(const SchedulerOutput& out) {
     step.inputs.kv_progress = progress.get();
     HandOffKv(out, progress, owner);
   }
+  if (status.ok()) pass_in_flight_ = true;  // until a sampling starts after it
   absl::StatusOr<LogitsView> logits =
       status.ok() ? runner_->Forward(step.inputs) : absl::StatusOr<LogitsView>(status);
   if (logits.ok()) ++num_forwards_;

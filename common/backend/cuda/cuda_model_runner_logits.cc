@@ -158,7 +158,6 @@ absl::StatusOr<std::vector<SampledToken>> CudaModelRunner::FinishSampleLogits() 
   if (pending_rows_ < 0) {
     return absl::FailedPreconditionError("FinishSampleLogits without a pending StartSampleLogits");
   }
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   pending_rows_ = -1;
   if (pending_host_tokens_) {
     std::vector<SampledToken> tokens = std::move(*pending_host_tokens_);
@@ -166,7 +165,10 @@ absl::StatusOr<std::vector<SampledToken>> CudaModelRunner::FinishSampleLogits() 
     return tokens;  // SampleLogits waited for everything queued before the start
   }
   absl::StatusOr<std::vector<SampledToken>> tokens = sampler_->Collect(stream_.get());
-  if (!tokens.ok()) TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
+  if (!tokens.ok()) {
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
+  }
   return tokens;
 }
 
@@ -174,6 +176,10 @@ absl::Status CudaModelRunner::CopyLogitsRows(const LogitsView& logits,
                                              std::span<const int32_t> logits_rows,
                                              std::span<float> out) {
   if (!logits.values.empty()) return ModelRunner::CopyLogitsRows(logits, logits_rows, out);
+  if (pending_rows_ >= 0) {  // the pending sampling may be editing the rows in place
+    return absl::FailedPreconditionError(
+        "a sampling is pending: FinishSampleLogits must come first");
+  }
   TANDEM_RETURN_IF_ERROR(CheckLogitsRows(logits, logits_rows));
   const auto vocab = static_cast<size_t>(config_.vocab_size);
   if (out.size() != logits_rows.size() * vocab) {

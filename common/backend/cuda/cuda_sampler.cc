@@ -202,7 +202,7 @@ absl::StatusOr<std::vector<SampledToken>> CudaSampler::Collect(cudaStream_t stre
   Pending p = std::move(*pending_);
   pending_.reset();
   const size_t num_rows = p.params.size();
-  launched_.Synchronize();
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(launched_.get()));
   std::vector<SampledToken> out(num_rows);
   const SamplingRowResult* results = results_host_.as<SamplingRowResult>();
   for (size_t i = 0; i < num_rows; ++i) {
@@ -363,16 +363,17 @@ absl::Status CudaSampler::Launch(const DeviceLogits& logits, const SamplingConte
   if (!fallback.empty()) {
     // The fallback rows' logits reach the host here (a synchronization); their tokens go
     // into the device results as well, where a fed pass reads them.
-    TANDEM_CUDA_CHECK(cudaStreamSynchronize(stream));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
     std::vector<float> host_logits(fallback_host_.as<float>(),
                                    fallback_host_.as<float>() + fallback.size() * vocab);
     std::vector<SamplingRow> host_rows;
     for (size_t i : fallback) host_rows.push_back(rows[i]);
     pending.fallback_tokens = SampleBatch(host_logits, ctx, host_rows);
     for (size_t f = 0; f < fallback.size(); ++f) {
-      TANDEM_CUDA_CHECK(cudaMemcpyAsync(&device_results_[fallback[f]].token,
-                                        &pending.fallback_tokens[f].token_id, sizeof(int32_t),
-                                        cudaMemcpyHostToDevice, stream));
+      TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(&device_results_[fallback[f]].token,
+                                                  &pending.fallback_tokens[f].token_id,
+                                                  sizeof(int32_t), cudaMemcpyHostToDevice,
+                                                  stream));
     }
   }
   return Queue(std::move(pending), stream);
@@ -382,11 +383,11 @@ absl::Status CudaSampler::Queue(Pending pending, cudaStream_t stream) {
   // The results leave now, ahead of whatever the caller queues next (the next pass), and
   // Collect waits for this point only.
   if (pending.copy && !pending.params.empty()) {
-    TANDEM_CUDA_CHECK(cudaMemcpyAsync(results_host_.data(), results_.data(),
-                                      pending.params.size() * sizeof(SamplingRowResult),
-                                      cudaMemcpyDeviceToHost, stream));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(results_host_.data(), results_.data(),
+                                                pending.params.size() * sizeof(SamplingRowResult),
+                                                cudaMemcpyDeviceToHost, stream));
   }
-  launched_.Record(stream);
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(launched_.get(), stream));
   pending_ = std::move(pending);
   return absl::OkStatus();
 }

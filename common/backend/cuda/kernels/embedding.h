@@ -45,7 +45,9 @@ absl::Status LaunchGatherRows(const GatherRowsArgs& args, cudaStream_t stream);
 // Fed tokens (ModelRunner's FedTokenId): every id < 0 in token_ids, -1 - r, becomes the token
 // the sampler left for its row r: sampled[r * sampled_stride] (int32 elements apart, the
 // CudaSampler's result records), in place. Non-negative ids stay. The caller validated r
-// against the sampling's rows.
+// against the sampling's rows. A row the sampler failed (token -1, no finite logit) feeds
+// -1, which the embedding gather turns into a NaN row; its request is aborted when the
+// sampling is collected.
 struct FedTokensArgs {
   int32_t* token_ids = nullptr;     // [num_tokens] on the device
   int64_t num_tokens = 0;
