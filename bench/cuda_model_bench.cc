@@ -670,25 +670,40 @@ int Main(int argc, char** argv) {
     absl::StatusOr<LogitsView> logits = runner.Forward(in);
     Check(logits);
     Check(runner.StartSampleLogits(*logits, logits_rows, ctx, rows));
+    // Events on the stream after each queued pass and after each queued sampling: GPU-side
+    // step, pass (metadata copy, fed-token resolve and graph) and sampling times.
+    std::vector<CudaEvent> passed, sampled;
     std::vector<double> times;
     for (int step = 1; step < decode_steps + 3; ++step) {
+      passed.push_back(*CudaEvent::Create());
+      sampled.push_back(*CudaEvent::Create());
       const double ms = WallMs([&] {
         ForwardInputs next = MakeInputs(seqs, 0, batch, context + step, 1, true, storage);
         next.token_ids = fed;
         next.logits_on_host = false;
         logits = runner.Forward(next);
         Check(logits);
+        passed.back().Record(runner.stream());
         Check(runner.FinishSampleLogits());
         Check(runner.StartSampleLogits(*logits, logits_rows, ctx, rows));
+        sampled.back().Record(runner.stream());
       });
       if (step >= 3) times.push_back(ms);
     }
     Check(runner.FinishSampleLogits());
+    std::vector<double> gpu_step, gpu_pass, gpu_sample;
+    for (size_t k = 2; k < sampled.size(); ++k) {
+      gpu_step.push_back(sampled[k].ElapsedMsSince(sampled[k - 1]));
+      gpu_pass.push_back(passed[k].ElapsedMsSince(sampled[k - 1]));
+      gpu_sample.push_back(sampled[k].ElapsedMsSince(passed[k]));
+    }
     const double ms = Median(times);
     const double bytes = static_cast<double>(runner.weight_bytes_read_per_step()) +
                          static_cast<double>(batch) * (context + decode_steps / 2) *
                              static_cast<double>(kv_bytes_per_token);
     return nlohmann::json{{"batch", batch}, {"context", context}, {"step_ms", ms},
+                          {"gpu_step_ms", Median(gpu_step)}, {"gpu_pass_ms", Median(gpu_pass)},
+                          {"gpu_sample_ms", Median(gpu_sample)},
                           {"tokens_per_s", batch / ms * 1e3},
                           {"roofline_tokens_per_s", batch / (bytes / copy_bw)},
                           {"roofline_fraction", bytes / copy_bw / (ms * 1e-3)}};
