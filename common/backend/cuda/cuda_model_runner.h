@@ -68,9 +68,9 @@ struct CudaRunnerOptions {
   bool host_visible_kv = false;
   // Whether the engine pipelines its decode steps on this runner by default
   // (ModelRunner::OverlapsSteps; EngineOptions::pipeline_steps overrides): the next pass is
-  // queued with its tokens fed on the device from the pending GPU sampling. Off until the
-  // H200 runs confirm it (docs/engine.md, "Pipelined decode steps"); fed tokens work either way.
-  bool overlap_steps = false;
+  // queued with its tokens fed on the device from the pending GPU sampling (docs/engine.md,
+  // "Pipelined decode steps"; on the H200 the same tokens, 0.01–0.06 ms faster per step).
+  bool overlap_steps = true;
 };
 
 // What the runner holds on the device, reported at start.
